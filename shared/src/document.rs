@@ -1,0 +1,480 @@
+//! The ranking document: what a region's leader publishes for one pool and
+//! what edges read. Versioned, with two codecs: JSON (embedded store, CLI,
+//! Redis) and a DynamoDB attribute map of native attributes, so that
+//! `aws dynamodb query` shows readable numbers and strings.
+//!
+//! Decoding never trusts its input: the schema version is checked first, then
+//! types, then every value against sane bounds. A bad document is an error
+//! value, never a panic.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use crate::config::is_name;
+use crate::sample::{FailureClass, UnixMillis};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Most origins one document may rank (also the per-pool config limit).
+pub const MAX_ORIGINS: usize = 64;
+/// Largest JSON document accepted.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+/// Latencies above an hour are not measurements.
+const MAX_LATENCY_MS: f64 = 3_600_000.0;
+/// 2020-01-01 and 2200-01-01: timestamps outside are corrupt.
+const MIN_TIME: UnixMillis = 1_577_836_800_000;
+const MAX_TIME: UnixMillis = 7_258_118_400_000;
+
+/// The ranking of one pool's origins as seen from one region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankingDocument {
+    pub schema_version: u32,
+    pub pool: String,
+    pub region: String,
+    /// Fencing number from the leader lease: a write with a lower or equal
+    /// `seq` than the stored one is refused.
+    pub seq: u64,
+    /// When the leader computed this ranking (wall clock, ms).
+    pub generated_at: UnixMillis,
+    /// The probe interval the ranking was computed under, so readers can
+    /// judge freshness.
+    pub probe_interval_ms: u64,
+    /// Workers whose samples went into this ranking.
+    pub workers: u32,
+    /// Origins in order of preference, best first.
+    pub origins: Vec<RankedOrigin>,
+}
+
+/// One origin's place in a ranking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankedOrigin {
+    pub id: String,
+    pub state: OriginState,
+    /// Smoothed latency divided by weight; lower is better. Absent when the
+    /// origin has no successful sample in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Smoothed latency until first byte, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Share of successful probes in the window (median across workers).
+    pub success_ratio: f64,
+    /// Class of the most recent failure in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureClass>,
+    /// Workers that saw this origin in the window, and how many of them
+    /// hold it down: the quorum behind `state`.
+    pub voters: u32,
+    pub down_votes: u32,
+}
+
+/// Health of an origin in a ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginState {
+    /// Up, and its success ratio is good.
+    Healthy,
+    /// Up, but failing some probes: used only after every healthy origin.
+    Degraded,
+    /// Held down by a quorum of workers.
+    Down,
+}
+
+impl OriginState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginState::Healthy => "healthy",
+            OriginState::Degraded => "degraded",
+            OriginState::Down => "down",
+        }
+    }
+}
+
+/// Why a document was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("unknown schema version {0} (this build reads {SCHEMA_VERSION})")]
+    UnknownSchema(u64),
+    #[error("missing or non-numeric schema_version")]
+    NoSchema,
+    #[error("document is {0} bytes, above the {MAX_JSON_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed document: {0}")]
+    Malformed(String),
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> DocumentError {
+    DocumentError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+impl RankingDocument {
+    /// Age of the ranking at `now` (zero if it claims to be from the future).
+    pub fn age_ms(&self, now: UnixMillis) -> u64 {
+        now.saturating_sub(self.generated_at)
+    }
+
+    /// The best-ranked origin.
+    pub fn top(&self) -> Option<&RankedOrigin> {
+        self.origins.first()
+    }
+
+    pub fn entry(&self, id: &str) -> Option<&RankedOrigin> {
+        self.origins.iter().find(|o| o.id == id)
+    }
+
+    /// Checks every value against its bounds.
+    pub fn validate(&self) -> Result<(), DocumentError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(DocumentError::UnknownSchema(self.schema_version.into()));
+        }
+        for (field, value) in [("pool", &self.pool), ("region", &self.region)] {
+            if !is_name(value) {
+                return Err(invalid(
+                    field,
+                    format!("`{}` is not a valid name", clip(value)),
+                ));
+            }
+        }
+        if !(MIN_TIME..=MAX_TIME).contains(&self.generated_at) {
+            return Err(invalid(
+                "generated_at",
+                format!("{} is not a plausible time", self.generated_at),
+            ));
+        }
+        if !(1..=86_400_000).contains(&self.probe_interval_ms) {
+            return Err(invalid(
+                "probe_interval_ms",
+                format!("{} is out of range", self.probe_interval_ms),
+            ));
+        }
+        if self.seq > i64::MAX as u64 {
+            return Err(invalid("seq", "out of range"));
+        }
+        if self.workers > 10_000 {
+            return Err(invalid(
+                "workers",
+                format!("{} is out of range", self.workers),
+            ));
+        }
+        if self.origins.len() > MAX_ORIGINS {
+            return Err(invalid(
+                "origins",
+                format!("{} entries, above {MAX_ORIGINS}", self.origins.len()),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for (i, o) in self.origins.iter().enumerate() {
+            let at = |f: &str| format!("origins[{i}].{f}");
+            if !is_name(&o.id) {
+                return Err(invalid(
+                    at("id"),
+                    format!("`{}` is not a valid name", clip(&o.id)),
+                ));
+            }
+            if !ids.insert(o.id.as_str()) {
+                return Err(invalid(at("id"), format!("`{}` appears twice", o.id)));
+            }
+            for (f, v, max) in [
+                ("score", o.score, 1e9),
+                ("latency_ms", o.latency_ms, MAX_LATENCY_MS),
+            ] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                        return Err(invalid(at(f), format!("{v} is not in [0, {max}]")));
+                    }
+                }
+            }
+            if !(o.success_ratio.is_finite() && (0.0..=1.0).contains(&o.success_ratio)) {
+                return Err(invalid(
+                    at("success_ratio"),
+                    format!("{} is not in [0, 1]", o.success_ratio),
+                ));
+            }
+            if o.voters > 10_000 || o.down_votes > o.voters {
+                return Err(invalid(at("down_votes"), "more down votes than voters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a ranking document always serializes")
+    }
+
+    /// Decodes and validates JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<RankingDocument, DocumentError> {
+        if bytes.len() > MAX_JSON_BYTES {
+            return Err(DocumentError::TooLarge(bytes.len()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| DocumentError::Malformed(e.to_string()))?;
+        check_schema(value.get("schema_version").and_then(|v| v.as_u64()))?;
+        let doc: RankingDocument =
+            serde_json::from_value(value).map_err(|e| DocumentError::Malformed(e.to_string()))?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Encodes as a DynamoDB item: `pool` (partition key), `region` (sort
+    /// key), numbers as N, the origins as a list of maps, and `expires_at`
+    /// (epoch seconds) for the table's TTL.
+    pub fn to_item(&self, expires_at_secs: u64) -> HashMap<String, AttributeValue> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(self).expect("a ranking document always encodes");
+        item.insert(
+            TTL_ATTRIBUTE.into(),
+            AttributeValue::N(expires_at_secs.to_string()),
+        );
+        item
+    }
+
+    /// Decodes and validates a DynamoDB item. Attributes not in the layout
+    /// (added by tooling or replication) are ignored.
+    pub fn from_item(
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<RankingDocument, DocumentError> {
+        let size: usize = item.iter().map(|(k, v)| k.len() + attribute_size(v)).sum();
+        if size > MAX_JSON_BYTES {
+            return Err(DocumentError::TooLarge(size));
+        }
+        let version = match item.get("schema_version") {
+            Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        check_schema(version)?;
+        let known: HashMap<String, AttributeValue> = item
+            .into_iter()
+            .filter(|(k, _)| DOC_FIELDS.contains(&k.as_str()))
+            .collect();
+        let doc: RankingDocument =
+            serde_dynamo::from_item(known).map_err(|e| DocumentError::Malformed(e.to_string()))?;
+        doc.validate()?;
+        Ok(doc)
+    }
+}
+
+fn check_schema(version: Option<u64>) -> Result<(), DocumentError> {
+    match version {
+        None => Err(DocumentError::NoSchema),
+        Some(v) if v != u64::from(SCHEMA_VERSION) => Err(DocumentError::UnknownSchema(v)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The table's TTL attribute: epoch seconds after which DynamoDB may delete
+/// the item (a region whose probers are gone stops being served).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+const DOC_FIELDS: [&str; 8] = [
+    "schema_version",
+    "pool",
+    "region",
+    "seq",
+    "generated_at",
+    "probe_interval_ms",
+    "workers",
+    "origins",
+];
+
+/// A rough byte size of an attribute value, to refuse absurd items before
+/// decoding them.
+fn attribute_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::L(l) => l.iter().map(attribute_size).sum::<usize>() + 1,
+        AttributeValue::M(m) => {
+            m.iter()
+                .map(|(k, v)| k.len() + attribute_size(v))
+                .sum::<usize>()
+                + 1
+        }
+        AttributeValue::Ss(l) | AttributeValue::Ns(l) => l.iter().map(String::len).sum(),
+        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 1,
+    }
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_doc() -> RankingDocument {
+        RankingDocument {
+            schema_version: SCHEMA_VERSION,
+            pool: "web".into(),
+            region: "eu-west-1".into(),
+            seq: 42,
+            generated_at: 1_780_000_000_000,
+            probe_interval_ms: 2000,
+            workers: 3,
+            origins: vec![
+                RankedOrigin {
+                    id: "fra".into(),
+                    state: OriginState::Healthy,
+                    score: Some(12.5),
+                    latency_ms: Some(12.5),
+                    success_ratio: 1.0,
+                    last_failure: None,
+                    voters: 3,
+                    down_votes: 0,
+                },
+                RankedOrigin {
+                    id: "iad".into(),
+                    state: OriginState::Down,
+                    score: None,
+                    latency_ms: None,
+                    success_ratio: 0.25,
+                    last_failure: Some(FailureClass::ConnectTimeout),
+                    voters: 3,
+                    down_votes: 3,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let doc = sample_doc();
+        assert_eq!(
+            RankingDocument::from_json(doc.to_json().as_bytes()).unwrap(),
+            doc
+        );
+    }
+
+    #[test]
+    fn dynamodb_round_trip_uses_native_attributes() {
+        let doc = sample_doc();
+        let item = doc.to_item(1_780_086_400);
+        assert_eq!(item["pool"], AttributeValue::S("web".into()));
+        assert_eq!(item["region"], AttributeValue::S("eu-west-1".into()));
+        assert_eq!(item["seq"], AttributeValue::N("42".into()));
+        assert_eq!(item["expires_at"], AttributeValue::N("1780086400".into()));
+        let AttributeValue::L(origins) = &item["origins"] else {
+            panic!("origins is not a list: {:?}", item["origins"]);
+        };
+        let AttributeValue::M(first) = &origins[0] else {
+            panic!("origin entry is not a map");
+        };
+        assert_eq!(first["state"], AttributeValue::S("healthy".into()));
+        assert_eq!(first["latency_ms"], AttributeValue::N("12.5".into()));
+        let AttributeValue::M(second) = &origins[1] else {
+            panic!("origin entry is not a map");
+        };
+        assert_eq!(
+            second["last_failure"],
+            AttributeValue::S("connect_timeout".into())
+        );
+        assert!(!second.contains_key("latency_ms"));
+        assert_eq!(RankingDocument::from_item(item).unwrap(), doc);
+    }
+
+    #[test]
+    fn unknown_schema_is_rejected_first() {
+        let json = sample_doc()
+            .to_json()
+            .replace("\"schema_version\":1", "\"schema_version\":2");
+        let err = RankingDocument::from_json(json.as_bytes()).unwrap_err();
+        assert!(matches!(err, DocumentError::UnknownSchema(2)), "{err}");
+        let mut item = sample_doc().to_item(0);
+        item.insert("schema_version".into(), AttributeValue::N("7".into()));
+        assert!(matches!(
+            RankingDocument::from_item(item),
+            Err(DocumentError::UnknownSchema(7))
+        ));
+        let mut item = sample_doc().to_item(0);
+        item.remove("schema_version");
+        assert!(matches!(
+            RankingDocument::from_item(item),
+            Err(DocumentError::NoSchema)
+        ));
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        let mut item = sample_doc().to_item(0);
+        item.insert("seq".into(), AttributeValue::S("forty-two".into()));
+        let err = RankingDocument::from_item(item).unwrap_err();
+        assert!(matches!(err, DocumentError::Malformed(_)), "{err}");
+        let mut item = sample_doc().to_item(0);
+        item.insert("origins".into(), AttributeValue::S("fra,iad".into()));
+        assert!(RankingDocument::from_item(item).is_err());
+        let json = sample_doc()
+            .to_json()
+            .replace("\"workers\":3", "\"workers\":\"3\"");
+        assert!(matches!(
+            RankingDocument::from_json(json.as_bytes()),
+            Err(DocumentError::Malformed(_))
+        ));
+        assert!(RankingDocument::from_json(b"[1,2").is_err());
+    }
+
+    #[test]
+    fn absurd_values_are_errors() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut RankingDocument)>)> = vec![
+            (
+                "origins[0].latency_ms",
+                Box::new(|d| d.origins[0].latency_ms = Some(-1.0)),
+            ),
+            (
+                "origins[0].score",
+                Box::new(|d| d.origins[0].score = Some(f64::NAN)),
+            ),
+            (
+                "origins[0].success_ratio",
+                Box::new(|d| d.origins[0].success_ratio = 1.5),
+            ),
+            (
+                "origins[1].id",
+                Box::new(|d| d.origins[1].id = "fra".into()),
+            ),
+            (
+                "origins[0].id",
+                Box::new(|d| d.origins[0].id = "../etc".into()),
+            ),
+            ("generated_at", Box::new(|d| d.generated_at = 5)),
+            ("region", Box::new(|d| d.region = String::new())),
+            (
+                "origins[0].down_votes",
+                Box::new(|d| d.origins[0].down_votes = 9),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut doc = sample_doc();
+            mutate(&mut doc);
+            let err = doc.validate().unwrap_err();
+            assert!(err.to_string().starts_with(field), "{field}: {err}");
+        }
+        let mut doc = sample_doc();
+        doc.origins = (0..=MAX_ORIGINS)
+            .map(|i| RankedOrigin {
+                id: format!("o{i}"),
+                ..doc.origins[0].clone()
+            })
+            .collect();
+        assert!(doc.validate().is_err());
+        let huge = vec![b' '; MAX_JSON_BYTES + 1];
+        assert!(matches!(
+            RankingDocument::from_json(&huge),
+            Err(DocumentError::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! The ranking engine: samples in, a ranking out, as a pure function of
+//! `(pool, previous ranking, samples, settings, now)`. No clock reads, no I/O.
+//!
+//! Two steps:
+//!
+//! 1. **Per worker** ([`worker_view`]): each worker's samples of an origin,
+//!    replayed in time order through rise/fall [`Health`], give that worker's
+//!    up/down verdict, a time-decayed latency (each sample weighs
+//!    `2^(-age / half_life)`, so an origin that recovers is seen to recover),
+//!    a time-decayed success ratio and the last failure class. Recomputing
+//!    from the retained window (rather than carrying counters) means any
+//!    leader computes the same ranking from the same samples: a new leader
+//!    needs no hand-over.
+//! 2. **Across workers** ([`rank`]): an origin is `down` only if a strict
+//!    majority of the workers that saw it recently hold it down, so one
+//!    worker's bad network path cannot eject it. Latency and success ratio
+//!    are medians across workers. Origins sort by state, then score (latency
+//!    divided by weight), then config order, so ties are deterministic.
+//!    Finally the previous top origin keeps its place unless the challenger
+//!    is better by more than the switching margin (relative and absolute),
+//!    so near-equal origins do not flap.
+
+mod health;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use health::Health;
+
+use crate::config::PoolConfig;
+use crate::document::{OriginState, RankedOrigin, RankingDocument, SCHEMA_VERSION};
+use crate::sample::{FailureClass, Sample, UnixMillis};
+
+/// Ranking parameters, from `[prober]` and `[ranking]` of the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub rise: u32,
+    pub fall: u32,
+    /// Samples older than this are ignored.
+    pub window: Duration,
+    /// Half-life of a sample's weight in latency and success ratio.
+    pub half_life: Duration,
+    pub switch_margin_relative: f64,
+    pub switch_margin_absolute: Duration,
+    pub degraded_below: f64,
+    pub probe_interval: Duration,
+    /// A worker whose newest sample of an origin is older than this no
+    /// longer votes on it (it has stopped, or stopped probing it).
+    pub vote_expiry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            rise: 2,
+            fall: 3,
+            window: Duration::from_secs(60),
+            half_life: Duration::from_secs(10),
+            switch_margin_relative: 0.10,
+            switch_margin_absolute: Duration::from_millis(5),
+            degraded_below: 0.9,
+            probe_interval: Duration::from_secs(2),
+            vote_expiry: Duration::from_secs(9),
+        }
+    }
+}
+
+/// What one worker's samples say about one origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub up: bool,
+    /// Time-decayed mean latency until first byte of successful samples, ms.
+    pub latency_ms: Option<f64>,
+    /// Time-decayed share of successful samples.
+    pub success_ratio: f64,
+    pub last_failure: Option<FailureClass>,
+    /// Start time of the newest sample.
+    pub newest: UnixMillis,
+}
+
+/// One worker's view of one origin from its samples (any order). `None` if
+/// no sample lies in the window or the newest one is past `vote_expiry`.
+pub fn worker_view(
+    samples: &[&Sample],
+    settings: &Settings,
+    now: UnixMillis,
+) -> Option<WorkerView> {
+    let oldest = now.saturating_sub(settings.window.as_millis() as u64);
+    let mut in_window: Vec<&Sample> = samples.iter().copied().filter(|s| s.at >= oldest).collect();
+    in_window.sort_by_key(|s| s.at);
+    let newest = in_window.last()?.at;
+    if now.saturating_sub(newest) > settings.vote_expiry.as_millis() as u64 {
+        return None;
+    }
+    let half_life_ms = settings.half_life.as_secs_f64() * 1000.0;
+    let mut health = Health::default();
+    let (mut weight_ok, mut weight_all, mut latency_sum) = (0.0, 0.0, 0.0);
+    let mut last_failure = None;
+    for s in &in_window {
+        let ok = s.outcome.is_ok();
+        health.observe(ok, settings.rise, settings.fall);
+        let age_ms = now.saturating_sub(s.at) as f64;
+        let w = (-age_ms / half_life_ms).exp2();
+        weight_all += w;
+        match s.outcome.latency() {
+            Some(latency) => {
+                weight_ok += w;
+                latency_sum += w * latency.as_secs_f64() * 1000.0;
+            }
+            None => last_failure = s.outcome.failure_class(),
+        }
+    }
+    Some(WorkerView {
+        up: health.is_up(),
+        latency_ms: (weight_ok > 0.0).then(|| latency_sum / weight_ok),
+        success_ratio: if weight_all > 0.0 {
+            weight_ok / weight_all
+        } else {
+            0.0
+        },
+        last_failure,
+        newest,
+    })
+}
+
+/// What a ranking is computed for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub pool_name: &'a str,
+    pub pool: &'a PoolConfig,
+    pub region: &'a str,
+    /// Fencing number for the document (from the leader lease).
+    pub seq: u64,
+}
+
+/// Computes the ranking of one pool for one region.
+///
+/// `samples` may hold any workers' samples of any pools: only this pool's
+/// configured origins count, so samples of removed origins are ignored.
+pub fn rank(
+    target: Target<'_>,
+    previous: Option<&RankingDocument>,
+    samples: &[Sample],
+    settings: &Settings,
+    now: UnixMillis,
+) -> RankingDocument {
+    // origin -> worker -> samples
+    let mut grouped: BTreeMap<&str, BTreeMap<&str, Vec<&Sample>>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.pool == target.pool_name) {
+        grouped
+            .entry(s.origin.as_str())
+            .or_default()
+            .entry(s.worker.as_str())
+            .or_default()
+            .push(s);
+    }
+    let mut all_workers = std::collections::BTreeSet::new();
+    let mut entries: Vec<(usize, RankedOrigin)> = Vec::with_capacity(target.pool.origins.len());
+    for (index, origin) in target.pool.origins.iter().enumerate() {
+        let views: Vec<WorkerView> = grouped
+            .get(origin.id.as_str())
+            .into_iter()
+            .flat_map(|by_worker| by_worker.iter())
+            .filter_map(|(worker, samples)| {
+                let view = worker_view(samples, settings, now)?;
+                all_workers.insert(*worker);
+                Some(view)
+            })
+            .collect();
+        entries.push((index, combine(&origin.id, origin.weight, &views, settings)));
+    }
+    entries.sort_by(|(ia, a), (ib, b)| compare(a, b).then(ia.cmp(ib)));
+    let mut origins: Vec<RankedOrigin> = entries.into_iter().map(|(_, e)| e).collect();
+    apply_hysteresis(&mut origins, previous, settings);
+    RankingDocument {
+        schema_version: SCHEMA_VERSION,
+        pool: target.pool_name.to_string(),
+        region: target.region.to_string(),
+        seq: target.seq,
+        generated_at: now,
+        probe_interval_ms: settings.probe_interval.as_millis().max(1) as u64,
+        workers: all_workers.len() as u32,
+        origins,
+    }
+}
+
+/// Quorum across workers' views of one origin.
+fn combine(id: &str, weight: f64, views: &[WorkerView], settings: &Settings) -> RankedOrigin {
+    let voters = views.len() as u32;
+    let down_votes = views.iter().filter(|v| !v.up).count() as u32;
+    let last_failure = views
+        .iter()
+        .filter(|v| v.last_failure.is_some())
+        .max_by_key(|v| v.newest)
+        .and_then(|v| v.last_failure);
+    if voters == 0 || down_votes * 2 > voters {
+        // No recent sample at all counts as down: nothing vouches for it.
+        return RankedOrigin {
+            id: id.to_string(),
+            state: OriginState::Down,
+            score: None,
+            latency_ms: median(views.iter().filter_map(|v| v.latency_ms)).map(round3),
+            success_ratio: median(views.iter().map(|v| v.success_ratio)).unwrap_or(0.0),
+            last_failure,
+            voters,
+            down_votes,
+        };
+    }
+    // The workers that hold it up decide its latency: a worker whose path is
+    // broken would otherwise drag the median.
+    let up_views = views.iter().filter(|v| v.up);
+    let latency_ms = median(up_views.clone().filter_map(|v| v.latency_ms)).map(round3);
+    let success_ratio = median(views.iter().map(|v| v.success_ratio)).unwrap_or(0.0);
+    let state = if success_ratio >= settings.degraded_below {
+        OriginState::Healthy
+    } else {
+        OriginState::Degraded
+    };
+    RankedOrigin {
+        id: id.to_string(),
+        state,
+        score: latency_ms.map(|l| round3(l / weight)),
+        latency_ms,
+        success_ratio: round3(success_ratio).clamp(0.0, 1.0),
+        last_failure,
+        voters,
+        down_votes,
+    }
+}
+
+/// Best first: state, then score (unmeasured last).
+fn compare(a: &RankedOrigin, b: &RankedOrigin) -> Ordering {
+    a.state
+        .cmp(&b.state)
+        .then_with(|| match (a.score, b.score) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        })
+}
+
+/// Keeps the previous top origin on top unless the new best beats it by
+/// more than the margin. A worse state always loses top place.
+fn apply_hysteresis(
+    origins: &mut [RankedOrigin],
+    previous: Option<&RankingDocument>,
+    settings: &Settings,
+) {
+    let Some(prev_top) = previous.and_then(|p| p.top()) else {
+        return;
+    };
+    let Some(pos) = origins.iter().position(|o| o.id == prev_top.id) else {
+        return;
+    };
+    if pos == 0 {
+        return;
+    }
+    let (best, incumbent) = (&origins[0], &origins[pos]);
+    if incumbent.state != best.state {
+        return;
+    }
+    let (Some(best_score), Some(incumbent_score)) = (best.score, incumbent.score) else {
+        return;
+    };
+    let margin = (incumbent_score * settings.switch_margin_relative)
+        .max(settings.switch_margin_absolute.as_secs_f64() * 1000.0);
+    if incumbent_score - best_score <= margin {
+        origins[..=pos].rotate_right(1);
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// Published numbers carry microsecond precision; more is noise.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests;

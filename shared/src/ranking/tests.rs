@@ -1,0 +1,314 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::OriginConfig;
+use crate::sample::{Failure, Outcome, PhaseTimings};
+
+const T0: UnixMillis = 1_780_000_000_000;
+const ROUND_MS: u64 = 2000;
+
+fn pool(ids: &[&str]) -> PoolConfig {
+    PoolConfig {
+        default_origin: None,
+        origins: ids
+            .iter()
+            .map(|id| OriginConfig::http(id, "127.0.0.1", 80))
+            .collect(),
+    }
+}
+
+fn ok(origin: &str, worker: &str, at: UnixMillis, ms: f64) -> Sample {
+    Sample {
+        origin: origin.into(),
+        pool: "web".into(),
+        worker: worker.into(),
+        at,
+        outcome: Outcome::Ok(PhaseTimings {
+            dns: Duration::ZERO,
+            connect: Duration::ZERO,
+            tls: Duration::ZERO,
+            first_byte: Duration::from_secs_f64(ms / 1000.0),
+            total: Duration::from_secs_f64(ms / 1000.0),
+        }),
+    }
+}
+
+fn failed(origin: &str, worker: &str, at: UnixMillis, class: FailureClass) -> Sample {
+    Sample {
+        origin: origin.into(),
+        pool: "web".into(),
+        worker: worker.into(),
+        at,
+        outcome: Outcome::Failed(Failure {
+            class,
+            after: Duration::from_millis(1),
+            detail: String::new(),
+        }),
+    }
+}
+
+/// Runs the engine round by round, as a leader would, feeding each round's
+/// samples and the previous ranking. Returns every round's ranking.
+fn simulate(
+    pool: &PoolConfig,
+    settings: &Settings,
+    rounds: usize,
+    mut round_samples: impl FnMut(usize, UnixMillis) -> Vec<Sample>,
+) -> Vec<RankingDocument> {
+    let mut samples = Vec::new();
+    let mut docs: Vec<RankingDocument> = Vec::new();
+    for r in 0..rounds {
+        let now = T0 + r as u64 * ROUND_MS;
+        samples.extend(round_samples(r, now));
+        let target = Target {
+            pool_name: "web",
+            pool,
+            region: "eu-west-1",
+            seq: r as u64 + 1,
+        };
+        let doc = rank(target, docs.last(), &samples, settings, now + 500);
+        doc.validate()
+            .expect("engine output is always a valid document");
+        docs.push(doc);
+    }
+    docs
+}
+
+fn top(doc: &RankingDocument) -> &str {
+    &doc.top().unwrap().id
+}
+
+#[test]
+fn latency_decays_so_a_recovered_origin_is_seen_to_recover() {
+    let s = Settings::default();
+    // 10 slow samples (100 ms), then fast ones (10 ms).
+    let mut samples: Vec<Sample> = (0..10)
+        .map(|i| ok("a", "w", T0 + i * ROUND_MS, 100.0))
+        .collect();
+    let slow = worker_view(&samples.iter().collect::<Vec<_>>(), &s, T0 + 9 * ROUND_MS).unwrap();
+    assert_eq!(slow.latency_ms.unwrap().round(), 100.0);
+    for i in 10..20 {
+        samples.push(ok("a", "w", T0 + i * ROUND_MS, 10.0));
+    }
+    let now = T0 + 19 * ROUND_MS;
+    let after = worker_view(&samples.iter().collect::<Vec<_>>(), &s, now).unwrap();
+    // Exact: weights 2^(-age/10s), ages 0..38 s in 2 s steps.
+    let w = |k: u64| (-((k * ROUND_MS) as f64) / 10_000.0).exp2();
+    let fast: f64 = (0..10).map(w).sum();
+    let slow_w: f64 = (10..20).map(w).sum();
+    let expected = (fast * 10.0 + slow_w * 100.0) / (fast + slow_w);
+    assert!((after.latency_ms.unwrap() - expected).abs() < 1e-6);
+    assert!(after.latency_ms.unwrap() < 40.0, "{after:?}");
+}
+
+#[test]
+fn samples_outside_the_window_are_ignored_and_stale_workers_do_not_vote() {
+    let s = Settings::default();
+    let old = ok("a", "w", T0, 5.0);
+    assert!(worker_view(&[&old], &s, T0 + 61_000).is_none());
+    // In the window but past vote expiry: the worker has stopped.
+    assert!(worker_view(&[&old], &s, T0 + 10_000).is_none());
+    assert!(worker_view(&[&old], &s, T0 + 8_000).is_some());
+}
+
+#[test]
+fn one_workers_bad_path_does_not_eject_an_origin() {
+    let p = pool(&["a", "b"]);
+    let s = Settings::default();
+    let docs = simulate(&p, &s, 10, |_, now| {
+        let mut v = vec![
+            ok("a", "w1", now, 10.0),
+            ok("a", "w2", now, 11.0),
+            failed("a", "w3", now, FailureClass::ConnectTimeout),
+        ];
+        v.extend(["w1", "w2", "w3"].map(|w| ok("b", w, now, 30.0)));
+        v
+    });
+    let last = docs.last().unwrap();
+    let a = last.entry("a").unwrap();
+    assert_ne!(a.state, OriginState::Down);
+    assert_eq!((a.voters, a.down_votes), (3, 1));
+    assert_eq!(a.last_failure, Some(FailureClass::ConnectTimeout));
+    assert_eq!(top(last), "a");
+    assert_eq!(
+        a.latency_ms,
+        Some(10.5),
+        "latency comes from the workers that hold it up"
+    );
+    assert_eq!(last.workers, 3);
+}
+
+#[test]
+fn a_majority_of_workers_takes_an_origin_down_after_fall_rounds() {
+    let p = pool(&["a", "b"]);
+    let s = Settings::default();
+    let docs = simulate(&p, &s, 8, |r, now| {
+        let mut v: Vec<Sample> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|w| ok("b", w, now, 30.0))
+            .collect();
+        for w in ["w1", "w2", "w3"] {
+            v.push(if r < 3 {
+                ok("a", w, now, 10.0)
+            } else {
+                failed("a", w, now, FailureClass::ConnectRefused)
+            });
+        }
+        v
+    });
+    let states: Vec<OriginState> = docs.iter().map(|d| d.entry("a").unwrap().state).collect();
+    // Failures start in round 3; fall = 3 so round 5 is the first down.
+    assert_eq!(
+        &states[..5]
+            .iter()
+            .filter(|s| **s == OriginState::Down)
+            .count(),
+        &0
+    );
+    assert_eq!(states[5], OriginState::Down);
+    assert_eq!(top(&docs[5]), "b");
+    assert_eq!(docs[5].origins[1].id, "a");
+}
+
+#[test]
+fn ties_break_by_config_order() {
+    let p = pool(&["x", "y", "z"]);
+    let docs = simulate(&p, &Settings::default(), 1, |_, now| {
+        ["z", "y", "x"]
+            .iter()
+            .map(|o| ok(o, "w", now, 10.0))
+            .collect()
+    });
+    let order: Vec<&str> = docs[0].origins.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(order, ["x", "y", "z"]);
+}
+
+#[test]
+fn weight_scales_the_score() {
+    let mut p = pool(&["a", "b"]);
+    p.origins[1].weight = 4.0;
+    let docs = simulate(&p, &Settings::default(), 1, |_, now| {
+        vec![ok("a", "w", now, 10.0), ok("b", "w", now, 20.0)]
+    });
+    assert_eq!(top(&docs[0]), "b");
+    assert_eq!(docs[0].entry("b").unwrap().score, Some(5.0));
+}
+
+#[test]
+fn origins_without_samples_are_down_and_other_pools_are_ignored() {
+    let p = pool(&["a", "b"]);
+    let mut other = ok("b", "w", T0, 1.0);
+    other.pool = "api".into();
+    let docs = simulate(&p, &Settings::default(), 1, |_, now| {
+        vec![ok("a", "w", now, 10.0), other.clone()]
+    });
+    let b = docs[0].entry("b").unwrap();
+    assert_eq!((b.state, b.voters), (OriginState::Down, 0));
+}
+
+fn settings_strategy() -> impl Strategy<Value = Settings> {
+    (1u32..5, 2u32..6, 2u64..30, 0.0f64..0.3, 0u64..20).prop_map(
+        |(rise, fall, half_life_s, rel, abs_ms)| Settings {
+            rise,
+            fall,
+            half_life: Duration::from_secs(half_life_s),
+            switch_margin_relative: rel,
+            switch_margin_absolute: Duration::from_millis(abs_ms),
+            ..Settings::default()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// With fall >= 2, one failed probe in any run of successes never
+    /// takes an origin down, wherever it falls and whatever the class.
+    #[test]
+    fn a_single_failure_never_ejects(settings in settings_strategy(), at in 0usize..30, workers in 1usize..4) {
+        let p = pool(&["a", "b"]);
+        let docs = simulate(&p, &settings, 30, |r, now| {
+            let mut v = Vec::new();
+            for w in 0..workers {
+                let worker = format!("w{w}");
+                v.push(if r == at && w == 0 {
+                    failed("a", &worker, now, FailureClass::ResponseTimeout)
+                } else {
+                    ok("a", &worker, now, 20.0)
+                });
+                v.push(ok("b", &worker, now, 25.0));
+            }
+            v
+        });
+        for d in &docs {
+            prop_assert_ne!(d.entry("a").unwrap().state, OriginState::Down);
+        }
+    }
+
+    /// An origin that becomes clearly faster (a quarter of the incumbent's
+    /// latency or less) reaches the top within a bound set by the half-life.
+    #[test]
+    fn a_clearly_faster_origin_reaches_the_top(settings in settings_strategy(), incumbent_ms in 20.0f64..500.0, switch_at in 0usize..20) {
+        let p = pool(&["a", "b"]);
+        let fast_ms = incumbent_ms / 4.0 - settings.switch_margin_absolute.as_secs_f64() * 1000.0;
+        prop_assume!(fast_ms > 0.5);
+        // Old slow samples must weigh under 10%: 2^(-t/h) <= 0.1 after
+        // t = h * log2(10); plus two rounds of slack.
+        let bound = (settings.half_life.as_secs_f64() * 10f64.log2() / (ROUND_MS as f64 / 1000.0)).ceil() as usize + 2;
+        let rounds = switch_at + bound + 1;
+        let docs = simulate(&p, &settings, rounds, |r, now| {
+            let b_ms = if r < switch_at { incumbent_ms * 3.0 } else { fast_ms };
+            vec![ok("a", "w", now, incumbent_ms), ok("b", "w", now, b_ms)]
+        });
+        let first_top_b = docs.iter().position(|d| top(d) == "b");
+        prop_assert!(first_top_b.is_some_and(|i| i <= switch_at + bound), "b on top at {:?}, bound {}", first_top_b, switch_at + bound);
+    }
+
+    /// Two origins whose every sample lies in a band narrower than the
+    /// absolute margin never swap top place.
+    #[test]
+    fn near_equal_origins_never_swap_top(
+        settings in settings_strategy(),
+        base in 5.0f64..300.0,
+        noise in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0), 40),
+    ) {
+        prop_assume!(settings.switch_margin_absolute >= Duration::from_millis(2));
+        let band = settings.switch_margin_absolute.as_secs_f64() * 1000.0 * 0.99;
+        let p = pool(&["a", "b"]);
+        let docs = simulate(&p, &settings, noise.len(), |r, now| {
+            let (na, nb) = noise[r];
+            vec![ok("a", "w", now, base + na * band), ok("b", "w", now, base + nb * band)]
+        });
+        let first = top(&docs[0]).to_string();
+        for d in &docs {
+            prop_assert_eq!(top(d), first.as_str());
+        }
+    }
+
+    /// Whatever the samples, no down origin is ranked above a healthy one.
+    #[test]
+    fn down_is_never_above_healthy(
+        settings in settings_strategy(),
+        outcomes in proptest::collection::vec(proptest::collection::vec((any::<bool>(), 1.0f64..200.0), 4 * 3), 1..25),
+    ) {
+        let p = pool(&["a", "b", "c", "d"]);
+        let ids = ["a", "b", "c", "d"];
+        let docs = simulate(&p, &settings, outcomes.len(), |r, now| {
+            let mut v = Vec::new();
+            for (i, (up, ms)) in outcomes[r].iter().enumerate() {
+                let (origin, worker) = (ids[i % 4], format!("w{}", i / 4));
+                v.push(if *up { ok(origin, &worker, now, *ms) } else { failed(origin, &worker, now, FailureClass::Reset) });
+            }
+            v
+        });
+        for d in &docs {
+            let first_down = d.origins.iter().position(|o| o.state == OriginState::Down);
+            let last_healthy = d.origins.iter().rposition(|o| o.state == OriginState::Healthy);
+            if let (Some(down), Some(healthy)) = (first_down, last_healthy) {
+                prop_assert!(healthy < down, "{:?}", d.origins);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The DynamoDB global table: one item per (pool, region), partition key
+//! `pool`, sort key `region`, native attributes (see
+//! [`RankingDocument::to_item`]), TTL on `expires_at`.
+//!
+//! Writes are conditional on `seq`, so a deposed leader's late write fails
+//! with `ConditionalCheckFailedException` and the newer ranking stays.
+//! Reads fetch all regions of a pool with one Query on the nearest replica.
+//!
+//! Endpoint, region and credentials come from the standard AWS
+//! configuration (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL`, profile,
+//! environment, instance role), so a local DynamoDB API server needs no code
+//! change.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
+use crate::document::{RankingDocument, TTL_ATTRIBUTE};
+use crate::sample::unix_millis_now;
+
+/// The rankings table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    item_ttl: Duration,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>, item_ttl: Duration) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            item_ttl,
+        }
+    }
+
+    /// A client from the standard AWS configuration chain.
+    pub async fn from_env(table: impl Into<String>, item_ttl: Duration) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        DynamoStore::new(Client::new(&config), table, item_ttl)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the table (on-demand, TTL on `expires_at`) unless it exists.
+    /// For local use and tests; in AWS the deploy templates own the table.
+    /// Returns whether it was created.
+    pub async fn create_table(&self) -> Result<bool, StoreError> {
+        let exists = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        if exists.is_ok() {
+            return Ok(false);
+        }
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition has its required fields")
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .expect("key schema element has its required fields")
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pool"))
+            .attribute_definitions(attr("region"))
+            .key_schema(key("pool", KeyType::Hash))
+            .key_schema(key("region", KeyType::Range))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()
+                    .expect("TTL specification has its required fields"),
+            )
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(true)
+    }
+}
+
+fn dynamo_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
+    StoreError::Dynamo(DisplayErrorContext(e).to_string())
+}
+
+#[async_trait]
+impl RankingStore for DynamoStore {
+    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+        let mut out = PoolRankings::default();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#p = :p")
+            .expression_attribute_names("#p", "pool")
+            .expression_attribute_values(":p", AttributeValue::S(pool.to_string()))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(dynamo_error)?;
+            let region = match item.get("region") {
+                Some(AttributeValue::S(r)) => r.chars().take(64).collect(),
+                _ => "?".to_string(),
+            };
+            match RankingDocument::from_item(item) {
+                Ok(doc) if doc.pool == pool => out.rankings.push(doc),
+                Ok(doc) => out
+                    .skipped
+                    .push((region, format!("item holds pool `{}`", doc.pool))),
+                Err(e) => out.skipped.push((region, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        doc.validate()?;
+        let expires_at = unix_millis_now() / 1000 + self.item_ttl.as_secs();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(doc.to_item(expires_at)))
+            .condition_expression("attribute_not_exists(#p) OR #s < :seq")
+            .expression_attribute_names("#p", "pool")
+            .expression_attribute_names("#s", "seq")
+            .expression_attribute_values(":seq", AttributeValue::N(doc.seq.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(WriteOutcome::Stale)
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+        let mut pools = std::collections::BTreeSet::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("#p")
+            .expression_attribute_names("#p", "pool")
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            if let Some(AttributeValue::S(p)) = item.map_err(dynamo_error)?.get("pool") {
+                pools.insert(p.clone());
+            }
+        }
+        Ok(pools.into_iter().collect())
+    }
+}

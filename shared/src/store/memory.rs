@@ -1,0 +1,78 @@
+//! An in-process store for tests and single-process tools.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
+use crate::document::RankingDocument;
+
+/// Rankings in a map behind a mutex.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    docs: Mutex<BTreeMap<(String, String), RankingDocument>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `doc` unconditionally (tests that need a given state).
+    pub fn put(&self, doc: RankingDocument) {
+        self.lock()
+            .insert((doc.pool.clone(), doc.region.clone()), doc);
+    }
+
+    /// Removes every ranking.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), RankingDocument>> {
+        // A panic elsewhere while holding the lock leaves a consistent map
+        // (every operation is one insert or read), so poisoning is ignored.
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl RankingStore for MemoryStore {
+    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+        Ok(PoolRankings {
+            rankings: self
+                .lock()
+                .iter()
+                .filter(|((p, _), _)| p == pool)
+                .map(|(_, d)| d.clone())
+                .collect(),
+            skipped: Vec::new(),
+        })
+    }
+
+    async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        doc.validate()?;
+        let mut docs = self.lock();
+        let key = (doc.pool.clone(), doc.region.clone());
+        if docs.get(&key).is_some_and(|stored| stored.seq >= doc.seq) {
+            return Ok(WriteOutcome::Stale);
+        }
+        docs.insert(key, doc.clone());
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+        let mut pools: Vec<String> = self.lock().keys().map(|(p, _)| p.clone()).collect();
+        pools.dedup();
+        Ok(pools)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_contract() {
+        super::super::contract::check(&super::MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,129 @@
+//! Where rankings live. One trait, several backends:
+//!
+//! - [`MemoryStore`]: in process, for tests;
+//! - [`EmbeddedStore`]: files on local disk that one prober and any number of
+//!   edge processes on the same machine share (the default);
+//! - [`DynamoStore`]: the DynamoDB global table used in AWS.
+//!
+//! Every backend refuses a write whose `seq` is not newer than the stored
+//! one, so a deposed leader can never replace a newer ranking.
+
+mod dynamodb;
+mod embedded;
+mod memory;
+
+use async_trait::async_trait;
+
+pub use dynamodb::DynamoStore;
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+use crate::document::RankingDocument;
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored.
+    Written,
+    /// Refused: the store holds a ranking with this `seq` or a newer one.
+    Stale,
+}
+
+/// Rankings of one pool, one per region, plus what could not be decoded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolRankings {
+    pub rankings: Vec<RankingDocument>,
+    /// Entries skipped as unreadable: (region or key, reason). Callers log
+    /// them; a bad entry never hides the good ones.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl PoolRankings {
+    pub fn region(&self, region: &str) -> Option<&RankingDocument> {
+        self.rankings.iter().find(|r| r.region == region)
+    }
+}
+
+/// A store failure (as opposed to a refused stale write).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid name `{0}` (1-64 of A-Z a-z 0-9 _ . -)")]
+    InvalidName(String),
+    #[error("invalid ranking: {0}")]
+    Invalid(#[from] crate::document::DocumentError),
+    #[error("DynamoDB: {0}")]
+    Dynamo(String),
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// A place rankings are published to and read from.
+#[async_trait]
+pub trait RankingStore: Send + Sync + 'static {
+    /// Every region's ranking of `pool`.
+    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError>;
+
+    /// Stores `doc` if its `seq` is newer than the stored ranking's for the
+    /// same (pool, region).
+    async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError>;
+
+    /// Pools that have at least one ranking.
+    async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! Behaviour every backend must show; each backend's tests run it.
+    use super::*;
+    use crate::document::tests::sample_doc;
+
+    pub async fn check(store: &dyn RankingStore) {
+        assert!(store.read_pool("web").await.unwrap().rankings.is_empty());
+        let doc = sample_doc();
+        assert_eq!(store.write(&doc).await.unwrap(), WriteOutcome::Written);
+        let mut other_region = doc.clone();
+        other_region.region = "us-east-1".into();
+        other_region.seq = 1;
+        assert_eq!(
+            store.write(&other_region).await.unwrap(),
+            WriteOutcome::Written
+        );
+
+        // Equal and older seq are refused; the stored ranking stays.
+        let mut older = doc.clone();
+        older.origins.reverse();
+        assert_eq!(store.write(&older).await.unwrap(), WriteOutcome::Stale);
+        older.seq = 3;
+        assert_eq!(store.write(&older).await.unwrap(), WriteOutcome::Stale);
+        let read = store.read_pool("web").await.unwrap();
+        assert_eq!(read.rankings.len(), 2);
+        assert_eq!(read.region("eu-west-1").unwrap(), &doc);
+
+        let mut newer = doc.clone();
+        newer.seq = 43;
+        newer.origins.reverse();
+        assert_eq!(store.write(&newer).await.unwrap(), WriteOutcome::Written);
+        assert_eq!(
+            store
+                .read_pool("web")
+                .await
+                .unwrap()
+                .region("eu-west-1")
+                .unwrap(),
+            &newer
+        );
+
+        let mut api = doc.clone();
+        api.pool = "api".into();
+        store.write(&api).await.unwrap();
+        let mut pools = store.list_pools().await.unwrap();
+        pools.sort();
+        assert_eq!(pools, ["api", "web"]);
+    }
+}
