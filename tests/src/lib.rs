@@ -1,1 +1,18 @@
+//! Test parts for Origin Router, usable by every crate's tests, the demo and
+//! the benchmarks:
+//!
+//! - [`origin`]: local HTTP(S) origins with switchable misbehaviour;
+//! - [`services`]: real Redis and DynamoDB API (moto) servers started as
+//!   child processes on loopback ports, stopped on drop.
+//!
+//! The end-to-end tests of the whole system live in `tests/tests/`.
 
+pub mod origin;
+pub mod services;
+
+pub use origin::{Mode, TestOrigin, TlsIdentity};
+
+/// A loopback address standing in for region or host `n` (127.0.0.n).
+pub fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}

@@ -1,0 +1,229 @@
+//! Real services for tests: a Redis server and a DynamoDB API server
+//! (moto_server), each a child process on its own loopback port, killed when
+//! dropped. Tests stop and restart them to simulate outages.
+//!
+//! The binaries are installed by `scripts/test.sh`; their paths can be
+//! overridden with `ORIGIN_ROUTER_REDIS_SERVER` and
+//! `ORIGIN_ROUTER_MOTO_SERVER`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (where `scripts/test.sh` installs services).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn find_binary(env_var: &str, candidates: &[PathBuf], name: &str) -> io::Result<PathBuf> {
+    if let Ok(path) = std::env::var(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    candidates
+        .iter()
+        .cloned()
+        .chain(path_dirs.into_iter().map(|d| d.join(name)))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} not found (set {env_var}, or run scripts/test.sh, which installs it)"),
+            )
+        })
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+async fn wait_for_port(port: u16, within: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("nothing listens on port {port}")));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A Redis server on 127.0.0.1, no persistence.
+pub struct RedisServer {
+    port: u16,
+    binary: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it answers PING.
+    pub async fn start() -> io::Result<RedisServer> {
+        let binary = find_binary(
+            "ORIGIN_ROUTER_REDIS_SERVER",
+            &[PathBuf::from("/usr/bin/redis-server")],
+            "redis-server",
+        )?;
+        let mut server = RedisServer {
+            port: free_port(),
+            binary,
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10)).await?;
+        let start = Instant::now();
+        loop {
+            if self.ping().unwrap_or(false) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "redis-server did not answer PING"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn ping(&self) -> io::Result<bool> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"+PONG"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A DynamoDB API server (moto_server) on 127.0.0.1.
+pub struct MotoServer {
+    port: u16,
+    binary: PathBuf,
+    child: Option<Child>,
+}
+
+impl MotoServer {
+    /// Starts one on a free port and waits until it answers HTTP.
+    pub async fn start() -> io::Result<MotoServer> {
+        let binary = find_binary(
+            "ORIGIN_ROUTER_MOTO_SERVER",
+            &[workspace_root().join(".test-services/venv/bin/moto_server")],
+            "moto_server",
+        )?;
+        let mut server = MotoServer {
+            port: free_port(),
+            binary,
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// The endpoint URL for `AWS_ENDPOINT_URL_DYNAMODB`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage). Its data is lost.
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        let child = Command::new(&self.binary)
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(30)).await?;
+        // Listening is not the same as serving: wait for a real answer.
+        let start = Instant::now();
+        loop {
+            if self.http_ok("/moto-api/").unwrap_or(false) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "moto_server did not answer"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn http_ok(&self, path: &str) -> io::Result<bool> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200"))
+    }
+
+    /// Environment for a child process (or the SDK) to reach this server
+    /// with test credentials and no instance metadata look-ups.
+    pub fn aws_env(&self, region: &str) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_DYNAMODB".into(), self.endpoint()),
+            ("AWS_REGION".into(), region.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
