@@ -383,6 +383,12 @@ pub struct ProberConfig {
     /// included. Default: 2s.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// After a probe whose result differs from the origin's previous one,
+    /// the worker re-probes it this soon, up to `fall - 1` (or `rise - 1`)
+    /// times in the same round, so a state change is confirmed in well under
+    /// one interval (HAProxy's `fastinter`). Default: 250ms.
+    #[serde(with = "humantime_serde")]
+    pub fast_interval: Duration,
     /// Consecutive successes that bring a down origin back. Default: 2.
     pub rise: u32,
     /// Consecutive failures that take an origin down. Default: 3.
@@ -419,6 +425,7 @@ impl Default for ProberConfig {
             schedule: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(250),
             rise: 2,
             fall: 3,
             concurrency: 256,
@@ -801,8 +808,13 @@ fn validate_prober(v: &mut Validator, p: &ProberConfig) {
     if let Some(id) = &p.worker_id {
         v.name("prober.worker_id", id);
     }
-    if p.interval < Duration::from_millis(100) {
-        v.fail("prober.interval", "must be at least 100ms");
+    // Rounds are scheduled by tokio-cron-scheduler, whose repeated jobs
+    // count whole seconds.
+    if p.interval < Duration::from_secs(1) || p.interval.subsec_nanos() != 0 {
+        v.fail("prober.interval", "must be a whole number of seconds, at least 1s");
+    }
+    if p.fast_interval.is_zero() || p.fast_interval >= p.interval {
+        v.fail("prober.fast_interval", "must be above 0 and below prober.interval");
     }
     if let Some(cron) = &p.schedule {
         let fields = cron.split_whitespace().count();

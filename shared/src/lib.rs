@@ -12,6 +12,7 @@
 //! - [`race`]: the live race the edge falls back to.
 
 pub mod config;
+pub mod decision;
 pub mod document;
 pub mod geo;
 pub mod probe;

@@ -7,7 +7,10 @@
 //!    replayed in time order through rise/fall [`Health`], give that worker's
 //!    up/down verdict, a time-decayed latency (each sample weighs
 //!    `2^(-age / half_life)`, so an origin that recovers is seen to recover),
-//!    a time-decayed success ratio and the last failure class. Recomputing
+//!    a time-decayed success ratio counted from when the origin last came up
+//!    (so a clean recovery is healthy after `rise` successes, while an origin
+//!    that stays up but keeps failing some probes is `degraded`), and the
+//!    last failure class. Recomputing
 //!    from the retained window (rather than carrying counters) means any
 //!    leader computes the same ranking from the same samples: a new leader
 //!    needs no hand-over.
@@ -94,31 +97,36 @@ pub fn worker_view(
         return None;
     }
     let half_life_ms = settings.half_life.as_secs_f64() * 1000.0;
+    let weight = |s: &Sample| (-(now.saturating_sub(s.at) as f64) / half_life_ms).exp2();
     let mut health = Health::default();
-    let (mut weight_ok, mut weight_all, mut latency_sum) = (0.0, 0.0, 0.0);
+    // The success ratio counts from the last time the origin came back up:
+    // an origin that recovered cleanly (rise successes) is healthy again at
+    // once, while one that stays up but keeps failing some probes is not.
+    let mut since_up = 0;
+    let (mut weight_ok, mut latency_sum) = (0.0, 0.0);
     let mut last_failure = None;
-    for s in &in_window {
+    for (i, s) in in_window.iter().enumerate() {
         let ok = s.outcome.is_ok();
-        health.observe(ok, settings.rise, settings.fall);
-        let age_ms = now.saturating_sub(s.at) as f64;
-        let w = (-age_ms / half_life_ms).exp2();
-        weight_all += w;
+        if health.observe(ok, settings.rise, settings.fall) && ok {
+            since_up = (i + 1).saturating_sub(settings.rise.max(1) as usize);
+        }
         match s.outcome.latency() {
             Some(latency) => {
+                let w = weight(s);
                 weight_ok += w;
                 latency_sum += w * latency.as_secs_f64() * 1000.0;
             }
             None => last_failure = s.outcome.failure_class(),
         }
     }
+    let (ok_w, all_w) = in_window[since_up..].iter().fold((0.0, 0.0), |(ok, all), s| {
+        let w = weight(s);
+        (if s.outcome.is_ok() { ok + w } else { ok }, all + w)
+    });
     Some(WorkerView {
         up: health.is_up(),
         latency_ms: (weight_ok > 0.0).then(|| latency_sum / weight_ok),
-        success_ratio: if weight_all > 0.0 {
-            weight_ok / weight_all
-        } else {
-            0.0
-        },
+        success_ratio: if all_w > 0.0 { ok_w / all_w } else { 0.0 },
         last_failure,
         newest,
     })

@@ -173,6 +173,32 @@ fn a_majority_of_workers_takes_an_origin_down_after_fall_rounds() {
 }
 
 #[test]
+fn a_recovered_origin_is_healthy_after_rise_and_a_flaky_one_is_degraded() {
+    let p = pool(&["a", "b"]);
+    let s = Settings::default();
+    // a: up 5 rounds, down 5, back from round 10. b: fails every 4th probe.
+    let docs = simulate(&p, &s, 16, |r, now| {
+        let a = if (5..10).contains(&r) {
+            failed("a", "w", now, FailureClass::ConnectRefused)
+        } else {
+            ok("a", "w", now, 10.0)
+        };
+        let b = if r % 4 == 3 {
+            failed("b", "w", now, FailureClass::HttpStatus(503))
+        } else {
+            ok("b", "w", now, 30.0)
+        };
+        vec![a, b]
+    });
+    let state = |r: usize, id: &str| docs[r].entry(id).unwrap().state;
+    assert_eq!(state(9, "a"), OriginState::Down);
+    assert_eq!(state(10, "a"), OriginState::Down, "one success is not enough (rise 2)");
+    assert_eq!(state(11, "a"), OriginState::Healthy);
+    assert_eq!(top(&docs[11]), "a", "clearly faster, so it takes the top back at once");
+    assert_eq!(state(15, "b"), OriginState::Degraded);
+}
+
+#[test]
 fn ties_break_by_config_order() {
     let p = pool(&["x", "y", "z"]);
     let docs = simulate(&p, &Settings::default(), 1, |_, now| {

@@ -77,6 +77,24 @@ pub trait RankingStore: Send + Sync + 'static {
     async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
 }
 
+/// The store a configuration names: the DynamoDB table if one is set
+/// (endpoint and credentials from the standard AWS configuration), else the
+/// embedded store.
+pub async fn open(config: &crate::config::StoreConfig) -> std::sync::Arc<dyn RankingStore> {
+    match &config.dynamodb_table {
+        Some(table) => std::sync::Arc::new(DynamoStore::from_env(table.clone(), config.item_ttl).await),
+        None => std::sync::Arc::new(EmbeddedStore::new(config.embedded_path.clone())),
+    }
+}
+
+/// A short description of where a configuration's rankings live.
+pub fn describe(config: &crate::config::StoreConfig) -> String {
+    match &config.dynamodb_table {
+        Some(table) => format!("dynamodb table {table}"),
+        None => format!("embedded store {}", config.embedded_path.display()),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod contract {
     //! Behaviour every backend must show; each backend's tests run it.

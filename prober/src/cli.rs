@@ -1,0 +1,301 @@
+//! The operator CLI: argument parsing and one function per command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use origin_router::config::Config;
+use origin_router::document::RankingDocument;
+use origin_router::probe::{ProbeEngine, ProbeSettings};
+use origin_router::ranking::{self, Target};
+use origin_router::sample::unix_millis_now;
+use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
+
+use crate::coord::LocalSeq;
+use crate::report;
+use crate::round::{self, RoundSettings, Rounds};
+use crate::worker::{self, Identity};
+
+/// Origin Router regional prober: times every origin from this region,
+/// agrees with the region's other workers through Redis, and publishes
+/// per-region rankings for the edge.
+#[derive(Debug, Parser)]
+#[command(name = "prober", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value = "text", env = "ORIGIN_ROUTER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// The DynamoDB table if the config names one, else the embedded store.
+    Auto,
+    Dynamodb,
+    Redis,
+    Embedded,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Probe every origin once; print the samples and the ranking.
+    Once {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Validate a configuration and print it with every default filled in.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Show the published rankings, each region's with its age.
+    Rankings {
+        /// Configuration naming the store (default: the embedded store at
+        /// its default path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Where to read from.
+        #[arg(long, value_enum, default_value = "auto")]
+        source: Source,
+    },
+    /// Create the DynamoDB table for local use and tests (in AWS the deploy
+    /// templates own it).
+    InitTable {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the whole system on this machine: local origins, one prober per
+    /// simulated region, edge decisions per region; fails the fastest origin
+    /// midway and shows the failover. No network, AWS or Redis needed.
+    Demo(crate::demo::DemoArgs),
+    /// Measure probes per second, timing error and memory against local
+    /// origins.
+    Bench(crate::bench::BenchArgs),
+}
+
+impl Cli {
+    /// The log level when `RUST_LOG` is unset: the demo and the benchmark
+    /// print their own view, so they log only errors.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) | Command::Bench(_) => "error",
+            _ => "info",
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr; `RUST_LOG` filters (default `default_level`).
+pub fn init_tracing(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Errors of the CLI, printed as `error: ...`.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = load(&config)?;
+            worker::run(config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Once { config, format } => once(&load(&config)?, format).await,
+        Command::CheckConfig { file } => {
+            let config = load(&file)?;
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Rankings {
+            config,
+            pool,
+            region,
+            format,
+            source,
+        } => {
+            let config = match config {
+                Some(path) => load(&path)?,
+                None => Config::default(),
+            };
+            rankings(&config, pool.as_deref(), region.as_deref(), format, source).await
+        }
+        Command::InitTable { config } => {
+            let config = load(&config)?;
+            let table = config
+                .store
+                .dynamodb_table
+                .clone()
+                .ok_or("the config names no table (store.dynamodb_table)")?;
+            let store = DynamoStore::from_env(table.clone(), config.store.item_ttl).await;
+            let created = store.create_table().await?;
+            println!("table {table} {}", if created { "created" } else { "already exists" });
+            Ok(())
+        }
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+    }
+}
+
+/// Loads and validates a config; schedules are checked with the scheduler.
+pub fn load(path: &Path) -> Result<Config, CliError> {
+    let config = Config::load(path)?;
+    if let Some(expr) = &config.prober.schedule {
+        worker::check_schedule(expr).map_err(|e| format!("{}: prober.schedule: {e}", path.display()))?;
+    }
+    Ok(config)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn once(config: &Config, format: Format) -> Result<(), CliError> {
+    let id = Identity::from_config(config);
+    let engine = Arc::new(ProbeEngine::from_config(config, ProbeSettings::from_config(config))?);
+    let rounds = Rounds::new(
+        engine,
+        round::targets(config),
+        RoundSettings::from_config(config),
+        &id.region,
+        &id.worker,
+    );
+    let report = rounds.run().await;
+    let now = unix_millis_now();
+    let seq = LocalSeq::default().next(now);
+    let settings = config.ranking_settings();
+    let docs: Vec<RankingDocument> = config
+        .pools
+        .iter()
+        .map(|(name, pool)| {
+            let target = Target {
+                pool_name: name,
+                pool,
+                region: &id.region,
+                seq,
+            };
+            ranking::rank(target, None, &report.samples, &settings, now)
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let out = serde_json::json!({ "samples": report.samples, "rankings": docs });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Table => {
+            println!("samples from region {} (worker {}):", id.region, id.worker);
+            print!("{}", report::samples_table(&report.samples));
+            for doc in &docs {
+                println!();
+                print!("{}", report::ranking_table(doc, now));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn rankings(
+    config: &Config,
+    pool: Option<&str>,
+    region: Option<&str>,
+    format: Format,
+    source: Source,
+) -> Result<(), CliError> {
+    let source = match source {
+        Source::Auto if config.store.dynamodb_table.is_some() => Source::Dynamodb,
+        Source::Auto => Source::Embedded,
+        other => other,
+    };
+    let mut docs: Vec<RankingDocument> = Vec::new();
+    let mut skipped = Vec::new();
+    if source == Source::Redis {
+        let url = config.store.redis_url.as_deref().ok_or("the config names no Redis (store.redis_url)")?;
+        docs = crate::coord::redis_rankings(url, region).await?;
+    } else {
+        let store: Arc<dyn RankingStore> = match source {
+            Source::Dynamodb => {
+                let table = config.store.dynamodb_table.clone().ok_or("the config names no table (store.dynamodb_table)")?;
+                Arc::new(DynamoStore::from_env(table, config.store.item_ttl).await)
+            }
+            _ => Arc::new(EmbeddedStore::new(config.store.embedded_path.clone())),
+        };
+        let pools = match pool {
+            Some(p) => vec![p.to_string()],
+            None => store.list_pools().await?,
+        };
+        for p in pools {
+            let read = store.read_pool(&p).await?;
+            docs.extend(read.rankings);
+            skipped.extend(read.skipped.into_iter().map(|(r, why)| format!("{p}/{r}: {why}")));
+        }
+    }
+    docs.retain(|d| pool.is_none_or(|p| d.pool == p) && region.is_none_or(|r| d.region == r));
+    docs.sort_by(|a, b| (&a.pool, &a.region).cmp(&(&b.pool, &b.region)));
+    let now = unix_millis_now();
+    match format {
+        Format::Json => {
+            let out: Vec<serde_json::Value> = docs
+                .iter()
+                .map(|d| {
+                    let mut v = serde_json::to_value(d).expect("documents serialize");
+                    v["age_ms"] = d.age_ms(now).into();
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Table => {
+            if docs.is_empty() {
+                println!("no rankings found");
+            }
+            for d in &docs {
+                print!("{}", report::ranking_table(d, now));
+                println!();
+            }
+        }
+    }
+    for s in skipped {
+        eprintln!("skipped unreadable ranking {s}");
+    }
+    Ok(())
+}

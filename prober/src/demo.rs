@@ -1,0 +1,243 @@
+//! `prober demo`: the whole system on one machine, offline.
+//!
+//! Four origins listen on 127.0.0.11-14; their answer time depends on which
+//! loopback address asks, so 127.0.0.2, .3 and .4 stand in for three AWS
+//! regions at different distances. One prober worker per region (the real
+//! worker, solo leader, no Redis) publishes to an embedded store in a
+//! temporary directory; one edge router per region (the real decision code,
+//! with its cache) decides every 100 ms. Midway the origin that is fastest
+//! from the first region fails (connections refused); the demo shows each
+//! region moving away and how long it took, then restores it and shows the
+//! traffic coming back after the rise threshold.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::decision::{ProbeRacer, Router, Source};
+use origin_router::document::RankingDocument;
+use origin_router::sample::unix_millis_now;
+use origin_router::store::{EmbeddedStore, RankingStore};
+use origin_router_tests::{loopback, Mode, TestOrigin};
+use tokio::time::Instant;
+
+use crate::cli::CliError;
+
+/// Options of the demo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Total run time; the failure starts at a third and ends at two thirds.
+    #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(15..=600))]
+    pub seconds: u64,
+    /// Print each view below the previous one instead of redrawing.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// (region, loopback host number of its probers and edge)
+const REGIONS: [(&str, u8); 3] = [("us-east-1", 2), ("eu-west-1", 3), ("ap-southeast-1", 4)];
+/// (origin, loopback host number, latency in ms from each region above)
+const ORIGINS: [(&str, u8, [u64; 3]); 4] = [
+    ("virginia", 11, [8, 40, 110]),
+    ("ireland", 12, [40, 6, 85]),
+    ("singapore", 13, [110, 85, 7]),
+    ("oregon", 14, [35, 70, 80]),
+];
+const POOL: &str = "web";
+
+struct RegionView {
+    region: &'static str,
+    router: Router,
+    last: Option<(String, Source)>,
+    away_after: Option<Duration>,
+    back_after: Option<Duration>,
+    sources: BTreeMap<&'static str, u64>,
+    used_failed_origin: bool,
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let total = Duration::from_secs(args.seconds);
+    let fail_at = total / 3;
+    let restore_at = total * 2 / 3;
+    let dir = tempfile::Builder::new().prefix("origin-router-demo").tempdir()?;
+    let store = Arc::new(EmbeddedStore::new(dir.path()));
+
+    // Origins with region-dependent latency.
+    let mut origins = Vec::new();
+    let mut pool = PoolConfig {
+        default_origin: Some("virginia".into()),
+        origins: Vec::new(),
+    };
+    for (name, host, latencies) in ORIGINS {
+        let delays: HashMap<IpAddr, Duration> = REGIONS
+            .iter()
+            .zip(latencies)
+            .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
+            .collect();
+        let origin = TestOrigin::start(
+            SocketAddr::new(loopback(host), 0),
+            Mode::DelayBySource {
+                delays,
+                default: Duration::from_millis(50),
+            },
+        )
+        .await?;
+        pool.origins.push(OriginConfig::http(name, &loopback(host).to_string(), origin.port()));
+        origins.push(origin);
+    }
+
+    let mut base = Config::default();
+    base.pools.insert(POOL.into(), pool);
+    base.prober.interval = Duration::from_secs(1);
+    base.prober.connect_timeout = Duration::from_millis(500);
+    base.prober.response_timeout = Duration::from_millis(1000);
+    base.prober.jitter = Duration::from_millis(100);
+    base.prober.fast_interval = Duration::from_millis(200);
+    base.prober.lease_ttl = Duration::from_secs(5);
+    base.prober.metrics_listen = None;
+    base.edge.cache_ttl = Duration::from_millis(500);
+    base.edge.ranking_max_age = Duration::from_secs(10);
+    base.store.embedded_path = dir.path().to_path_buf();
+    let base = base.validate().map_err(|p| format!("demo config: {p:?}"))?;
+
+    // One prober worker and one edge router per region.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    let mut views = Vec::new();
+    for (region, host) in REGIONS {
+        let mut config = base.clone();
+        config.prober.region = Some(region.into());
+        config.prober.worker_id = Some(format!("{region}-demo"));
+        config.prober.source_address = Some(loopback(host));
+        let mut stop = stop_rx.clone();
+        let store: Arc<dyn RankingStore> = store.clone();
+        workers.push(tokio::spawn(crate::worker::run_with_store(config.clone(), store.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+        let mut edge_config = config.clone();
+        edge_config.prober.source_address = None;
+        let racer = Arc::new(ProbeRacer::from_config(&edge_config)?);
+        views.push(RegionView {
+            region,
+            router: Router::new(Arc::new(edge_config), region, store, racer),
+            last: None,
+            away_after: None,
+            back_after: None,
+            sources: BTreeMap::new(),
+            used_failed_origin: false,
+        });
+    }
+
+    // The origin to fail: the fastest from the first region.
+    let failed = ORIGINS.iter().min_by_key(|o| o.2[0]).map(|o| o.0).unwrap_or("virginia");
+    let failed_index = ORIGINS.iter().position(|o| o.0 == failed).unwrap_or(0);
+    let redraw = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    println!(
+        "Origin Router demo: {} regions, {} origins, embedded store at {}",
+        REGIONS.len(),
+        ORIGINS.len(),
+        dir.path().display()
+    );
+    println!(
+        "{failed} fails at {}s and returns at {}s; the demo ends at {}s.\n",
+        fail_at.as_secs(),
+        restore_at.as_secs(),
+        total.as_secs()
+    );
+
+    let start = Instant::now();
+    let mut phase = 0; // 0 before the failure, 1 during, 2 after
+    let mut next_view = start;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while start.elapsed() < total {
+        tick.tick().await;
+        let t = start.elapsed();
+        if phase == 0 && t >= fail_at {
+            origins[failed_index].set_mode(Mode::Stopped);
+            phase = 1;
+            for v in &mut views {
+                v.used_failed_origin = v.last.as_ref().is_some_and(|(o, _)| o == failed);
+            }
+        } else if phase == 1 && t >= restore_at {
+            let (name, _, latencies) = ORIGINS[failed_index];
+            let delays = REGIONS
+                .iter()
+                .zip(latencies)
+                .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
+                .collect();
+            origins[failed_index].set_mode(Mode::DelayBySource {
+                delays,
+                default: Duration::from_millis(50),
+            });
+            phase = 2;
+            let _ = name;
+        }
+        let now = unix_millis_now();
+        for v in &mut views {
+            let d = v.router.decide(POOL, now).await;
+            *v.sources.entry(d.source.as_str()).or_default() += 1;
+            if phase == 1 && v.used_failed_origin && v.away_after.is_none() && d.origin != failed {
+                v.away_after = Some(t - fail_at);
+            }
+            if phase == 2 && v.used_failed_origin && v.back_after.is_none() && d.origin == failed {
+                v.back_after = Some(t - restore_at);
+            }
+            v.last = Some((d.origin, d.source));
+        }
+        if Instant::now() >= next_view {
+            next_view += Duration::from_secs(1);
+            let rankings = store.read_pool(POOL).await?;
+            let label = ["steady", "origin failed", "origin restored"][phase];
+            render(&views, &rankings.rankings, t, label, failed, redraw);
+        }
+    }
+
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    println!("\nSummary ({failed} failed at {}s, restored at {}s):", fail_at.as_secs(), restore_at.as_secs());
+    for v in &views {
+        let moves = if !v.used_failed_origin {
+            "was not using it".to_string()
+        } else {
+            format!(
+                "moved away after {}, came back {} after it returned",
+                v.away_after.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),
+                v.back_after.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),
+            )
+        };
+        let sources: Vec<String> = v.sources.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  {:<15} {moves}; decisions: {}", v.region, sources.join(", "));
+    }
+    println!(
+        "\nEach part for real:\n  \
+         prober check-config examples/origin-router.toml   validate a config\n  \
+         prober run --config examples/origin-router.toml   a regional worker (add store.redis_url for several per region)\n  \
+         prober rankings --config examples/origin-router.toml   what the edge reads, per region with its age\n  \
+         edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request handler (see deploy/README.md)"
+    );
+    Ok(())
+}
+
+fn render(views: &[RegionView], rankings: &[RankingDocument], t: Duration, label: &str, failed: &str, redraw: bool) {
+    let mut out = String::new();
+    if redraw {
+        out.push_str("\x1b[H\x1b[J");
+    }
+    out.push_str(&format!("t={:>5.1}s  [{label}]  (the origin to fail: {failed})\n", t.as_secs_f64()));
+    for v in views {
+        let doc = rankings.iter().find(|d| d.region == v.region);
+        let order = doc.map(crate::worker::summary).unwrap_or_else(|| "(no ranking yet)".into());
+        let (origin, source) = v
+            .last
+            .as_ref()
+            .map(|(o, s)| (o.as_str(), s.as_str()))
+            .unwrap_or(("-", "-"));
+        out.push_str(&format!("  {:<15} edge -> {:<10} ({source})\n", v.region, origin));
+        out.push_str(&format!("  {:<15} ranking: {order}\n", ""));
+    }
+    print!("{out}");
+}

@@ -1,0 +1,174 @@
+//! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
+//!
+//! Metric names (all prefixed `origin_router_`):
+//! - `probe_phase_seconds{region,pool,origin,phase}`: histogram per phase
+//!   (`dns`, `connect`, `tls`, `first_byte`, `total`) of successful probes;
+//! - `probes_total{region,pool,origin,result}`: `ok` or the failure class;
+//! - `probe_failures_total{region,pool,origin,class}`: failures by class
+//!   (`connect_timeout` and `response_timeout` apart);
+//! - `ranking_changes_total{region,pool}`: top origin changed;
+//! - `publish_seconds{region,pool}`, `publish_failures_total{region,pool}`,
+//!   `publish_stale_total{region,pool}`: publishing to the store;
+//! - `leader{region,worker}`: 1 while this worker leads its region;
+//! - `round_lag_seconds{region}`: how late a round started after its
+//!   scheduled time; `round_seconds{region}`: how long rounds take;
+//! - `probes_skipped_in_flight_total`, `coordination_errors_total{op}`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use origin_router::sample::{unix_millis_now, FailureClass, Outcome};
+use tokio::net::TcpListener;
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a test harness) may already be installed;
+            // then this handle renders an empty page, which is harmless.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Pre-registered handles for one origin, so a probe records without
+/// building label sets (this matters at thousands of probes per second).
+pub struct TargetMetrics {
+    phases: [Histogram; 5],
+    ok: Counter,
+    failures: [Counter; 8],
+    failed_results: [Counter; 8],
+}
+
+impl TargetMetrics {
+    pub fn new(region: &str, pool: &str, origin: &str) -> Self {
+        let labels = |extra: (&'static str, &'static str)| {
+            vec![
+                metrics::Label::new("region", region.to_string()),
+                metrics::Label::new("pool", pool.to_string()),
+                metrics::Label::new("origin", origin.to_string()),
+                metrics::Label::new(extra.0, extra.1),
+            ]
+        };
+        let phase = |p| metrics::histogram!("origin_router_probe_phase_seconds", labels(("phase", p)));
+        let class = |c| metrics::counter!("origin_router_probe_failures_total", labels(("class", c)));
+        let result = |c| metrics::counter!("origin_router_probes_total", labels(("result", c)));
+        TargetMetrics {
+            phases: ["dns", "connect", "tls", "first_byte", "total"].map(phase),
+            ok: result("ok"),
+            failures: FailureClass::NAMES.map(class),
+            failed_results: FailureClass::NAMES.map(result),
+        }
+    }
+
+    pub fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Ok(t) => {
+                self.ok.increment(1);
+                for (h, d) in self.phases.iter().zip([t.dns, t.connect, t.tls, t.first_byte, t.total]) {
+                    h.record(d.as_secs_f64());
+                }
+            }
+            Outcome::Failed(f) => {
+                let i = FailureClass::NAMES
+                    .iter()
+                    .position(|n| *n == f.class.name())
+                    .expect("every class has a name");
+                self.failures[i].increment(1);
+                self.failed_results[i].increment(1);
+            }
+        }
+    }
+}
+
+/// What `/healthz` reports.
+#[derive(Debug)]
+pub struct Health {
+    pub region: String,
+    pub worker: String,
+    pub leader: AtomicBool,
+    /// Redis configured but unreachable: publishing from own samples.
+    pub degraded: AtomicBool,
+    pub last_round_end: AtomicU64,
+    /// A round older than this means the worker is stuck.
+    pub max_round_age: Duration,
+}
+
+impl Health {
+    pub fn new(region: &str, worker: &str, max_round_age: Duration) -> Self {
+        Health {
+            region: region.to_string(),
+            worker: worker.to_string(),
+            leader: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
+            last_round_end: AtomicU64::new(unix_millis_now()),
+            max_round_age,
+        }
+    }
+
+    fn render(&self) -> (u16, String) {
+        let age = unix_millis_now().saturating_sub(self.last_round_end.load(Ordering::Relaxed));
+        let ok = age <= self.max_round_age.as_millis() as u64;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "stuck" },
+            "region": self.region,
+            "worker": self.worker,
+            "leader": self.leader.load(Ordering::Relaxed),
+            "degraded": self.degraded.load(Ordering::Relaxed),
+            "last_round_age_ms": age,
+        });
+        (if ok { 200 } else { 503 }, body.to_string())
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the listener task is dropped.
+pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Arc<Health>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (handle, health) = (handle.clone(), health.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (status, content_type, body) = match req.uri().path() {
+                        "/metrics" => (200, "text/plain; version=0.0.4", handle.render()),
+                        "/healthz" => {
+                            let (status, body) = health.render();
+                            (status, "application/json", body)
+                        }
+                        _ => (404, "text/plain", "not found: try /metrics or /healthz\n".to_string()),
+                    };
+                    let response = hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", content_type)
+                        .body(Full::new(Bytes::from(body)));
+                    async move { response }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }))
+}

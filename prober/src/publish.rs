@@ -1,0 +1,239 @@
+//! Publishing rankings without ever making probing wait.
+//!
+//! The worker hands each new ranking to [`Publisher::submit`], which only
+//! replaces the pending ranking of that pool and returns. A background task
+//! writes pending rankings to the store; on failure (throttling, outage) it
+//! retries with capped exponential backoff and full jitter, and always
+//! writes the *newest* pending ranking of a pool, so after an outage the
+//! table gets the current ranking, not a backlog. A write refused as stale
+//! (another leader published a newer one) is dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use origin_router::document::RankingDocument;
+use origin_router::store::{RankingStore, WriteOutcome};
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Backoff bounds of failed writes.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Bound on one write attempt.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes rankings in the background.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    pending: Mutex<BTreeMap<String, RankingDocument>>,
+    notify: Notify,
+    idle: Notify,
+    in_progress: Mutex<usize>,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RankingDocument>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Publisher {
+    pub fn spawn(store: Arc<dyn RankingStore>, region: String) -> Self {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(BTreeMap::new()),
+            notify: Notify::new(),
+            idle: Notify::new(),
+            in_progress: Mutex::new(0),
+        });
+        let task = tokio::spawn(write_loop(store, region, shared.clone()));
+        Publisher { shared, task }
+    }
+
+    /// Queues `doc`, replacing any older pending ranking of its pool.
+    pub fn submit(&self, doc: RankingDocument) {
+        let mut pending = self.shared.pending();
+        match pending.get(&doc.pool) {
+            Some(queued) if queued.seq >= doc.seq => {}
+            _ => {
+                pending.insert(doc.pool.clone(), doc);
+            }
+        }
+        drop(pending);
+        self.shared.notify.notify_one();
+    }
+
+    /// Waits until nothing is pending or `within` passes; returns whether
+    /// everything was written (or refused as stale).
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let idle = self.shared.idle.notified();
+            let busy = !self.shared.pending().is_empty() || *self.shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) > 0;
+            if !busy {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Shared>) {
+    let mut failures: u32 = 0;
+    loop {
+        let next = {
+            let mut pending = shared.pending();
+            let pool = pending.keys().next().cloned();
+            let doc = pool.and_then(|p| pending.remove(&p));
+            if doc.is_some() {
+                *shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            }
+            doc
+        };
+        let Some(doc) = next else {
+            shared.idle.notify_waiters();
+            shared.notify.notified().await;
+            continue;
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(WRITE_TIMEOUT, store.write(&doc)).await;
+        let elapsed = started.elapsed();
+        let labels = [("region", region.clone()), ("pool", doc.pool.clone())];
+        let retry = match result {
+            Ok(Ok(WriteOutcome::Written)) => {
+                failures = 0;
+                metrics::histogram!("origin_router_publish_seconds", &labels).record(elapsed.as_secs_f64());
+                tracing::debug!(pool = %doc.pool, seq = doc.seq, elapsed_ms = elapsed.as_millis() as u64, "ranking published");
+                false
+            }
+            Ok(Ok(WriteOutcome::Stale)) => {
+                metrics::counter!("origin_router_publish_stale_total", &labels).increment(1);
+                tracing::info!(pool = %doc.pool, seq = doc.seq, "ranking refused: the store holds a newer one");
+                false
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("origin_router_publish_failures_total", &labels).increment(1);
+                tracing::warn!(pool = %doc.pool, seq = doc.seq, error = %e, "publishing failed; will retry");
+                true
+            }
+            Err(_) => {
+                metrics::counter!("origin_router_publish_failures_total", &labels).increment(1);
+                tracing::warn!(pool = %doc.pool, seq = doc.seq, "publishing timed out; will retry");
+                true
+            }
+        };
+        if retry {
+            // Put it back unless a newer ranking of the pool arrived.
+            shared.pending().entry(doc.pool.clone()).or_insert(doc);
+        }
+        *shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        if retry {
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(cap, base * 2^n))`,
+/// at least 10 ms.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_CAP);
+    let ms = rand::rng().random_range(10..=ceiling.as_millis().max(10) as u64);
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use origin_router::store::{MemoryStore, PoolRankings, StoreError};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// A store that fails while `down` is set, then delegates.
+    struct Flaky {
+        inner: MemoryStore,
+        down: AtomicBool,
+        attempts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl RankingStore for Flaky {
+        async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+            self.inner.read_pool(pool).await
+        }
+        async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Dynamo("service unavailable".into()));
+            }
+            self.inner.write(doc).await
+        }
+        async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.list_pools().await
+        }
+    }
+
+    fn doc(seq: u64) -> RankingDocument {
+        RankingDocument {
+            schema_version: 1,
+            pool: "web".into(),
+            region: "eu-west-1".into(),
+            seq,
+            generated_at: 1_780_000_000_000,
+            probe_interval_ms: 2000,
+            workers: 1,
+            origins: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_retries_with_backoff_then_publishes_only_the_newest() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            down: AtomicBool::new(true),
+            attempts: AtomicUsize::new(0),
+        });
+        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        publisher.submit(doc(1));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let attempts = store.attempts.load(Ordering::SeqCst);
+        // Capped backoff: at least a few retries, far fewer than a tight loop.
+        assert!((3..=300).contains(&attempts), "{attempts} attempts in 30 s");
+        for seq in 2..=5 {
+            publisher.submit(doc(seq));
+        }
+        store.down.store(false, Ordering::SeqCst);
+        assert!(publisher.flush(Duration::from_secs(10)).await);
+        let stored = store.inner.read_pool("web").await.unwrap();
+        assert_eq!(stored.rankings[0].seq, 5);
+        // Older rankings were superseded while queued, never written.
+        let before = store.attempts.load(Ordering::SeqCst);
+        publisher.submit(doc(4));
+        assert!(publisher.flush(Duration::from_secs(10)).await);
+        assert_eq!(store.attempts.load(Ordering::SeqCst), before + 1);
+        assert_eq!(store.inner.read_pool("web").await.unwrap().rankings[0].seq, 5);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        for n in 0..40 {
+            let b = backoff(n);
+            assert!(b >= Duration::from_millis(10) && b <= BACKOFF_CAP, "{n}: {b:?}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The regional worker: scheduled probe rounds, coordination, ranking and
+//! publishing, until shutdown.
+//!
+//! Each round (a tokio-cron-scheduler job, fixed interval or cron):
+//! 1. probe every origin ([`crate::round`]);
+//! 2. share the samples with the region's other workers (Redis);
+//! 3. take or renew the leader lease; the leader ranks every pool from all
+//!    live workers' samples and hands the rankings to the publisher.
+//!
+//! Redis down (degraded mode): the worker keeps probing and publishes
+//! rankings of its own samples with a time-based `seq`, so nothing older
+//! overwrites anything newer; when Redis answers again, coordination
+//! resumes by itself. Without Redis configured the worker is its own leader.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use origin_router::config::Config;
+use origin_router::document::RankingDocument;
+use origin_router::probe::{ProbeEngine, ProbeSettings};
+use origin_router::ranking::{self, Settings, Target};
+use origin_router::sample::{unix_millis_now, Sample, UnixMillis};
+use origin_router::store::RankingStore;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::task::TaskTracker;
+
+use crate::coord::{Coordinator, LocalSamples, LocalSeq, RedisCoordinator, Role, Solo};
+use crate::metrics::Health;
+use crate::publish::Publisher;
+use crate::round::{self, RoundSettings, Rounds};
+
+/// Why a worker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("TLS setup: {0}")]
+    Tls(#[from] origin_router::probe::TlsError),
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("coordination: {0}")]
+    Coordination(#[from] crate::coord::CoordError),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who and where this worker is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub region: String,
+    pub worker: String,
+}
+
+impl Identity {
+    /// From the config, else `AWS_REGION` and host name plus pid.
+    pub fn from_config(config: &Config) -> Identity {
+        let region = config
+            .prober
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| origin_router::config::is_name(r)))
+            .unwrap_or_else(|| "local".to_string());
+        let worker = config.prober.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "worker".to_string());
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .take(48)
+                .collect();
+            format!("{host}-{}", std::process::id())
+        });
+        Identity { region, worker }
+    }
+}
+
+/// Everything a round needs; shared by the scheduled jobs.
+struct Worker {
+    config: Config,
+    id: Identity,
+    settings: Settings,
+    rounds: Rounds,
+    local: Arc<LocalSamples>,
+    coord: Arc<dyn Coordinator>,
+    /// Used while Redis is unreachable.
+    degraded_seq: LocalSeq,
+    store: Arc<dyn RankingStore>,
+    publisher: Publisher,
+    health: Arc<Health>,
+    /// Last ranking this worker computed per pool (hysteresis input).
+    previous: Mutex<HashMap<String, RankingDocument>>,
+    was_leader: std::sync::atomic::AtomicBool,
+}
+
+/// Runs a worker until `shutdown` completes, then stops within the
+/// configured grace: in-flight probes finish or are dropped, the lease is
+/// released, pending rankings get a last chance to be written.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let store = origin_router::store::open(&config.store).await;
+    run_with_store(config, store, shutdown).await
+}
+
+/// [`run`] with an explicit store (tests, the demo).
+pub async fn run_with_store(
+    config: Config,
+    store: Arc<dyn RankingStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let id = Identity::from_config(&config);
+    let engine = Arc::new(ProbeEngine::from_config(&config, ProbeSettings::from_config(&config))?);
+    let rounds = Rounds::new(
+        engine,
+        round::targets(&config),
+        RoundSettings::from_config(&config),
+        &id.region,
+        &id.worker,
+    );
+    let settings = config.ranking_settings();
+    let local = Arc::new(LocalSamples::new(config.prober.sample_retention.max(8) * 4));
+    let coord: Arc<dyn Coordinator> = match &config.store.redis_url {
+        Some(url) => Arc::new(RedisCoordinator::new(
+            url,
+            &id.region,
+            &id.worker,
+            config.prober.lease_ttl,
+            config.prober.sample_retention,
+        )?),
+        None => Arc::new(Solo::new(local.clone())),
+    };
+    let max_round_age = config.prober.interval * 3 + config.prober.connect_timeout + config.prober.response_timeout;
+    let health = Arc::new(Health::new(&id.region, &id.worker, max_round_age));
+    let metrics_task = match config.prober.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, crate::metrics::recorder(), health.clone())
+                .await
+                .map_err(|source| WorkerError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let worker = Arc::new(Worker {
+        publisher: Publisher::spawn(store.clone(), id.region.clone()),
+        config,
+        id,
+        settings,
+        rounds,
+        local,
+        coord,
+        degraded_seq: LocalSeq::default(),
+        store,
+        health,
+        previous: Mutex::new(HashMap::new()),
+        was_leader: false.into(),
+    });
+    tracing::info!(
+        region = %worker.id.region,
+        worker = %worker.id.worker,
+        origins = worker.rounds.targets().len(),
+        redis = worker.config.store.redis_url.is_some(),
+        store = %origin_router::store::describe(&worker.config.store),
+        "prober worker starting"
+    );
+
+    let tracker = TaskTracker::new();
+    let scheduler = schedule(worker.clone(), tracker.clone()).await?;
+    // The first round starts at once rather than one interval from now.
+    tracker.spawn(worker.clone().round(unix_millis_now()));
+
+    shutdown.await;
+    tracing::info!(worker = %worker.id.worker, "shutting down");
+    let mut scheduler = scheduler;
+    let _ = scheduler.shutdown().await;
+    tracker.close();
+    if tokio::time::timeout(worker.config.prober.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight probes did not finish within the shutdown grace; dropping them");
+    }
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), worker.coord.release()).await.unwrap_or(Err(
+        crate::coord::CoordError {
+            op: "release",
+            message: "timed out".into(),
+        },
+    )) {
+        tracing::warn!(error = %e, "could not release the lease; it expires by itself");
+    }
+    worker.health.leader.store(false, Ordering::Relaxed);
+    worker.publisher.flush(Duration::from_secs(2)).await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    tracing::info!(worker = %worker.id.worker, "stopped");
+    Ok(())
+}
+
+async fn schedule(worker: Arc<Worker>, tracker: TaskTracker) -> Result<JobScheduler, WorkerError> {
+    let scheduler = JobScheduler::new().await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    let interval = worker.config.prober.interval;
+    let cron = worker.config.prober.schedule.clone();
+    let run = move |_id, _scheduler| {
+        let (worker, tracker) = (worker.clone(), tracker.clone());
+        Box::pin(async move {
+            // Spawned so a slow round never delays the next one's start.
+            if !tracker.is_closed() {
+                tracker.spawn(worker.round(unix_millis_now()));
+            }
+        }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    };
+    let job = match &cron {
+        Some(expr) => Job::new_async(expr.as_str(), run),
+        None => Job::new_repeated_async(interval, run),
+    }
+    .map_err(|e| WorkerError::Scheduler(format!("cannot schedule rounds ({}): {e}", cron.as_deref().unwrap_or("interval"))))?;
+    scheduler.add(job).await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    scheduler.start().await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    Ok(scheduler)
+}
+
+/// Checks that a cron expression is one the scheduler accepts.
+pub fn check_schedule(expr: &str) -> Result<(), String> {
+    Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| format!("`{expr}`: {e}"))
+}
+
+impl Worker {
+    /// One round: probe, share, lead, rank, publish.
+    async fn round(self: Arc<Self>, scheduled: UnixMillis) {
+        let started = tokio::time::Instant::now();
+        let lag_ms = unix_millis_now().saturating_sub(scheduled);
+        metrics::gauge!("origin_router_round_lag_seconds", "region" => self.id.region.clone()).set(lag_ms as f64 / 1000.0);
+        let report = self.rounds.run().await;
+        self.local.extend(&report.samples);
+        self.health.last_round_end.store(unix_millis_now(), Ordering::Relaxed);
+        metrics::histogram!("origin_router_round_seconds", "region" => self.id.region.clone())
+            .record(started.elapsed().as_secs_f64());
+
+        let now = unix_millis_now();
+        let shared = self.coord.share(&report.samples).await;
+        let role = match shared {
+            Ok(()) => self.coord.lead(now).await,
+            Err(e) => Err(e),
+        };
+        match role {
+            Ok(Role::Leader { seq }) => {
+                self.set_degraded(false, None);
+                let samples = match self.coord.samples(now, self.settings.window).await {
+                    Ok(samples) => samples,
+                    Err(e) => {
+                        coordination_error(&e);
+                        self.local.snapshot(now, self.settings.window)
+                    }
+                };
+                self.set_leader(true).await;
+                self.publish(seq, &samples, now).await;
+            }
+            Ok(Role::Follower { leader }) => {
+                self.set_degraded(false, None);
+                self.set_leader(false).await;
+                tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
+            }
+            Err(e) => {
+                // Degraded: rank own samples; time-based seq never goes back.
+                coordination_error(&e);
+                self.set_degraded(true, Some(&e));
+                self.set_leader(false).await;
+                let samples = self.local.snapshot(now, self.settings.window);
+                self.publish(self.degraded_seq.next(now), &samples, now).await;
+            }
+        }
+    }
+
+    async fn publish(&self, seq: u64, samples: &[Sample], now: UnixMillis) {
+        for (name, pool) in &self.config.pools {
+            let previous = self.previous.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+            let target = Target {
+                pool_name: name,
+                pool,
+                region: &self.id.region,
+                seq,
+            };
+            let doc = ranking::rank(target, previous.as_ref(), samples, &self.settings, now);
+            let old_top = previous.as_ref().and_then(|p| p.top()).map(|o| (o.id.clone(), o.state));
+            let new_top = doc.top().map(|o| (o.id.clone(), o.state));
+            if old_top != new_top {
+                metrics::counter!("origin_router_ranking_changes_total", "region" => self.id.region.clone(), "pool" => name.clone())
+                    .increment(1);
+                tracing::info!(
+                    region = %self.id.region,
+                    pool = %name,
+                    seq,
+                    from = old_top.as_ref().map(|t| t.0.as_str()).unwrap_or("-"),
+                    to = new_top.as_ref().map(|t| t.0.as_str()).unwrap_or("-"),
+                    order = %summary(&doc),
+                    "ranking changed"
+                );
+            }
+            for o in &doc.origins {
+                let before = previous.as_ref().and_then(|p| p.entry(&o.id)).map(|e| e.state);
+                if before.is_some_and(|b| b != o.state) {
+                    tracing::warn!(
+                        region = %self.id.region,
+                        pool = %name,
+                        origin = %o.id,
+                        from = before.map(|b| b.as_str()).unwrap_or("-"),
+                        to = o.state.as_str(),
+                        last_failure = o.last_failure.map(|f| f.to_string()).unwrap_or_default(),
+                        "origin state changed"
+                    );
+                }
+            }
+            if let Err(e) = self.coord.record_ranking(&doc).await {
+                tracing::debug!(error = %e, "could not record the ranking in Redis");
+            }
+            self.previous.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), doc.clone());
+            self.publisher.submit(doc);
+        }
+    }
+
+    /// On becoming leader, starts hysteresis from what the region last
+    /// published rather than from nothing.
+    async fn set_leader(&self, leader: bool) {
+        let was = self.was_leader.swap(leader, Ordering::AcqRel);
+        self.health.leader.store(leader, Ordering::Relaxed);
+        metrics::gauge!("origin_router_leader", "region" => self.id.region.clone(), "worker" => self.id.worker.clone())
+            .set(if leader { 1.0 } else { 0.0 });
+        if leader == was {
+            return;
+        }
+        tracing::info!(region = %self.id.region, worker = %self.id.worker, leader, "leadership changed");
+        if leader {
+            for name in self.config.pools.keys() {
+                let read = tokio::time::timeout(Duration::from_secs(1), self.store.read_pool(name)).await;
+                if let Ok(Ok(read)) = read {
+                    if let Some(doc) = read.region(&self.id.region) {
+                        self.previous
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(name.clone())
+                            .or_insert_with(|| doc.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_degraded(&self, degraded: bool, error: Option<&crate::coord::CoordError>) {
+        let was = self.health.degraded.swap(degraded, Ordering::Relaxed);
+        if was != degraded {
+            if degraded {
+                tracing::warn!(
+                    region = %self.id.region,
+                    worker = %self.id.worker,
+                    error = %error.map(|e| e.to_string()).unwrap_or_default(),
+                    "Redis unreachable: degraded mode, publishing rankings of this worker's own samples"
+                );
+            } else {
+                tracing::info!(region = %self.id.region, worker = %self.id.worker, "Redis reachable again: coordination resumed");
+            }
+        }
+    }
+}
+
+fn coordination_error(e: &crate::coord::CoordError) {
+    metrics::counter!("origin_router_coordination_errors_total", "op" => e.op).increment(1);
+    tracing::debug!(error = %e, "coordination failed");
+}
+
+/// `a(healthy 12.1ms) > b(down)` for logs.
+pub fn summary(doc: &RankingDocument) -> String {
+    doc.origins
+        .iter()
+        .map(|o| match o.latency_ms {
+            Some(ms) if o.state != origin_router::OriginState::Down => format!("{}({} {:.1}ms)", o.id, o.state.as_str(), ms),
+            _ => format!("{}({})", o.id, o.state.as_str()),
+        })
+        .collect::<Vec<_>>()
+        .join(" > ")
+}

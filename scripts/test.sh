@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine that has only the Rust toolchain,
+# Python 3 and Node: installs what the tests need (idempotently), checks that
+# it starts, then runs the format check, clippy with -D warnings and every
+# test. Tests start their own Redis and DynamoDB API (moto) servers on
+# loopback ports, and stop them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+services="$root/.test-services"
+mkdir -p "$services"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  step "installing redis-server (Debian package)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+fi
+export ORIGIN_ROUTER_REDIS_SERVER="${ORIGIN_ROUTER_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}"
+
+if [ ! -x "$services/venv/bin/moto_server" ]; then
+  step "installing moto[server] (PyPI) into .test-services/venv"
+  rm -rf "$services/venv"
+  python3 -m venv "$services/venv"
+  "$services/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+export ORIGIN_ROUTER_MOTO_SERVER="${ORIGIN_ROUTER_MOTO_SERVER:-$services/venv/bin/moto_server}"
+
+if [ ! -x "$services/venv/bin/cfn-lint" ]; then
+  step "installing cfn-lint (PyPI) into .test-services/venv"
+  "$services/venv/bin/pip" install -q --disable-pip-version-check cfn-lint
+fi
+
+step "checking that the services start"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$ORIGIN_ROUTER_REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+redis_pid=$!
+for _ in $(seq 50); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+echo "redis-server: $("$ORIGIN_ROUTER_REDIS_SERVER" --version | cut -d' ' -f1-3)"
+echo "moto_server: $("$services/venv/bin/python" -c 'import moto; print(moto.__version__)')"
+echo "cfn-lint: $("$services/venv/bin/cfn-lint" --version)"
+echo "node: $(node --version)"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cfn-lint deploy/"
+templates=$(find deploy -name '*.yaml' -print 2>/dev/null | sort)
+if [ -n "$templates" ]; then
+  # shellcheck disable=SC2086
+  "$services/venv/bin/cfn-lint" $templates
+  echo "lint-clean: $(echo "$templates" | wc -l) templates"
+fi
+
+step "building the binaries the end-to-end tests run"
+cargo build --workspace --bins
+
+step "cargo test"
+cargo test --workspace

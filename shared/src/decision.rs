@@ -1,0 +1,392 @@
+//! The edge decision: which origin of a pool serves this request.
+//!
+//! In order (see ARCHITECTURE.md, "The edge decision"):
+//! 1. only origins of the pool in the *bundled* config can be chosen; a
+//!    ranking entry naming anything else is ignored;
+//! 2. a cached ranking within `cache_ttl`: choose from it, no I/O (`cache`);
+//! 3. past `cache_ttl` but within `max_stale`: choose from it and refresh in
+//!    the background; the request never waits (`stale`);
+//! 4. nothing usable cached: one Query on the nearest replica, bounded by
+//!    `table_timeout`; take the nearest region whose ranking is fresh
+//!    (`table`);
+//! 5. no fresh ranking anywhere: race all origins live, 0.8 s per attempt,
+//!    0.9 s watchdog that returns the pool's default origin (`race`,
+//!    `watchdog`); the winner is cached for `race_cache_ttl`;
+//! 6. a fresh ranking says every origin is down: the default at once
+//!    (`known_down`), never a race against what is known to be down.
+//!
+//! [`choose`] is the pure part (rankings + now in, choice out); [`Router`]
+//! adds the cache, the table and the race. Cache ages use tokio's clock, so
+//! tests run on paused time; ranking freshness uses the wall clock passed in
+//! as `now`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::{Config, OriginConfig, PoolConfig};
+use crate::document::{OriginState, RankingDocument};
+use crate::probe::ProbeEngine;
+use crate::race::RaceOutcome;
+use crate::sample::{FailureClass, UnixMillis};
+use crate::store::RankingStore;
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Cache,
+    Stale,
+    Table,
+    Race,
+    /// The race found no winner (watchdog fired, or every attempt failed):
+    /// the pool's default origin.
+    Watchdog,
+    KnownDown,
+    /// No pool for the request: it goes where CloudFront sends it.
+    Passthrough,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Stale => "stale",
+            Source::Table => "table",
+            Source::Race => "race",
+            Source::Watchdog => "watchdog",
+            Source::KnownDown => "known_down",
+            Source::Passthrough => "passthrough",
+        }
+    }
+
+    pub const ALL: [Source; 7] = [
+        Source::Cache,
+        Source::Stale,
+        Source::Table,
+        Source::Race,
+        Source::Watchdog,
+        Source::KnownDown,
+        Source::Passthrough,
+    ];
+}
+
+/// The outcome of the pure choice over a pool's rankings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice<'p> {
+    /// The best usable origin of the nearest fresh ranking.
+    Ranked {
+        origin: &'p OriginConfig,
+        region: String,
+        age_ms: u64,
+    },
+    /// The nearest fresh ranking holds every known origin down.
+    AllDown {
+        origin: &'p OriginConfig,
+        region: String,
+        age_ms: u64,
+    },
+    /// No fresh ranking names any origin of the pool.
+    NoFreshRanking,
+}
+
+/// Chooses from `rankings` (any regions) as seen from `region`.
+pub fn choose<'p>(
+    pool: &'p PoolConfig,
+    rankings: &[RankingDocument],
+    region: &str,
+    proximity: &BTreeMap<String, Vec<String>>,
+    max_age: Duration,
+    now: UnixMillis,
+) -> Choice<'p> {
+    let order = crate::geo::nearest_first(region, rankings.iter().map(|r| r.region.as_str()), proximity);
+    for candidate in order {
+        let Some(doc) = rankings.iter().find(|r| r.region == candidate) else {
+            continue;
+        };
+        let age_ms = doc.age_ms(now);
+        if age_ms > max_age.as_millis() as u64 {
+            continue;
+        }
+        // Only origins of the bundled config; unknown names are ignored.
+        let mut known = doc.origins.iter().filter_map(|e| pool.origin(&e.id).map(|o| (e, o))).peekable();
+        if known.peek().is_none() {
+            continue;
+        }
+        let mut usable = known.filter(|(e, _)| e.state != OriginState::Down);
+        return match usable.next() {
+            Some((_, origin)) => Choice::Ranked {
+                origin,
+                region: doc.region.clone(),
+                age_ms,
+            },
+            None => Choice::AllDown {
+                origin: pool.origin(pool.default_origin_id()).unwrap_or(&pool.origins[0]),
+                region: doc.region.clone(),
+                age_ms,
+            },
+        };
+    }
+    Choice::NoFreshRanking
+}
+
+/// A decision with what the log line needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub pool: String,
+    pub origin: String,
+    pub source: Source,
+    /// Region whose ranking was used, and its age.
+    pub ranking_region: Option<String>,
+    pub ranking_age_ms: Option<u64>,
+    /// Failure classes of race attempts that lost.
+    pub losers: Vec<(String, FailureClass)>,
+    /// Time spent deciding.
+    pub elapsed: Duration,
+}
+
+/// Races a pool's origins live.
+#[async_trait]
+pub trait Racer: Send + Sync + 'static {
+    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome;
+}
+
+/// The real race: probes with the per-attempt budget.
+pub struct ProbeRacer {
+    engine: ProbeEngine,
+}
+
+impl ProbeRacer {
+    pub fn new(engine: ProbeEngine) -> Self {
+        ProbeRacer { engine }
+    }
+
+    /// Attempts bounded by `edge.race_attempt_timeout`.
+    pub fn from_config(config: &Config) -> Result<Self, crate::probe::TlsError> {
+        let settings = crate::probe::ProbeSettings::race_attempt(config.edge.race_attempt_timeout);
+        Ok(ProbeRacer::new(ProbeEngine::from_config(config, settings)?))
+    }
+}
+
+#[async_trait]
+impl Racer for ProbeRacer {
+    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome {
+        crate::race::race(&self.engine, origins, watchdog).await
+    }
+}
+
+struct Cached {
+    rankings: Arc<Vec<RankingDocument>>,
+    fetched: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    rankings: HashMap<String, Cached>,
+    refreshing: HashMap<String, Instant>,
+    race_winners: HashMap<String, (String, Instant)>,
+}
+
+/// The stateful edge decision: cache, table, race. Cheap to share.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    region: String,
+    store: Arc<dyn RankingStore>,
+    racer: Arc<dyn Racer>,
+    state: Mutex<State>,
+}
+
+impl Router {
+    pub fn new(config: Arc<Config>, region: impl Into<String>, store: Arc<dyn RankingStore>, racer: Arc<dyn Racer>) -> Self {
+        Router {
+            inner: Arc::new(Inner {
+                config,
+                region: region.into(),
+                store,
+                racer,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// Decides for `pool` at wall-clock `now`. An unknown pool is a
+    /// passthrough with an empty origin.
+    pub async fn decide(&self, pool_name: &str, now: UnixMillis) -> Decision {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let edge = &inner.config.edge;
+        let Some(pool) = inner.config.pools.get(pool_name) else {
+            return Decision {
+                pool: pool_name.to_string(),
+                origin: String::new(),
+                source: Source::Passthrough,
+                ranking_region: None,
+                ranking_age_ms: None,
+                losers: Vec::new(),
+                elapsed: started.elapsed(),
+            };
+        };
+        let decided = |choice: Choice<'_>, source: Source| -> Option<Decision> {
+            let (origin, region, age, source) = match choice {
+                Choice::Ranked { origin, region, age_ms } => (origin, region, age_ms, source),
+                Choice::AllDown { origin, region, age_ms } => (origin, region, age_ms, Source::KnownDown),
+                Choice::NoFreshRanking => return None,
+            };
+            Some(Decision {
+                pool: pool_name.to_string(),
+                origin: origin.id.clone(),
+                source,
+                ranking_region: Some(region),
+                ranking_age_ms: Some(age),
+                losers: Vec::new(),
+                elapsed: started.elapsed(),
+            })
+        };
+
+        // 2-3: the cache, fresh or stale.
+        let cached = {
+            let state = inner.lock();
+            state
+                .rankings
+                .get(pool_name)
+                .map(|c| (c.rankings.clone(), c.fetched.elapsed()))
+        };
+        if let Some((rankings, age)) = cached {
+            if age <= edge.max_stale {
+                let choice = self.choose(pool, &rankings, now);
+                if age <= edge.cache_ttl {
+                    if let Some(d) = decided(choice, Source::Cache) {
+                        return d;
+                    }
+                } else if let Some(d) = decided(choice, Source::Stale) {
+                    self.refresh_in_background(pool_name);
+                    return d;
+                }
+            }
+        }
+
+        // 4: the table.
+        if let Some(rankings) = self.fetch(pool_name).await {
+            let choice = self.choose(pool, &rankings, now);
+            if let Some(d) = decided(choice, Source::Table) {
+                return d;
+            }
+        }
+
+        // 5: the live race.
+        self.race(pool_name, pool, started).await
+    }
+
+    fn choose<'p>(&self, pool: &'p PoolConfig, rankings: &[RankingDocument], now: UnixMillis) -> Choice<'p> {
+        let edge = &self.inner.config.edge;
+        choose(pool, rankings, &self.inner.region, &edge.proximity, edge.ranking_max_age, now)
+    }
+
+    /// Reads the pool's rankings from the store within `table_timeout` and
+    /// caches them. Bad items were already skipped by the store; they are
+    /// logged here.
+    async fn fetch(&self, pool_name: &str) -> Option<Arc<Vec<RankingDocument>>> {
+        let inner = &self.inner;
+        let timeout = inner.config.edge.table_timeout;
+        match tokio::time::timeout(timeout, inner.store.read_pool(pool_name)).await {
+            Ok(Ok(read)) => {
+                for (region, reason) in &read.skipped {
+                    tracing::warn!(pool = pool_name, region = %region, reason = %reason, "skipped an unreadable ranking");
+                }
+                let rankings = Arc::new(read.rankings);
+                inner.lock().rankings.insert(
+                    pool_name.to_string(),
+                    Cached {
+                        rankings: rankings.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+                Some(rankings)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(pool = pool_name, error = %e, "reading rankings failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(pool = pool_name, timeout_ms = timeout.as_millis() as u64, "reading rankings timed out");
+                None
+            }
+        }
+    }
+
+    /// Starts one background refresh per pool; the caller never waits.
+    fn refresh_in_background(&self, pool_name: &str) {
+        {
+            let mut state = self.inner.lock();
+            let busy = state
+                .refreshing
+                .get(pool_name)
+                .is_some_and(|since| since.elapsed() < self.inner.config.edge.table_timeout * 4);
+            if busy {
+                return;
+            }
+            state.refreshing.insert(pool_name.to_string(), Instant::now());
+        }
+        let (router, pool) = (self.clone(), pool_name.to_string());
+        tokio::spawn(async move {
+            router.fetch(&pool).await;
+            router.inner.lock().refreshing.remove(&pool);
+        });
+    }
+
+    async fn race(&self, pool_name: &str, pool: &PoolConfig, started: Instant) -> Decision {
+        let inner = &self.inner;
+        let edge = &inner.config.edge;
+        let decision = |origin: String, source: Source, losers| Decision {
+            pool: pool_name.to_string(),
+            origin,
+            source,
+            ranking_region: None,
+            ranking_age_ms: None,
+            losers,
+            elapsed: started.elapsed(),
+        };
+        let cached = inner
+            .lock()
+            .race_winners
+            .get(pool_name)
+            .filter(|(_, at)| at.elapsed() <= edge.race_cache_ttl)
+            .map(|(id, _)| id.clone());
+        if let Some(winner) = cached {
+            return decision(winner, Source::Race, Vec::new());
+        }
+        let origins: Vec<&OriginConfig> = pool.origins.iter().collect();
+        let outcome = inner.racer.race(&origins, edge.race_watchdog).await;
+        match outcome.winner {
+            Some(winner) if pool.origin(&winner).is_some() => {
+                inner
+                    .lock()
+                    .race_winners
+                    .insert(pool_name.to_string(), (winner.clone(), Instant::now()));
+                decision(winner, Source::Race, outcome.losers)
+            }
+            _ => decision(pool.default_origin_id().to_string(), Source::Watchdog, outcome.losers),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
