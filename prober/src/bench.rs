@@ -48,7 +48,9 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let delay = Duration::from_millis(args.delay_ms);
     let mut servers = Vec::new();
     for i in 0..args.servers {
-        servers.push(TestOrigin::start(SocketAddr::new(loopback(11 + i), 0), Mode::Delay(delay)).await?);
+        servers.push(
+            TestOrigin::start(SocketAddr::new(loopback(11 + i), 0), Mode::Delay(delay)).await?,
+        );
     }
     let mut config = Config::default();
     let origins: Vec<OriginConfig> = (0..args.origins)
@@ -145,8 +147,15 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             *failures.entry(c.to_string()).or_insert(0u64) += 1;
         }
     }
-    println!("probes:            {} in {:.2} s", samples.len(), elapsed.as_secs_f64());
-    println!("probes/s:          {:.0}", samples.len() as f64 / elapsed.as_secs_f64());
+    println!(
+        "probes:            {} in {:.2} s",
+        samples.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "probes/s:          {:.0}",
+        samples.len() as f64 / elapsed.as_secs_f64()
+    );
     println!("failed:            {failed} {failures:?}");
     println!("skipped in flight: {skipped}");
     println!(
@@ -155,7 +164,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         pct(0.99),
         errors_us.last().copied().unwrap_or(0) as f64 / 1000.0
     );
-    println!("peak RSS:          {}", peak_rss().map(|kb| format!("{:.1} MiB", kb as f64 / 1024.0)).unwrap_or_else(|| "unknown".into()));
+    println!(
+        "peak RSS:          {}",
+        peak_rss()
+            .map(|kb| format!("{:.1} MiB", kb as f64 / 1024.0))
+            .unwrap_or_else(|| "unknown".into())
+    );
     Ok(())
 }
 

@@ -23,7 +23,13 @@ use crate::worker::{self, Identity};
 #[command(name = "prober", version, propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, value_enum, global = true, default_value = "text", env = "ORIGIN_ROUTER_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "text",
+        env = "ORIGIN_ROUTER_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -118,7 +124,9 @@ impl Cli {
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -163,7 +171,10 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 .ok_or("the config names no table (store.dynamodb_table)")?;
             let store = DynamoStore::from_env(table.clone(), config.store.item_ttl).await;
             let created = store.create_table().await?;
-            println!("table {table} {}", if created { "created" } else { "already exists" });
+            println!(
+                "table {table} {}",
+                if created { "created" } else { "already exists" }
+            );
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(args).await,
@@ -175,7 +186,8 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
 pub fn load(path: &Path) -> Result<Config, CliError> {
     let config = Config::load(path)?;
     if let Some(expr) = &config.prober.schedule {
-        worker::check_schedule(expr).map_err(|e| format!("{}: prober.schedule: {e}", path.display()))?;
+        worker::check_schedule(expr)
+            .map_err(|e| format!("{}: prober.schedule: {e}", path.display()))?;
     }
     Ok(config)
 }
@@ -192,7 +204,10 @@ pub async fn shutdown_signal() {
 
 async fn once(config: &Config, format: Format) -> Result<(), CliError> {
     let id = Identity::from_config(config);
-    let engine = Arc::new(ProbeEngine::from_config(config, ProbeSettings::from_config(config))?);
+    let engine = Arc::new(ProbeEngine::from_config(
+        config,
+        ProbeSettings::from_config(config),
+    )?);
     let rounds = Rounds::new(
         engine,
         round::targets(config),
@@ -249,12 +264,20 @@ async fn rankings(
     let mut docs: Vec<RankingDocument> = Vec::new();
     let mut skipped = Vec::new();
     if source == Source::Redis {
-        let url = config.store.redis_url.as_deref().ok_or("the config names no Redis (store.redis_url)")?;
+        let url = config
+            .store
+            .redis_url
+            .as_deref()
+            .ok_or("the config names no Redis (store.redis_url)")?;
         docs = crate::coord::redis_rankings(url, region).await?;
     } else {
         let store: Arc<dyn RankingStore> = match source {
             Source::Dynamodb => {
-                let table = config.store.dynamodb_table.clone().ok_or("the config names no table (store.dynamodb_table)")?;
+                let table = config
+                    .store
+                    .dynamodb_table
+                    .clone()
+                    .ok_or("the config names no table (store.dynamodb_table)")?;
                 Arc::new(DynamoStore::from_env(table, config.store.item_ttl).await)
             }
             _ => Arc::new(EmbeddedStore::new(config.store.embedded_path.clone())),
@@ -266,7 +289,11 @@ async fn rankings(
         for p in pools {
             let read = store.read_pool(&p).await?;
             docs.extend(read.rankings);
-            skipped.extend(read.skipped.into_iter().map(|(r, why)| format!("{p}/{r}: {why}")));
+            skipped.extend(
+                read.skipped
+                    .into_iter()
+                    .map(|(r, why)| format!("{p}/{r}: {why}")),
+            );
         }
     }
     docs.retain(|d| pool.is_none_or(|p| d.pool == p) && region.is_none_or(|r| d.region == r));

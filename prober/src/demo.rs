@@ -61,7 +61,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let total = Duration::from_secs(args.seconds);
     let fail_at = total / 3;
     let restore_at = total * 2 / 3;
-    let dir = tempfile::Builder::new().prefix("origin-router-demo").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("origin-router-demo")
+        .tempdir()?;
     let store = Arc::new(EmbeddedStore::new(dir.path()));
 
     // Origins with region-dependent latency.
@@ -84,7 +86,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             },
         )
         .await?;
-        pool.origins.push(OriginConfig::http(name, &loopback(host).to_string(), origin.port()));
+        pool.origins.push(OriginConfig::http(
+            name,
+            &loopback(host).to_string(),
+            origin.port(),
+        ));
         origins.push(origin);
     }
 
@@ -113,9 +119,13 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         config.prober.source_address = Some(loopback(host));
         let mut stop = stop_rx.clone();
         let store: Arc<dyn RankingStore> = store.clone();
-        workers.push(tokio::spawn(crate::worker::run_with_store(config.clone(), store.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        workers.push(tokio::spawn(crate::worker::run_with_store(
+            config.clone(),
+            store.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
         let mut edge_config = config.clone();
         edge_config.prober.source_address = None;
         let racer = Arc::new(ProbeRacer::from_config(&edge_config)?);
@@ -131,7 +141,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     }
 
     // The origin to fail: the fastest from the first region.
-    let failed = ORIGINS.iter().min_by_key(|o| o.2[0]).map(|o| o.0).unwrap_or("virginia");
+    let failed = ORIGINS
+        .iter()
+        .min_by_key(|o| o.2[0])
+        .map(|o| o.0)
+        .unwrap_or("virginia");
     let failed_index = ORIGINS.iter().position(|o| o.0 == failed).unwrap_or(0);
     let redraw = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
     println!(
@@ -198,19 +212,31 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     for w in workers {
         let _ = w.await;
     }
-    println!("\nSummary ({failed} failed at {}s, restored at {}s):", fail_at.as_secs(), restore_at.as_secs());
+    println!(
+        "\nSummary ({failed} failed at {}s, restored at {}s):",
+        fail_at.as_secs(),
+        restore_at.as_secs()
+    );
     for v in &views {
         let moves = if !v.used_failed_origin {
             "was not using it".to_string()
         } else {
             format!(
                 "moved away after {}, came back {} after it returned",
-                v.away_after.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),
-                v.back_after.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),
+                v.away_after
+                    .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "never".into()),
+                v.back_after
+                    .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "never".into()),
             )
         };
         let sources: Vec<String> = v.sources.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        println!("  {:<15} {moves}; decisions: {}", v.region, sources.join(", "));
+        println!(
+            "  {:<15} {moves}; decisions: {}",
+            v.region,
+            sources.join(", ")
+        );
     }
     println!(
         "\nEach part for real:\n  \
@@ -222,21 +248,36 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn render(views: &[RegionView], rankings: &[RankingDocument], t: Duration, label: &str, failed: &str, redraw: bool) {
+fn render(
+    views: &[RegionView],
+    rankings: &[RankingDocument],
+    t: Duration,
+    label: &str,
+    failed: &str,
+    redraw: bool,
+) {
     let mut out = String::new();
     if redraw {
         out.push_str("\x1b[H\x1b[J");
     }
-    out.push_str(&format!("t={:>5.1}s  [{label}]  (the origin to fail: {failed})\n", t.as_secs_f64()));
+    out.push_str(&format!(
+        "t={:>5.1}s  [{label}]  (the origin to fail: {failed})\n",
+        t.as_secs_f64()
+    ));
     for v in views {
         let doc = rankings.iter().find(|d| d.region == v.region);
-        let order = doc.map(crate::worker::summary).unwrap_or_else(|| "(no ranking yet)".into());
+        let order = doc
+            .map(crate::worker::summary)
+            .unwrap_or_else(|| "(no ranking yet)".into());
         let (origin, source) = v
             .last
             .as_ref()
             .map(|(o, s)| (o.as_str(), s.as_str()))
             .unwrap_or(("-", "-"));
-        out.push_str(&format!("  {:<15} edge -> {:<10} ({source})\n", v.region, origin));
+        out.push_str(&format!(
+            "  {:<15} edge -> {:<10} ({source})\n",
+            v.region, origin
+        ));
         out.push_str(&format!("  {:<15} ranking: {order}\n", ""));
     }
     print!("{out}");

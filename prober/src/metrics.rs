@@ -34,7 +34,8 @@ pub fn recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let buckets = [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
@@ -68,8 +69,10 @@ impl TargetMetrics {
                 metrics::Label::new(extra.0, extra.1),
             ]
         };
-        let phase = |p| metrics::histogram!("origin_router_probe_phase_seconds", labels(("phase", p)));
-        let class = |c| metrics::counter!("origin_router_probe_failures_total", labels(("class", c)));
+        let phase =
+            |p| metrics::histogram!("origin_router_probe_phase_seconds", labels(("phase", p)));
+        let class =
+            |c| metrics::counter!("origin_router_probe_failures_total", labels(("class", c)));
         let result = |c| metrics::counter!("origin_router_probes_total", labels(("result", c)));
         TargetMetrics {
             phases: ["dns", "connect", "tls", "first_byte", "total"].map(phase),
@@ -83,7 +86,11 @@ impl TargetMetrics {
         match outcome {
             Outcome::Ok(t) => {
                 self.ok.increment(1);
-                for (h, d) in self.phases.iter().zip([t.dns, t.connect, t.tls, t.first_byte, t.total]) {
+                for (h, d) in
+                    self.phases
+                        .iter()
+                        .zip([t.dns, t.connect, t.tls, t.first_byte, t.total])
+                {
                     h.record(d.as_secs_f64());
                 }
             }
@@ -140,7 +147,11 @@ impl Health {
 }
 
 /// Serves `/metrics` and `/healthz` until the listener task is dropped.
-pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Arc<Health>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
     Ok(tokio::spawn(async move {
@@ -157,7 +168,11 @@ pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Arc<Healt
                             let (status, body) = health.render();
                             (status, "application/json", body)
                         }
-                        _ => (404, "text/plain", "not found: try /metrics or /healthz\n".to_string()),
+                        _ => (
+                            404,
+                            "text/plain",
+                            "not found: try /metrics or /healthz\n".to_string(),
+                        ),
                     };
                     let response = hyper::Response::builder()
                         .status(status)

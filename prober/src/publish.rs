@@ -74,7 +74,13 @@ impl Publisher {
         let deadline = Instant::now() + within;
         loop {
             let idle = self.shared.idle.notified();
-            let busy = !self.shared.pending().is_empty() || *self.shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) > 0;
+            let busy = !self.shared.pending().is_empty()
+                || *self
+                    .shared
+                    .in_progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    > 0;
             if !busy {
                 return true;
             }
@@ -115,7 +121,8 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
         let retry = match result {
             Ok(Ok(WriteOutcome::Written)) => {
                 failures = 0;
-                metrics::histogram!("origin_router_publish_seconds", &labels).record(elapsed.as_secs_f64());
+                metrics::histogram!("origin_router_publish_seconds", &labels)
+                    .record(elapsed.as_secs_f64());
                 tracing::debug!(pool = %doc.pool, seq = doc.seq, elapsed_ms = elapsed.as_millis() as u64, "ranking published");
                 false
             }
@@ -226,14 +233,20 @@ mod tests {
         publisher.submit(doc(4));
         assert!(publisher.flush(Duration::from_secs(10)).await);
         assert_eq!(store.attempts.load(Ordering::SeqCst), before + 1);
-        assert_eq!(store.inner.read_pool("web").await.unwrap().rankings[0].seq, 5);
+        assert_eq!(
+            store.inner.read_pool("web").await.unwrap().rankings[0].seq,
+            5
+        );
     }
 
     #[test]
     fn backoff_is_capped() {
         for n in 0..40 {
             let b = backoff(n);
-            assert!(b >= Duration::from_millis(10) && b <= BACKOFF_CAP, "{n}: {b:?}");
+            assert!(
+                b >= Duration::from_millis(10) && b <= BACKOFF_CAP,
+                "{n}: {b:?}"
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ pub fn samples_table(samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<14} {:>9} {:>9} {:>9} {:>11} {:>9}  {}",
-        "pool", "origin", "dns ms", "conn ms", "tls ms", "1st byte ms", "total ms", "result"
+        "{:<12} {:<14} {:>9} {:>9} {:>9} {:>11} {:>9}  result",
+        "pool", "origin", "dns ms", "conn ms", "tls ms", "1st byte ms", "total ms"
     );
     for s in samples {
         match &s.outcome {
@@ -68,8 +68,8 @@ pub fn ranking_table(doc: &RankingDocument, now: UnixMillis) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:>4} {:<14} {:<9} {:>10} {:>9} {:>8} {:>7}  {}",
-        "rank", "origin", "state", "latency ms", "score", "success", "votes", "last failure"
+        "  {:>4} {:<14} {:<9} {:>10} {:>9} {:>8} {:>7}  last failure",
+        "rank", "origin", "state", "latency ms", "score", "success", "votes"
     );
     for (i, o) in doc.origins.iter().enumerate() {
         let _ = writeln!(
@@ -78,8 +78,12 @@ pub fn ranking_table(doc: &RankingDocument, now: UnixMillis) -> String {
             i + 1,
             o.id,
             o.state.as_str(),
-            o.latency_ms.map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into()),
-            o.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
+            o.latency_ms
+                .map(|l| format!("{l:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            o.score
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
             o.success_ratio * 100.0,
             format!("{}/{}", o.voters - o.down_votes, o.voters),
             o.last_failure.map(|f| f.to_string()).unwrap_or_default()

@@ -136,7 +136,10 @@ impl Rounds {
         let mut tasks = JoinSet::new();
         let jitter_ms = self.inner.settings.jitter.as_millis() as u64;
         for index in 0..self.inner.targets.len() {
-            if self.inner.state[index].in_flight.swap(true, Ordering::AcqRel) {
+            if self.inner.state[index]
+                .in_flight
+                .swap(true, Ordering::AcqRel)
+            {
                 report.skipped_in_flight += 1;
                 continue;
             }
@@ -156,8 +159,12 @@ impl Rounds {
             });
         }
         if report.skipped_in_flight > 0 {
-            metrics::counter!("origin_router_probes_skipped_in_flight_total").increment(report.skipped_in_flight as u64);
-            tracing::debug!(skipped = report.skipped_in_flight, "origins still probed by the previous round");
+            metrics::counter!("origin_router_probes_skipped_in_flight_total")
+                .increment(report.skipped_in_flight as u64);
+            tracing::debug!(
+                skipped = report.skipped_in_flight,
+                "origins still probed by the previous round"
+            );
         }
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -179,7 +186,11 @@ impl Inner {
         let mut confirmations_left = 0u32;
         loop {
             let outcome = {
-                let _permit = self.limit.acquire().await.expect("semaphore is never closed");
+                let _permit = self
+                    .limit
+                    .acquire()
+                    .await
+                    .expect("semaphore is never closed");
                 let at = unix_millis_now();
                 let outcome = self.engine.probe(&target.origin).await;
                 state.metrics.record(&outcome);
@@ -194,7 +205,9 @@ impl Inner {
             };
             log_outcome(target, outcome);
             let ok = outcome.is_ok();
-            let previous = state.last.swap(if ok { LAST_OK } else { LAST_FAILED }, Ordering::AcqRel);
+            let previous = state
+                .last
+                .swap(if ok { LAST_OK } else { LAST_FAILED }, Ordering::AcqRel);
             if previous != UNKNOWN && (previous == LAST_OK) != ok {
                 confirmations_left = if ok { s.rise } else { s.fall }.saturating_sub(1);
             } else {

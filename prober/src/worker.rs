@@ -63,7 +63,11 @@ impl Identity {
             .prober
             .region
             .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| origin_router::config::is_name(r)))
+            .or_else(|| {
+                std::env::var("AWS_REGION")
+                    .ok()
+                    .filter(|r| origin_router::config::is_name(r))
+            })
             .unwrap_or_else(|| "local".to_string());
         let worker = config.prober.worker_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -115,7 +119,10 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let id = Identity::from_config(&config);
-    let engine = Arc::new(ProbeEngine::from_config(&config, ProbeSettings::from_config(&config))?);
+    let engine = Arc::new(ProbeEngine::from_config(
+        &config,
+        ProbeSettings::from_config(&config),
+    )?);
     let rounds = Rounds::new(
         engine,
         round::targets(&config),
@@ -135,7 +142,8 @@ pub async fn run_with_store(
         )?),
         None => Arc::new(Solo::new(local.clone())),
     };
-    let max_round_age = config.prober.interval * 3 + config.prober.connect_timeout + config.prober.response_timeout;
+    let max_round_age =
+        config.prober.interval * 3 + config.prober.connect_timeout + config.prober.response_timeout;
     let health = Arc::new(Health::new(&id.region, &id.worker, max_round_age));
     let metrics_task = match config.prober.metrics_listen {
         Some(addr) => Some(
@@ -178,15 +186,19 @@ pub async fn run_with_store(
     let mut scheduler = scheduler;
     let _ = scheduler.shutdown().await;
     tracker.close();
-    if tokio::time::timeout(worker.config.prober.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(worker.config.prober.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight probes did not finish within the shutdown grace; dropping them");
     }
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), worker.coord.release()).await.unwrap_or(Err(
-        crate::coord::CoordError {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), worker.coord.release())
+        .await
+        .unwrap_or(Err(crate::coord::CoordError {
             op: "release",
             message: "timed out".into(),
-        },
-    )) {
+        }))
+    {
         tracing::warn!(error = %e, "could not release the lease; it expires by itself");
     }
     worker.health.leader.store(false, Ordering::Relaxed);
@@ -199,7 +211,9 @@ pub async fn run_with_store(
 }
 
 async fn schedule(worker: Arc<Worker>, tracker: TaskTracker) -> Result<JobScheduler, WorkerError> {
-    let scheduler = JobScheduler::new().await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    let scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| WorkerError::Scheduler(e.to_string()))?;
     let interval = worker.config.prober.interval;
     let cron = worker.config.prober.schedule.clone();
     let run = move |_id, _scheduler| {
@@ -215,15 +229,28 @@ async fn schedule(worker: Arc<Worker>, tracker: TaskTracker) -> Result<JobSchedu
         Some(expr) => Job::new_async(expr.as_str(), run),
         None => Job::new_repeated_async(interval, run),
     }
-    .map_err(|e| WorkerError::Scheduler(format!("cannot schedule rounds ({}): {e}", cron.as_deref().unwrap_or("interval"))))?;
-    scheduler.add(job).await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
-    scheduler.start().await.map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    .map_err(|e| {
+        WorkerError::Scheduler(format!(
+            "cannot schedule rounds ({}): {e}",
+            cron.as_deref().unwrap_or("interval")
+        ))
+    })?;
+    scheduler
+        .add(job)
+        .await
+        .map_err(|e| WorkerError::Scheduler(e.to_string()))?;
+    scheduler
+        .start()
+        .await
+        .map_err(|e| WorkerError::Scheduler(e.to_string()))?;
     Ok(scheduler)
 }
 
 /// Checks that a cron expression is one the scheduler accepts.
 pub fn check_schedule(expr: &str) -> Result<(), String> {
-    Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| format!("`{expr}`: {e}"))
+    Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("`{expr}`: {e}"))
 }
 
 impl Worker {
@@ -231,10 +258,13 @@ impl Worker {
     async fn round(self: Arc<Self>, scheduled: UnixMillis) {
         let started = tokio::time::Instant::now();
         let lag_ms = unix_millis_now().saturating_sub(scheduled);
-        metrics::gauge!("origin_router_round_lag_seconds", "region" => self.id.region.clone()).set(lag_ms as f64 / 1000.0);
+        metrics::gauge!("origin_router_round_lag_seconds", "region" => self.id.region.clone())
+            .set(lag_ms as f64 / 1000.0);
         let report = self.rounds.run().await;
         self.local.extend(&report.samples);
-        self.health.last_round_end.store(unix_millis_now(), Ordering::Relaxed);
+        self.health
+            .last_round_end
+            .store(unix_millis_now(), Ordering::Relaxed);
         metrics::histogram!("origin_router_round_seconds", "region" => self.id.region.clone())
             .record(started.elapsed().as_secs_f64());
 
@@ -268,14 +298,20 @@ impl Worker {
                 self.set_degraded(true, Some(&e));
                 self.set_leader(false).await;
                 let samples = self.local.snapshot(now, self.settings.window);
-                self.publish(self.degraded_seq.next(now), &samples, now).await;
+                self.publish(self.degraded_seq.next(now), &samples, now)
+                    .await;
             }
         }
     }
 
     async fn publish(&self, seq: u64, samples: &[Sample], now: UnixMillis) {
         for (name, pool) in &self.config.pools {
-            let previous = self.previous.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+            let previous = self
+                .previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned();
             let target = Target {
                 pool_name: name,
                 pool,
@@ -283,7 +319,10 @@ impl Worker {
                 seq,
             };
             let doc = ranking::rank(target, previous.as_ref(), samples, &self.settings, now);
-            let old_top = previous.as_ref().and_then(|p| p.top()).map(|o| (o.id.clone(), o.state));
+            let old_top = previous
+                .as_ref()
+                .and_then(|p| p.top())
+                .map(|o| (o.id.clone(), o.state));
             let new_top = doc.top().map(|o| (o.id.clone(), o.state));
             if old_top != new_top {
                 metrics::counter!("origin_router_ranking_changes_total", "region" => self.id.region.clone(), "pool" => name.clone())
@@ -299,7 +338,10 @@ impl Worker {
                 );
             }
             for o in &doc.origins {
-                let before = previous.as_ref().and_then(|p| p.entry(&o.id)).map(|e| e.state);
+                let before = previous
+                    .as_ref()
+                    .and_then(|p| p.entry(&o.id))
+                    .map(|e| e.state);
                 if before.is_some_and(|b| b != o.state) {
                     tracing::warn!(
                         region = %self.id.region,
@@ -315,7 +357,10 @@ impl Worker {
             if let Err(e) = self.coord.record_ranking(&doc).await {
                 tracing::debug!(error = %e, "could not record the ranking in Redis");
             }
-            self.previous.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), doc.clone());
+            self.previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), doc.clone());
             self.publisher.submit(doc);
         }
     }
@@ -333,7 +378,8 @@ impl Worker {
         tracing::info!(region = %self.id.region, worker = %self.id.worker, leader, "leadership changed");
         if leader {
             for name in self.config.pools.keys() {
-                let read = tokio::time::timeout(Duration::from_secs(1), self.store.read_pool(name)).await;
+                let read =
+                    tokio::time::timeout(Duration::from_secs(1), self.store.read_pool(name)).await;
                 if let Ok(Ok(read)) = read {
                     if let Some(doc) = read.region(&self.id.region) {
                         self.previous
@@ -374,7 +420,9 @@ pub fn summary(doc: &RankingDocument) -> String {
     doc.origins
         .iter()
         .map(|o| match o.latency_ms {
-            Some(ms) if o.state != origin_router::OriginState::Down => format!("{}({} {:.1}ms)", o.id, o.state.as_str(), ms),
+            Some(ms) if o.state != origin_router::OriginState::Down => {
+                format!("{}({} {:.1}ms)", o.id, o.state.as_str(), ms)
+            }
             _ => format!("{}({})", o.id, o.state.as_str()),
         })
         .collect::<Vec<_>>()

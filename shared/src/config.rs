@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Named pools of interchangeable origins. At least one is required.
@@ -37,20 +37,6 @@ pub struct Config {
     /// Static name-to-address overrides used by probes and races before the
     /// system resolver, like curl's `--resolve`. Default: empty.
     pub resolve: BTreeMap<String, IpAddr>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            pools: BTreeMap::new(),
-            routing: RoutingConfig::default(),
-            prober: ProberConfig::default(),
-            ranking: RankingConfig::default(),
-            edge: EdgeConfig::default(),
-            store: StoreConfig::default(),
-            resolve: BTreeMap::new(),
-        }
-    }
 }
 
 /// A named set of origins that serve the same content.
@@ -811,10 +797,16 @@ fn validate_prober(v: &mut Validator, p: &ProberConfig) {
     // Rounds are scheduled by tokio-cron-scheduler, whose repeated jobs
     // count whole seconds.
     if p.interval < Duration::from_secs(1) || p.interval.subsec_nanos() != 0 {
-        v.fail("prober.interval", "must be a whole number of seconds, at least 1s");
+        v.fail(
+            "prober.interval",
+            "must be a whole number of seconds, at least 1s",
+        );
     }
     if p.fast_interval.is_zero() || p.fast_interval >= p.interval {
-        v.fail("prober.fast_interval", "must be above 0 and below prober.interval");
+        v.fail(
+            "prober.fast_interval",
+            "must be above 0 and below prober.interval",
+        );
     }
     if let Some(cron) = &p.schedule {
         let fields = cron.split_whitespace().count();

@@ -101,7 +101,11 @@ pub fn choose<'p>(
     max_age: Duration,
     now: UnixMillis,
 ) -> Choice<'p> {
-    let order = crate::geo::nearest_first(region, rankings.iter().map(|r| r.region.as_str()), proximity);
+    let order = crate::geo::nearest_first(
+        region,
+        rankings.iter().map(|r| r.region.as_str()),
+        proximity,
+    );
     for candidate in order {
         let Some(doc) = rankings.iter().find(|r| r.region == candidate) else {
             continue;
@@ -111,7 +115,11 @@ pub fn choose<'p>(
             continue;
         }
         // Only origins of the bundled config; unknown names are ignored.
-        let mut known = doc.origins.iter().filter_map(|e| pool.origin(&e.id).map(|o| (e, o))).peekable();
+        let mut known = doc
+            .origins
+            .iter()
+            .filter_map(|e| pool.origin(&e.id).map(|o| (e, o)))
+            .peekable();
         if known.peek().is_none() {
             continue;
         }
@@ -123,7 +131,9 @@ pub fn choose<'p>(
                 age_ms,
             },
             None => Choice::AllDown {
-                origin: pool.origin(pool.default_origin_id()).unwrap_or(&pool.origins[0]),
+                origin: pool
+                    .origin(pool.default_origin_id())
+                    .unwrap_or(&pool.origins[0]),
                 region: doc.region.clone(),
                 age_ms,
             },
@@ -204,7 +214,12 @@ struct Inner {
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, region: impl Into<String>, store: Arc<dyn RankingStore>, racer: Arc<dyn Racer>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        region: impl Into<String>,
+        store: Arc<dyn RankingStore>,
+        racer: Arc<dyn Racer>,
+    ) -> Self {
         Router {
             inner: Arc::new(Inner {
                 config,
@@ -243,8 +258,16 @@ impl Router {
         };
         let decided = |choice: Choice<'_>, source: Source| -> Option<Decision> {
             let (origin, region, age, source) = match choice {
-                Choice::Ranked { origin, region, age_ms } => (origin, region, age_ms, source),
-                Choice::AllDown { origin, region, age_ms } => (origin, region, age_ms, Source::KnownDown),
+                Choice::Ranked {
+                    origin,
+                    region,
+                    age_ms,
+                } => (origin, region, age_ms, source),
+                Choice::AllDown {
+                    origin,
+                    region,
+                    age_ms,
+                } => (origin, region, age_ms, Source::KnownDown),
                 Choice::NoFreshRanking => return None,
             };
             Some(Decision {
@@ -292,9 +315,21 @@ impl Router {
         self.race(pool_name, pool, started).await
     }
 
-    fn choose<'p>(&self, pool: &'p PoolConfig, rankings: &[RankingDocument], now: UnixMillis) -> Choice<'p> {
+    fn choose<'p>(
+        &self,
+        pool: &'p PoolConfig,
+        rankings: &[RankingDocument],
+        now: UnixMillis,
+    ) -> Choice<'p> {
         let edge = &self.inner.config.edge;
-        choose(pool, rankings, &self.inner.region, &edge.proximity, edge.ranking_max_age, now)
+        choose(
+            pool,
+            rankings,
+            &self.inner.region,
+            &edge.proximity,
+            edge.ranking_max_age,
+            now,
+        )
     }
 
     /// Reads the pool's rankings from the store within `table_timeout` and
@@ -323,7 +358,11 @@ impl Router {
                 None
             }
             Err(_) => {
-                tracing::warn!(pool = pool_name, timeout_ms = timeout.as_millis() as u64, "reading rankings timed out");
+                tracing::warn!(
+                    pool = pool_name,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "reading rankings timed out"
+                );
                 None
             }
         }
@@ -340,7 +379,9 @@ impl Router {
             if busy {
                 return;
             }
-            state.refreshing.insert(pool_name.to_string(), Instant::now());
+            state
+                .refreshing
+                .insert(pool_name.to_string(), Instant::now());
         }
         let (router, pool) = (self.clone(), pool_name.to_string());
         tokio::spawn(async move {
@@ -380,7 +421,11 @@ impl Router {
                     .insert(pool_name.to_string(), (winner.clone(), Instant::now()));
                 decision(winner, Source::Race, outcome.losers)
             }
-            _ => decision(pool.default_origin_id().to_string(), Source::Watchdog, outcome.losers),
+            _ => decision(
+                pool.default_origin_id().to_string(),
+                Source::Watchdog,
+                outcome.losers,
+            ),
         }
     }
 }

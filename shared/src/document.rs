@@ -429,7 +429,8 @@ pub(crate) mod tests {
 
     #[test]
     fn absurd_values_are_errors() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut RankingDocument)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut RankingDocument)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "origins[0].latency_ms",
                 Box::new(|d| d.origins[0].latency_ms = Some(-1.0)),

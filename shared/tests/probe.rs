@@ -48,7 +48,9 @@ fn timings(outcome: &Outcome) -> PhaseTimings {
 }
 
 async fn origin(mode: Mode) -> TestOrigin {
-    TestOrigin::start("127.0.0.1:0".parse().unwrap(), mode).await.unwrap()
+    TestOrigin::start("127.0.0.1:0".parse().unwrap(), mode)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -76,8 +78,13 @@ async fn full_accept_backlog_is_connect_timeout() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let outcome = probe(&http_origin(o.addr())).await;
     assert_eq!(class(&outcome), FailureClass::ConnectTimeout);
-    let Outcome::Failed(f) = outcome else { unreachable!() };
-    assert!(f.after >= Duration::from_millis(400) && f.after < Duration::from_millis(1500), "{f:?}");
+    let Outcome::Failed(f) = outcome else {
+        unreachable!()
+    };
+    assert!(
+        f.after >= Duration::from_millis(400) && f.after < Duration::from_millis(1500),
+        "{f:?}"
+    );
     // Switching back restores service on the same address.
     o.set_mode(Mode::Ok);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -89,25 +96,42 @@ async fn accepted_but_unanswered_is_response_timeout() {
     let o = origin(Mode::Hang).await;
     let outcome = probe(&http_origin(o.addr())).await;
     assert_eq!(class(&outcome), FailureClass::ResponseTimeout);
-    let Outcome::Failed(f) = outcome else { unreachable!() };
-    assert!(f.after >= Duration::from_millis(600) && f.after < Duration::from_millis(1500), "{f:?}");
+    let Outcome::Failed(f) = outcome else {
+        unreachable!()
+    };
+    assert!(
+        f.after >= Duration::from_millis(600) && f.after < Duration::from_millis(1500),
+        "{f:?}"
+    );
 }
 
 #[tokio::test]
 async fn error_status_is_http_status_with_code() {
     let o = origin(Mode::Status(503)).await;
-    assert_eq!(class(&probe(&http_origin(o.addr())).await), FailureClass::HttpStatus(503));
+    assert_eq!(
+        class(&probe(&http_origin(o.addr())).await),
+        FailureClass::HttpStatus(503)
+    );
     let mut cfg = http_origin(o.addr());
     cfg.accept_status = "200-599".parse().unwrap();
-    assert!(probe(&cfg).await.is_ok(), "a widened accepted range accepts 503");
+    assert!(
+        probe(&cfg).await.is_ok(),
+        "a widened accepted range accepts 503"
+    );
 }
 
 #[tokio::test]
 async fn reset_and_close_are_reset() {
     let o = origin(Mode::Reset).await;
-    assert_eq!(class(&probe(&http_origin(o.addr())).await), FailureClass::Reset);
+    assert_eq!(
+        class(&probe(&http_origin(o.addr())).await),
+        FailureClass::Reset
+    );
     o.set_mode(Mode::Close);
-    assert_eq!(class(&probe(&http_origin(o.addr())).await), FailureClass::Reset);
+    assert_eq!(
+        class(&probe(&http_origin(o.addr())).await),
+        FailureClass::Reset
+    );
 }
 
 #[tokio::test]
@@ -143,7 +167,9 @@ fn tls_origin(o: &TestOrigin, dir: &std::path::Path) -> OriginConfig {
 #[tokio::test]
 async fn tls_origin_times_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let o = TestOrigin::start_tls("127.0.0.1:0".parse().unwrap(), Mode::Ok, &["origin.test"]).await.unwrap();
+    let o = TestOrigin::start_tls("127.0.0.1:0".parse().unwrap(), Mode::Ok, &["origin.test"])
+        .await
+        .unwrap();
     let t = timings(&probe(&tls_origin(&o, dir.path())).await);
     assert!(t.tls > Duration::ZERO, "{t:?}");
 }
@@ -151,7 +177,9 @@ async fn tls_origin_times_the_handshake() {
 #[tokio::test]
 async fn certificate_for_another_name_is_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let o = TestOrigin::start_tls("127.0.0.1:0".parse().unwrap(), Mode::Ok, &["other.test"]).await.unwrap();
+    let o = TestOrigin::start_tls("127.0.0.1:0".parse().unwrap(), Mode::Ok, &["other.test"])
+        .await
+        .unwrap();
     let outcome = probe(&tls_origin(&o, dir.path())).await;
     assert_eq!(class(&outcome), FailureClass::Tls);
     // And without the origin's CA, its self-signed chain is not trusted.
@@ -173,7 +201,10 @@ async fn stalled_tls_handshake_is_response_timeout() {
 
 #[tokio::test]
 async fn source_address_selects_the_region_delay() {
-    let delays = [(loopback(2), Duration::from_millis(40)), (loopback(3), Duration::from_millis(120))];
+    let delays = [
+        (loopback(2), Duration::from_millis(40)),
+        (loopback(3), Duration::from_millis(120)),
+    ];
     let o = TestOrigin::start(
         "127.0.0.1:0".parse().unwrap(),
         Mode::DelayBySource {
@@ -190,7 +221,10 @@ async fn source_address_selects_the_region_delay() {
             ..settings()
         };
         let t = timings(&engine_for(&[&cfg], s).probe(&cfg).await);
-        assert!(t.first_byte >= delay && t.first_byte < delay + Duration::from_millis(100), "{source}: {t:?}");
+        assert!(
+            t.first_byte >= delay && t.first_byte < delay + Duration::from_millis(100),
+            "{source}: {t:?}"
+        );
         assert_eq!(o.requests_from(source), 1);
     }
 }
@@ -212,16 +246,29 @@ async fn first_byte_time_matches_the_origin_delay() {
         errors.push(t.first_byte - delay);
     }
     errors.sort();
-    assert!(errors[10] < Duration::from_millis(5), "median error {:?}", errors[10]);
-    assert!(errors[19] < Duration::from_millis(25), "max error {:?}", errors[19]);
+    assert!(
+        errors[10] < Duration::from_millis(5),
+        "median error {:?}",
+        errors[10]
+    );
+    assert!(
+        errors[19] < Duration::from_millis(25),
+        "max error {:?}",
+        errors[19]
+    );
 }
 
 #[tokio::test]
 async fn race_attempt_budget_caps_the_whole_probe() {
     let o = origin(Mode::Hang).await;
     let cfg = http_origin(o.addr());
-    let engine = engine_for(&[&cfg], ProbeSettings::race_attempt(Duration::from_millis(300)));
-    let Outcome::Failed(f) = engine.probe(&cfg).await else { panic!("hang must fail") };
+    let engine = engine_for(
+        &[&cfg],
+        ProbeSettings::race_attempt(Duration::from_millis(300)),
+    );
+    let Outcome::Failed(f) = engine.probe(&cfg).await else {
+        panic!("hang must fail")
+    };
     assert_eq!(f.class, FailureClass::ResponseTimeout);
     assert!(f.after < Duration::from_millis(800), "{f:?}");
 }

@@ -85,11 +85,15 @@ impl TlsIdentity {
             .push(rcgen::DnType::CommonName, "Origin Router test CA");
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
         let leaf_key = KeyPair::generate().expect("key generation");
-        let leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
+        let leaf_params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf certificate");
-        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -120,7 +124,11 @@ impl TestOrigin {
         Self::start_with(addr, mode, Some(TlsIdentity::generate(names))).await
     }
 
-    async fn start_with(addr: SocketAddr, mode: Mode, tls: Option<TlsIdentity>) -> io::Result<TestOrigin> {
+    async fn start_with(
+        addr: SocketAddr,
+        mode: Mode,
+        tls: Option<TlsIdentity>,
+    ) -> io::Result<TestOrigin> {
         // Bind once to learn the port, so a restart reuses the same address.
         let first = listen(addr, 1024)?;
         let addr = first.local_addr()?;
@@ -160,7 +168,11 @@ impl TestOrigin {
 
     /// Requests read so far from one source address.
     pub fn requests_from(&self, source: IpAddr) -> u64 {
-        let by_source = self.stats.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        let by_source = self
+            .stats
+            .by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         by_source.get(&source).copied().unwrap_or(0)
     }
 
@@ -187,7 +199,11 @@ impl Drop for TestOrigin {
 }
 
 fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -287,8 +303,12 @@ async fn fill_backlog(addr: SocketAddr) -> Vec<TcpStream> {
 
 /// Serves requests on one connection until it closes or the mode says
 /// otherwise.
-async fn serve<S>(mut stream: S, peer: SocketAddr, mode: watch::Receiver<(Mode, Instant)>, stats: Arc<Stats>)
-where
+async fn serve<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    mode: watch::Receiver<(Mode, Instant)>,
+    stats: Arc<Stats>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let mut buf = Vec::with_capacity(1024);
@@ -346,8 +366,13 @@ where
             }
             Mode::BacklogFull | Mode::Stopped => 503,
         };
-        let body = if status < 400 { "ok\n" } else { "unavailable\n" };
-        let response = format!(
+        let body = if status < 400 {
+            "ok\n"
+        } else {
+            "unavailable\n"
+        };
+        let response =
+            format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{}",
             reason(status),
             body.len(),

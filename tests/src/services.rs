@@ -24,7 +24,9 @@ fn find_binary(env_var: &str, candidates: &[PathBuf], name: &str) -> io::Result<
     if let Ok(path) = std::env::var(env_var) {
         return Ok(PathBuf::from(path));
     }
-    let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
     candidates
         .iter()
         .cloned()
@@ -33,7 +35,9 @@ fn find_binary(env_var: &str, candidates: &[PathBuf], name: &str) -> io::Result<
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{name} not found (set {env_var}, or run scripts/test.sh, which installs it)"),
+                format!(
+                    "{name} not found (set {env_var}, or run scripts/test.sh, which installs it)"
+                ),
             )
         })
 }
@@ -49,11 +53,19 @@ pub fn free_port() -> u16 {
 async fn wait_for_port(port: u16, within: Duration) -> io::Result<()> {
     let start = Instant::now();
     loop {
-        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_ok() {
+        if TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(100),
+        )
+        .is_ok()
+        {
             return Ok(());
         }
         if start.elapsed() > within {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("nothing listens on port {port}")));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("nothing listens on port {port}"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -107,7 +119,16 @@ impl RedisServer {
     pub async fn restart(&mut self) -> io::Result<()> {
         self.stop();
         let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -120,7 +141,10 @@ impl RedisServer {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(10) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "redis-server did not answer PING"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "redis-server did not answer PING",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -194,7 +218,10 @@ impl MotoServer {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(30) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "moto_server did not answer"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "moto_server did not answer",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -203,7 +230,10 @@ impl MotoServer {
     fn http_ok(&self, path: &str) -> io::Result<bool> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = [0u8; 32];
         let n = s.read(&mut buf)?;
         Ok(buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200"))

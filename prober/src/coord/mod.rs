@@ -93,7 +93,11 @@ impl LocalSamples {
     pub fn snapshot(&self, now: UnixMillis, window: Duration) -> Vec<Sample> {
         let oldest = now.saturating_sub(window.as_millis() as u64);
         let map = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().flatten().filter(|s| s.at >= oldest).cloned().collect()
+        map.values()
+            .flatten()
+            .filter(|s| s.at >= oldest)
+            .cloned()
+            .collect()
     }
 }
 
@@ -109,7 +113,10 @@ impl LocalSeq {
         let mut current = self.last.load(Ordering::Acquire);
         loop {
             let next = floor.max(current + 1);
-            match self.last.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .last
+                .compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return next,
                 Err(actual) => current = actual,
             }
@@ -139,7 +146,9 @@ impl Coordinator for Solo {
     }
 
     async fn lead(&self, now: UnixMillis) -> Result<Role, CoordError> {
-        Ok(Role::Leader { seq: self.seq.next(now) })
+        Ok(Role::Leader {
+            seq: self.seq.next(now),
+        })
     }
 
     async fn samples(&self, now: UnixMillis, window: Duration) -> Result<Vec<Sample>, CoordError> {
@@ -181,9 +190,19 @@ mod tests {
                 detail: String::new(),
             }),
         };
-        local.extend(&(0..10).map(|i| sample(1_000 + i * 1_000)).collect::<Vec<_>>());
+        local.extend(
+            &(0..10)
+                .map(|i| sample(1_000 + i * 1_000))
+                .collect::<Vec<_>>(),
+        );
         let all = local.snapshot(10_000, Duration::from_secs(60));
-        assert_eq!(all.iter().map(|s| s.at).collect::<Vec<_>>(), [8_000, 9_000, 10_000]);
-        assert_eq!(local.snapshot(10_000, Duration::from_millis(1_500)).len(), 2);
+        assert_eq!(
+            all.iter().map(|s| s.at).collect::<Vec<_>>(),
+            [8_000, 9_000, 10_000]
+        );
+        assert_eq!(
+            local.snapshot(10_000, Duration::from_millis(1_500)).len(),
+            2
+        );
     }
 }

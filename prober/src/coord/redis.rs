@@ -95,7 +95,13 @@ pub fn connection(url: &str) -> Result<ConnectionManager, CoordError> {
 }
 
 impl RedisCoordinator {
-    pub fn new(url: &str, region: &str, worker: &str, lease_ttl: Duration, retention: usize) -> Result<Self, CoordError> {
+    pub fn new(
+        url: &str,
+        region: &str,
+        worker: &str,
+        lease_ttl: Duration,
+        retention: usize,
+    ) -> Result<Self, CoordError> {
         Ok(RedisCoordinator {
             conn: connection(url)?,
             region: region.to_string(),
@@ -114,7 +120,12 @@ impl RedisCoordinator {
             tracing::warn!(region = %self.region, %worker, "skipping a Redis sample entry without an id line");
             return Arc::new(Vec::new());
         };
-        if let Some(batch) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(batch) = self
+            .parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return batch.clone();
         }
         let batch = match serde_json::from_str::<Vec<Sample>>(json) {
@@ -189,7 +200,9 @@ impl Coordinator for RedisCoordinator {
             })?;
             Ok(Role::Leader { seq })
         } else {
-            Ok(Role::Follower { leader: Some(value) })
+            Ok(Role::Follower {
+                leader: Some(value),
+            })
         }
     }
 
@@ -215,7 +228,12 @@ impl Coordinator for RedisCoordinator {
                 if let Some((id, _)) = entry.split_once('\n') {
                     seen_ids.push(id.to_string());
                 }
-                out.extend(self.parse_batch(&worker, &entry).iter().filter(|s| s.at >= since).cloned());
+                out.extend(
+                    self.parse_batch(&worker, &entry)
+                        .iter()
+                        .filter(|s| s.at >= since)
+                        .cloned(),
+                );
             }
         }
         // Forget batches that have left Redis.
@@ -238,22 +256,30 @@ impl Coordinator for RedisCoordinator {
 
     async fn record_ranking(&self, doc: &RankingDocument) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
-        conn.set_ex::<_, _, ()>(key(&self.region, &format!("ranking:{}", doc.pool)), doc.to_json(), 86_400)
-            .await
-            .map_err(err("record_ranking"))
+        conn.set_ex::<_, _, ()>(
+            key(&self.region, &format!("ranking:{}", doc.pool)),
+            doc.to_json(),
+            86_400,
+        )
+        .await
+        .map_err(err("record_ranking"))
     }
 }
 
 /// Reads the latest rankings recorded in Redis (all regions, or one),
 /// skipping unreadable values with a log line.
-pub async fn read_rankings(url: &str, region: Option<&str>) -> Result<Vec<RankingDocument>, CoordError> {
+pub async fn read_rankings(
+    url: &str,
+    region: Option<&str>,
+) -> Result<Vec<RankingDocument>, CoordError> {
     let mut conn = connection(url)?;
     let pattern = match region {
         Some(r) => key(r, "ranking:*"),
         None => "origin-router:*:ranking:*".to_string(),
     };
     let mut keys: Vec<String> = Vec::new();
-    let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await.map_err(err("scan"))?;
+    let mut iter: redis::AsyncIter<String> =
+        conn.scan_match(&pattern).await.map_err(err("scan"))?;
     while let Some(k) = futures::StreamExt::next(&mut iter).await {
         keys.push(k.map_err(err("scan"))?);
     }
@@ -263,7 +289,9 @@ pub async fn read_rankings(url: &str, region: Option<&str>) -> Result<Vec<Rankin
         let value: Option<String> = conn.get(&k).await.map_err(err("get"))?;
         match value.map(|v| RankingDocument::from_json(v.as_bytes())) {
             Some(Ok(doc)) => docs.push(doc),
-            Some(Err(e)) => tracing::warn!(key = %k, error = %e, "skipping an unreadable ranking in Redis"),
+            Some(Err(e)) => {
+                tracing::warn!(key = %k, error = %e, "skipping an unreadable ranking in Redis")
+            }
             None => {}
         }
     }

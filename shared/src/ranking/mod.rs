@@ -119,10 +119,12 @@ pub fn worker_view(
             None => last_failure = s.outcome.failure_class(),
         }
     }
-    let (ok_w, all_w) = in_window[since_up..].iter().fold((0.0, 0.0), |(ok, all), s| {
-        let w = weight(s);
-        (if s.outcome.is_ok() { ok + w } else { ok }, all + w)
-    });
+    let (ok_w, all_w) = in_window[since_up..]
+        .iter()
+        .fold((0.0, 0.0), |(ok, all), s| {
+            let w = weight(s);
+            (if s.outcome.is_ok() { ok + w } else { ok }, all + w)
+        });
     Some(WorkerView {
         up: health.is_up(),
         latency_ms: (weight_ok > 0.0).then(|| latency_sum / weight_ok),

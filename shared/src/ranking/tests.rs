@@ -192,9 +192,17 @@ fn a_recovered_origin_is_healthy_after_rise_and_a_flaky_one_is_degraded() {
     });
     let state = |r: usize, id: &str| docs[r].entry(id).unwrap().state;
     assert_eq!(state(9, "a"), OriginState::Down);
-    assert_eq!(state(10, "a"), OriginState::Down, "one success is not enough (rise 2)");
+    assert_eq!(
+        state(10, "a"),
+        OriginState::Down,
+        "one success is not enough (rise 2)"
+    );
     assert_eq!(state(11, "a"), OriginState::Healthy);
-    assert_eq!(top(&docs[11]), "a", "clearly faster, so it takes the top back at once");
+    assert_eq!(
+        top(&docs[11]),
+        "a",
+        "clearly faster, so it takes the top back at once"
+    );
     assert_eq!(state(15, "b"), OriginState::Degraded);
 }
 

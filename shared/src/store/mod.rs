@@ -82,7 +82,9 @@ pub trait RankingStore: Send + Sync + 'static {
 /// embedded store.
 pub async fn open(config: &crate::config::StoreConfig) -> std::sync::Arc<dyn RankingStore> {
     match &config.dynamodb_table {
-        Some(table) => std::sync::Arc::new(DynamoStore::from_env(table.clone(), config.item_ttl).await),
+        Some(table) => {
+            std::sync::Arc::new(DynamoStore::from_env(table.clone(), config.item_ttl).await)
+        }
         None => std::sync::Arc::new(EmbeddedStore::new(config.embedded_path.clone())),
     }
 }
