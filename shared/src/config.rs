@@ -155,7 +155,7 @@ impl OriginConfig {
     /// The Host header a probe sends.
     pub fn probe_host_header(&self) -> String {
         match &self.host_header {
-            HostHeaderPolicy::Fixed { fixed } => fixed.clone(),
+            HostHeaderPolicy::Fixed(fixed) => fixed.clone(),
             _ => self.host_with_port(),
         }
     }
@@ -226,7 +226,7 @@ pub enum HostHeaderPolicy {
     /// public name).
     Viewer,
     /// A fixed name.
-    Fixed { fixed: String },
+    Fixed(String),
 }
 
 /// An inclusive range of accepted HTTP status codes.
@@ -768,7 +768,7 @@ fn validate_pool(v: &mut Validator, at: &str, pool: &PoolConfig) {
                 );
             }
         }
-        if let HostHeaderPolicy::Fixed { fixed } = &o.host_header {
+        if let HostHeaderPolicy::Fixed(fixed) = &o.host_header {
             if !is_host_name(fixed) {
                 v.fail(
                     format!("{at}.host_header.fixed"),

@@ -1,0 +1,477 @@
+//! The handler on paused tokio time with an in-memory store: every step of
+//! the decision order, the rewrite, and bad input.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edge::handler::{handle, EdgeError};
+use origin_router::config::{Config, OriginConfig};
+use origin_router::decision::{Racer, Router, Source};
+use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
+use origin_router::race::RaceOutcome;
+use origin_router::store::{MemoryStore, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use origin_router::FailureClass;
+use serde_json::Value;
+
+const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
+const NOW: u64 = 1_780_000_000_000;
+
+fn config() -> Config {
+    let text = r#"
+        [routing]
+        default_pool = "web"
+        hosts = { "api.example.org" = "api" }
+        [pools.web]
+        default_origin = "us"
+        origins = [
+            { id = "us", host = "origin-us.example.net" },
+            { id = "eu", host = "origin-eu.example.net", port = 8443, host_header = { fixed = "www.example.org" } },
+            { id = "ap", host = "origin-ap.example.net", protocol = "http", host_header = "viewer" },
+        ]
+        [pools.api]
+        origins = [{ id = "api1", host = "api1.example.net" }]
+        [edge]
+        cache_ttl = "1s"
+        max_stale = "60s"
+        ranking_max_age = "30s"
+        table_timeout = "250ms"
+    "#;
+    Config::from_toml(text, "test.toml").unwrap()
+}
+
+fn entry(id: &str, state: OriginState, ms: f64) -> RankedOrigin {
+    RankedOrigin {
+        id: id.into(),
+        state,
+        score: Some(ms),
+        latency_ms: Some(ms),
+        success_ratio: 1.0,
+        last_failure: None,
+        voters: 1,
+        down_votes: u32::from(state == OriginState::Down),
+    }
+}
+
+fn doc(region: &str, seq: u64, generated_at: u64, origins: Vec<RankedOrigin>) -> RankingDocument {
+    RankingDocument {
+        schema_version: 1,
+        pool: "web".into(),
+        region: region.into(),
+        seq,
+        generated_at,
+        probe_interval_ms: 2000,
+        workers: 1,
+        origins,
+    }
+}
+
+/// Counts reads; can be made slow or failing.
+struct Store {
+    inner: MemoryStore,
+    reads: AtomicUsize,
+    delay: std::sync::Mutex<Duration>,
+    skipped: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Store {
+    fn new() -> Arc<Self> {
+        Arc::new(Store {
+            inner: MemoryStore::new(),
+            reads: AtomicUsize::new(0),
+            delay: std::sync::Mutex::new(Duration::ZERO),
+            skipped: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl RankingStore for Store {
+    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let mut read = self.inner.read_pool(pool).await?;
+        read.skipped.extend(self.skipped.lock().unwrap().clone());
+        Ok(read)
+    }
+    async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        self.inner.write(doc).await
+    }
+    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_pools().await
+    }
+}
+
+/// A race with a scripted result that takes a scripted time.
+struct FakeRacer {
+    winner: Option<&'static str>,
+    takes: Duration,
+    races: AtomicUsize,
+}
+
+#[async_trait]
+impl Racer for FakeRacer {
+    async fn race(&self, _origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome {
+        self.races.fetch_add(1, Ordering::SeqCst);
+        let t = self.takes.min(watchdog);
+        tokio::time::sleep(t).await;
+        RaceOutcome {
+            winner: if self.takes < watchdog {
+                self.winner.map(String::from)
+            } else {
+                None
+            },
+            elapsed: t,
+            watchdog_fired: self.takes >= watchdog,
+            losers: vec![
+                ("us".into(), FailureClass::ConnectTimeout),
+                ("eu".into(), FailureClass::ResponseTimeout),
+            ],
+        }
+    }
+}
+
+fn racer(winner: Option<&'static str>, takes_ms: u64) -> Arc<FakeRacer> {
+    Arc::new(FakeRacer {
+        winner,
+        takes: Duration::from_millis(takes_ms),
+        races: AtomicUsize::new(0),
+    })
+}
+
+fn router(store: Arc<Store>, racer: Arc<FakeRacer>, region: &str) -> Router {
+    Router::new(Arc::new(config()), region, store, racer)
+}
+
+fn event() -> Value {
+    serde_json::from_str(FIXTURE).unwrap()
+}
+
+fn custom(request: &Value) -> &Value {
+    &request["origin"]["custom"]
+}
+
+#[tokio::test(start_paused = true)]
+async fn fresh_ranking_from_the_table_then_from_the_cache_without_io() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("us", OriginState::Healthy, 50.0),
+        ],
+    ));
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+
+    let first = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(first.decision.source, Source::Table);
+    assert_eq!(first.decision.ranking_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(first.decision.ranking_age_ms, Some(1_000));
+    assert_eq!(
+        custom(&first.request)["domainName"],
+        "origin-eu.example.net"
+    );
+    assert_eq!(custom(&first.request)["port"], 8443);
+    assert_eq!(custom(&first.request)["protocol"], "https");
+    assert_eq!(
+        first.request["headers"]["host"][0]["value"], "www.example.org",
+        "fixed Host header"
+    );
+
+    tokio::time::advance(Duration::from_millis(900)).await;
+    let second = handle(&r, event(), NOW + 900).await.unwrap();
+    assert_eq!(second.decision.source, Source::Cache);
+    assert_eq!(second.decision.origin, "eu");
+    assert_eq!(
+        store.reads(),
+        1,
+        "a cached ranking within its TTL costs no I/O"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_cache_is_served_at_once_and_refreshed_in_the_background() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("us", OriginState::Healthy, 50.0),
+        ],
+    ));
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    assert_eq!(
+        handle(&r, event(), NOW).await.unwrap().decision.source,
+        Source::Table
+    );
+
+    // The table now says eu is down, and answers slowly.
+    store.inner.put(doc(
+        "eu-west-1",
+        2,
+        NOW + 4_000,
+        vec![
+            entry("us", OriginState::Healthy, 50.0),
+            entry("eu", OriginState::Down, 10.0),
+        ],
+    ));
+    *store.delay.lock().unwrap() = Duration::from_millis(200);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let started = tokio::time::Instant::now();
+    let stale = handle(&r, event(), NOW + 5_000).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the request never waits for the refresh"
+    );
+    assert_eq!(stale.decision.source, Source::Stale);
+    assert_eq!(stale.decision.origin, "eu");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.reads(), 2, "one background refresh");
+    let after = handle(&r, event(), NOW + 5_300).await.unwrap();
+    assert_eq!(
+        (after.decision.source, after.decision.origin.as_str()),
+        (Source::Cache, "us")
+    );
+    assert_eq!(
+        custom(&after.request)["domainName"],
+        "origin-us.example.net"
+    );
+    assert_eq!(
+        after.request["headers"]["host"][0]["value"], "origin-us.example.net",
+        "origin Host header"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn nearest_fresh_region_is_used_when_the_own_one_is_stale_or_missing() {
+    let store = Store::new();
+    // Own region's ranking is 40 s old (past ranking_max_age 30 s).
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 40_000,
+        vec![entry("us", OriginState::Healthy, 1.0)],
+    ));
+    store.inner.put(doc(
+        "ap-southeast-2",
+        1,
+        NOW,
+        vec![entry("ap", OriginState::Healthy, 1.0)],
+    ));
+    store.inner.put(doc(
+        "eu-central-1",
+        1,
+        NOW - 2_000,
+        vec![entry("eu", OriginState::Healthy, 1.0)],
+    ));
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(h.decision.source, Source::Table);
+    assert_eq!(h.decision.ranking_region.as_deref(), Some("eu-central-1"));
+    assert_eq!(h.decision.origin, "eu");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_fresh_ranking_races_and_caches_the_winner() {
+    let store = Store::new();
+    let race = racer(Some("ap"), 120);
+    let r = router(store.clone(), race.clone(), "eu-west-1");
+    let started = tokio::time::Instant::now();
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(120));
+    assert_eq!(h.decision.source, Source::Race);
+    assert_eq!(h.decision.origin, "ap");
+    assert_eq!(custom(&h.request)["protocol"], "http");
+    assert_eq!(custom(&h.request)["port"], 80);
+    assert_eq!(
+        h.request["headers"]["host"][0]["value"], "example.org",
+        "viewer Host header kept"
+    );
+    assert_eq!(h.decision.losers.len(), 2);
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let again = handle(&r, event(), NOW + 2_000).await.unwrap();
+    assert_eq!(
+        (again.decision.source, again.decision.origin.as_str()),
+        (Source::Race, "ap")
+    );
+    assert_eq!(
+        race.races.load(Ordering::SeqCst),
+        1,
+        "the winner is reused within race_cache_ttl"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_origin_hanging_gives_the_default_at_the_watchdog() {
+    let store = Store::new();
+    let r = router(store, racer(Some("eu"), 5_000), "eu-west-1");
+    let started = tokio::time::Instant::now();
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(900),
+        "the 0.9 s watchdog"
+    );
+    assert_eq!(h.decision.source, Source::Watchdog);
+    assert_eq!(h.decision.origin, "us", "the pool's default origin");
+    assert_eq!(h.decision.losers[0].1, FailureClass::ConnectTimeout);
+    assert_eq!(h.decision.losers[1].1, FailureClass::ResponseTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn known_down_gives_the_default_at_once_without_racing() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW,
+        vec![
+            entry("eu", OriginState::Down, 1.0),
+            entry("ap", OriginState::Down, 2.0),
+            entry("us", OriginState::Down, 3.0),
+        ],
+    ));
+    let race = racer(Some("eu"), 100);
+    let r = router(store, race.clone(), "eu-west-1");
+    let started = tokio::time::Instant::now();
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::KnownDown, "us")
+    );
+    assert_eq!(race.races.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ranking_naming_an_origin_outside_the_config_never_routes_there() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW,
+        vec![
+            entry("evil", OriginState::Healthy, 0.1),
+            entry("ap", OriginState::Healthy, 5.0),
+        ],
+    ));
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(h.decision.origin, "ap");
+    assert_eq!(custom(&h.request)["domainName"], "origin-ap.example.net");
+
+    // A ranking of only unknown names is no ranking at all: race.
+    store.inner.put(doc(
+        "eu-west-1",
+        2,
+        NOW,
+        vec![entry("evil", OriginState::Healthy, 0.1)],
+    ));
+    let r = router(store, racer(Some("us"), 10), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Race, "us")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_pool_and_non_custom_origins_pass_through_unchanged() {
+    let mut c = config();
+    c.routing.default_pool = None;
+    let r = Router::new(Arc::new(c), "eu-west-1", Store::new(), racer(None, 0));
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(h.decision.source, Source::Passthrough);
+    assert_eq!(h.request, event()["Records"][0]["cf"]["request"]);
+
+    let mut s3 = event();
+    s3["Records"][0]["cf"]["request"]["origin"] =
+        serde_json::json!({"s3": {"domainName": "bucket.s3.amazonaws.com"}});
+    let r = router(Store::new(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, s3.clone(), NOW).await.unwrap();
+    assert_eq!(h.decision.source, Source::Passthrough);
+    assert_eq!(h.request, s3["Records"][0]["cf"]["request"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_header_selects_the_pool() {
+    let mut e = event();
+    e["Records"][0]["cf"]["request"]["headers"]["host"][0]["value"] = "API.example.org".into();
+    let race = racer(Some("api1"), 5);
+    let r = router(Store::new(), race, "eu-west-1");
+    let h = handle(&r, e, NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.pool.as_str(), h.decision.origin.as_str()),
+        ("api", "api1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_events_are_named_errors() {
+    let r = router(Store::new(), racer(None, 0), "eu-west-1");
+    let mut e = event();
+    e["Records"][0]["cf"]["request"]["uri"] = Value::Null;
+    let err = handle(&r, e, NOW).await.unwrap_err();
+    assert!(matches!(err, EdgeError::MalformedEvent(_)));
+    assert!(
+        err.to_string().contains("Records[0].cf.request.uri"),
+        "{err}"
+    );
+    let diagnostic: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diagnostic.error_type, "MalformedEvent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreadable_items_are_skipped_and_the_decision_goes_on() {
+    let store = Store::new();
+    store
+        .skipped
+        .lock()
+        .unwrap()
+        .push(("eu-west-1".into(), "unknown schema version 9".into()));
+    store.inner.put(doc(
+        "eu-west-2",
+        1,
+        NOW,
+        vec![entry("eu", OriginState::Healthy, 3.0)],
+    ));
+    let r = router(store, racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.ranking_region.as_deref()),
+        (Source::Table, Some("eu-west-2"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_table_is_abandoned_after_its_timeout() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW,
+        vec![entry("eu", OriginState::Healthy, 3.0)],
+    ));
+    *store.delay.lock().unwrap() = Duration::from_secs(10);
+    let r = router(store, racer(Some("ap"), 50), "eu-west-1");
+    let started = tokio::time::Instant::now();
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(300),
+        "250 ms table timeout, then a 50 ms race"
+    );
+    assert_eq!(h.decision.source, Source::Race);
+}
