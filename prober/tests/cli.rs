@@ -1,0 +1,347 @@
+//! The `prober` binary as operators run it: as processes against a real
+//! Redis and moto, configured only through files and the standard AWS
+//! environment.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use origin_router_tests::services::{free_port, MotoServer, RedisServer};
+use origin_router_tests::{Mode, TestOrigin};
+
+fn prober(moto: Option<&MotoServer>) -> Command {
+    let mut cmd = Command::new(prober_binary());
+    if let Some(moto) = moto {
+        cmd.envs(moto.aws_env(REGION));
+    }
+    cmd.env("RUST_LOG", "warn").stdin(Stdio::null());
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("prober runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "run",
+        "once",
+        "check-config",
+        "rankings",
+        "init-table",
+        "demo",
+        "bench",
+    ] {
+        let out = run_ok(prober(None).args([sub, "--help"]));
+        assert!(out.contains("Usage: prober"), "{sub}: {out}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_config_or_the_error() {
+    let example =
+        origin_router_tests::services::workspace_root().join("examples/origin-router.toml");
+    let out = run_ok(prober(None).arg("check-config").arg(&example));
+    assert!(out.contains("race_watchdog = \"900ms\""), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[pools.web]\norigins = [{ id = \"a\", host = \"a.test\", port = 70000 }]\n",
+    )
+    .unwrap();
+    let out = prober(None).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: pools.web.origins[0].port: 70000 is not a valid port"),
+        "{err}"
+    );
+    let out = prober(None)
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml: cannot read"));
+    let out = prober(None)
+        .args(["rankings", "--format", "yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "bad arguments are clap errors");
+}
+
+#[tokio::test]
+async fn once_prints_every_phase_and_failure_class() {
+    let ok = TestOrigin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Mode::Delay(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    let err = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Status(503))
+        .await
+        .unwrap();
+    let hang = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Hang)
+        .await
+        .unwrap();
+    let origins = [ok, err, hang];
+    let mut c = config(&origins, "once", None, None);
+    c.store.dynamodb_table = None;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&c, dir.path(), "once");
+    let out = tokio::task::spawn_blocking(move || {
+        run_ok(prober(None).args(["once", "--config"]).arg(&path))
+    })
+    .await
+    .unwrap();
+    for expected in [
+        "dns ms",
+        "conn ms",
+        "tls ms",
+        "1st byte ms",
+        "http_status:503",
+        "response_timeout",
+        "rank",
+        "healthy",
+    ] {
+        assert!(out.contains(expected), "missing {expected}:\n{out}");
+    }
+}
+
+/// The item the worker writes, read with the raw DynamoDB API: the layout
+/// the deploy guide documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_item_has_the_documented_layout_and_the_cli_reads_it() {
+    let moto = MotoServer::start().await.unwrap();
+    let origins = origins([&[], &[], &[]]).await;
+    let c = config(&origins, "solo", None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&c, dir.path(), "solo");
+
+    let p = path.clone();
+    let env = moto.aws_env(REGION);
+    let init = tokio::task::spawn_blocking(move || {
+        let first = run_ok(
+            Command::new(prober_binary())
+                .envs(env.clone())
+                .args(["init-table", "--config"])
+                .arg(&p),
+        );
+        let second = run_ok(
+            Command::new(prober_binary())
+                .envs(env)
+                .args(["init-table", "--config"])
+                .arg(&p),
+        );
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert!(
+        init.0.contains("created") && init.1.contains("already exists"),
+        "{init:?}"
+    );
+
+    let worker = Proc(
+        prober(Some(&moto))
+            .args(["run", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap(),
+    );
+    let client = dynamo_client(&moto);
+    let item = eventually(Duration::from_secs(15), || async {
+        client
+            .get_item()
+            .table_name(TABLE)
+            .key("pool", AttributeValue::S("web".into()))
+            .key("region", AttributeValue::S(REGION.into()))
+            .send()
+            .await
+            .ok()?
+            .item
+    })
+    .await
+    .expect("the worker publishes an item");
+    drop(worker);
+
+    let n = |k: &str| match &item[k] {
+        AttributeValue::N(n) => n.parse::<f64>().unwrap(),
+        other => panic!("{k} is not a number: {other:?}"),
+    };
+    assert_eq!(n("schema_version"), 1.0);
+    assert!(n("seq") > 1e15, "time-based fencing number");
+    let now = origin_router::sample::unix_millis_now() as f64;
+    assert!((now - n("generated_at")).abs() < 60_000.0);
+    assert!(
+        (n("expires_at") - (now / 1000.0 + 86_400.0)).abs() < 120.0,
+        "TTL one day ahead, in seconds"
+    );
+    assert_eq!(n("probe_interval_ms"), 1000.0);
+    let AttributeValue::L(entries) = &item["origins"] else {
+        panic!("origins is a list")
+    };
+    assert_eq!(entries.len(), 3);
+    for e in entries {
+        let AttributeValue::M(m) = e else {
+            panic!("entry is a map")
+        };
+        let s = |k: &str| match &m[k] {
+            AttributeValue::S(s) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert!(["a", "b", "c"].contains(&s("id").as_str()));
+        assert_eq!(s("state"), "healthy");
+        for k in [
+            "latency_ms",
+            "score",
+            "success_ratio",
+            "voters",
+            "down_votes",
+        ] {
+            assert!(matches!(m[k], AttributeValue::N(_)), "{k}");
+        }
+    }
+
+    let p = path.clone();
+    let env = moto.aws_env(REGION);
+    let (json, table) = tokio::task::spawn_blocking(move || {
+        let json = run_ok(
+            Command::new(prober_binary())
+                .envs(env.clone())
+                .args(["rankings", "--format", "json", "--config"])
+                .arg(&p),
+        );
+        let table = run_ok(
+            Command::new(prober_binary())
+                .envs(env)
+                .args(["rankings", "--region", REGION, "--config"])
+                .arg(&p),
+        );
+        (json, table)
+    })
+    .await
+    .unwrap();
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert!(docs[0]["age_ms"].as_u64().is_some());
+    assert!(table.contains("pool web  region eu-west-1"), "{table}");
+}
+
+/// Three worker processes; the leader is killed (SIGKILL, no lease
+/// release). Another worker takes over within the lease TTL plus a round,
+/// and the region's ranking keeps being published. SIGTERM stops a worker
+/// with exit code 0 and releases its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
+    let redis = RedisServer::start().await.unwrap();
+    let moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let origins = origins([&[], &[], &[]]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs: HashMap<String, Proc> = HashMap::new();
+    for i in 1..=3 {
+        let name = format!("w{i}");
+        let mut c = config(&origins, &name, None, Some(redis.url()));
+        c.prober.metrics_listen = Some(([127, 0, 0, 1], free_port()).into());
+        let path = write_config(&c, dir.path(), &name);
+        procs.insert(
+            name,
+            Proc(
+                prober(Some(&moto))
+                    .args(["run", "--config"])
+                    .arg(&path)
+                    .spawn()
+                    .unwrap(),
+            ),
+        );
+    }
+    let leader = eventually(Duration::from_secs(15), || async {
+        redis_get(&redis.url(), LEADER_KEY).await
+    })
+    .await
+    .expect("a leader");
+    let before = eventually(Duration::from_secs(15), || async {
+        ranking(store.as_ref()).await
+    })
+    .await
+    .unwrap();
+
+    let killed_at = Instant::now();
+    let mut old = procs.remove(&leader).unwrap();
+    old.0.kill().unwrap();
+    old.0.wait().unwrap();
+    let new_leader = eventually(Duration::from_secs(10), || async {
+        redis_get(&redis.url(), LEADER_KEY)
+            .await
+            .filter(|l| *l != leader)
+    })
+    .await
+    .expect("another worker takes over");
+    let kill_ms = origin_router::sample::unix_millis_now();
+    let published = eventually(Duration::from_secs(10), || async {
+        ranking(store.as_ref())
+            .await
+            .filter(|d| d.seq > before.seq && d.generated_at > kill_ms)
+    })
+    .await
+    .expect("the region's ranking keeps being published");
+    let took = killed_at.elapsed();
+    // Lease TTL 3 s + one 1 s round, with slack for a loaded machine.
+    assert!(
+        took < Duration::from_secs(8),
+        "takeover and publish took {took:?}"
+    );
+    assert!(published.workers >= 2);
+
+    let mut survivor = procs.remove(&new_leader).unwrap();
+    sigterm(&survivor.0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGTERM did not stop the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let next = redis_get(&redis.url(), LEADER_KEY).await;
+    assert_ne!(
+        next.as_deref(),
+        Some(new_leader.as_str()),
+        "the lease was released on SIGTERM"
+    );
+}

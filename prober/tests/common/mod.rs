@@ -1,0 +1,148 @@
+//! Shared parts of the prober's tests: configs, an explicit-endpoint
+//! DynamoDB store, HTTP and Redis helpers, and running workers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::document::RankingDocument;
+use origin_router::store::{DynamoStore, RankingStore};
+use origin_router_tests::services::MotoServer;
+use origin_router_tests::{loopback, Mode, TestOrigin};
+
+pub const REGION: &str = "eu-west-1";
+pub const TABLE: &str = "origin-router-rankings";
+
+/// A DynamoDB client for the moto server, without touching the process
+/// environment (tests run in parallel).
+pub fn dynamo_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+pub async fn dynamo(moto: &MotoServer) -> Arc<DynamoStore> {
+    let store = DynamoStore::new(dynamo_client(moto), TABLE, Duration::from_secs(86_400));
+    store.create_table().await.expect("create table");
+    Arc::new(store)
+}
+
+/// Origins `a`, `b`, `c` on 127.0.0.21-23 with per-source delays.
+pub async fn origins(delays: [&[(u8, u64)]; 3]) -> Vec<TestOrigin> {
+    let mut out = Vec::new();
+    for (i, d) in delays.iter().enumerate() {
+        let delays: HashMap<IpAddr, Duration> = d
+            .iter()
+            .map(|(src, ms)| (loopback(*src), Duration::from_millis(*ms)))
+            .collect();
+        let o = TestOrigin::start(
+            SocketAddr::new(loopback(21 + i as u8), 0),
+            Mode::DelayBySource {
+                delays,
+                default: Duration::from_millis(5),
+            },
+        )
+        .await
+        .expect("origin starts");
+        out.push(o);
+    }
+    out
+}
+
+/// A worker config over `origins`, fast enough for tests.
+pub fn config(
+    origins: &[TestOrigin],
+    worker: &str,
+    source: Option<u8>,
+    redis: Option<String>,
+) -> Config {
+    let mut c = Config::default();
+    let ids = ["a", "b", "c", "d"];
+    c.pools.insert(
+        "web".into(),
+        PoolConfig {
+            default_origin: None,
+            origins: origins
+                .iter()
+                .enumerate()
+                .map(|(i, o)| OriginConfig::http(ids[i], &o.addr().ip().to_string(), o.port()))
+                .collect(),
+        },
+    );
+    c.prober.region = Some(REGION.into());
+    c.prober.worker_id = Some(worker.into());
+    c.prober.interval = Duration::from_secs(1);
+    c.prober.connect_timeout = Duration::from_millis(300);
+    c.prober.response_timeout = Duration::from_millis(500);
+    c.prober.jitter = Duration::from_millis(50);
+    c.prober.fast_interval = Duration::from_millis(100);
+    c.prober.lease_ttl = Duration::from_secs(3);
+    c.prober.shutdown_grace = Duration::from_secs(2);
+    c.prober.source_address = source.map(loopback);
+    c.prober.metrics_listen = None;
+    c.store.redis_url = redis;
+    c.store.dynamodb_table = Some(TABLE.into());
+    c.validate().expect("test config is valid")
+}
+
+/// Writes a config as TOML for a `prober` process.
+pub fn write_config(config: &Config, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config.to_toml()).expect("write config");
+    path
+}
+
+/// The `prober` binary built by `cargo build` (scripts/test.sh builds it
+/// before the tests run).
+pub fn prober_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_prober"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn ranking(store: &dyn RankingStore) -> Option<RankingDocument> {
+    store.read_pool("web").await.ok()?.region(REGION).cloned()
+}
+
+pub async fn redis_get(url: &str, key: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?
+}
+
+pub const LEADER_KEY: &str = "origin-router:{eu-west-1}:leader";

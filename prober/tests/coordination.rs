@@ -1,0 +1,280 @@
+//! Workers of one region against a real Redis and a real DynamoDB API
+//! server (moto): one leader, quorum, fencing, outages.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use origin_router::document::OriginState;
+use origin_router::store::{RankingStore, WriteOutcome};
+use origin_router::FailureClass;
+use origin_router_tests::services::{free_port, MotoServer, RedisServer};
+use prober::coord::{Coordinator, RedisCoordinator, Role};
+use tokio::sync::watch;
+
+type Worker = tokio::task::JoinHandle<Result<(), prober::worker::WorkerError>>;
+
+fn spawn_worker(
+    config: origin_router::Config,
+    store: Arc<dyn RankingStore>,
+    stop: &watch::Receiver<bool>,
+) -> Worker {
+    let mut stop = stop.clone();
+    tokio::spawn(prober::worker::run_with_store(config, store, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }))
+}
+
+async fn healthz(port: u16) -> Option<serde_json::Value> {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+/// Three workers, each seeing origin `a` differently: for worker 3 (from
+/// 127.0.0.4) `a` never answers in time. Exactly one worker leads, and the
+/// published ranking carries all three workers' votes: `a` stays up
+/// (one bad path cannot eject it) with one down vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
+    let redis = RedisServer::start().await.unwrap();
+    let moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let origins = origins([&[(4, 5_000)], &[(2, 40), (3, 40), (4, 40)], &[]]).await;
+    let (stop_tx, stop) = watch::channel(false);
+    let mut ports = Vec::new();
+    let mut workers = Vec::new();
+    for (i, source) in [2u8, 3, 4].into_iter().enumerate() {
+        let mut c = config(
+            &origins,
+            &format!("w{}", i + 1),
+            Some(source),
+            Some(redis.url()),
+        );
+        let port = free_port();
+        c.prober.metrics_listen = Some(([127, 0, 0, 1], port).into());
+        ports.push(port);
+        workers.push(spawn_worker(c, store.clone(), &stop));
+    }
+
+    let doc = eventually(Duration::from_secs(20), || async {
+        ranking(store.as_ref())
+            .await
+            .filter(|d| d.workers == 3 && d.entry("a").is_some_and(|a| a.down_votes == 1))
+    })
+    .await
+    .expect("a ranking with three workers' votes");
+    let a = doc.entry("a").unwrap();
+    assert_eq!(a.voters, 3);
+    assert_ne!(a.state, OriginState::Down, "{doc:?}");
+    assert_eq!(a.last_failure, Some(FailureClass::ResponseTimeout));
+    assert_eq!(
+        doc.top().unwrap().id,
+        "c",
+        "c answers in 5 ms from everywhere"
+    );
+
+    let mut leaders = Vec::new();
+    for port in &ports {
+        let h = healthz(*port).await.expect("healthz answers");
+        assert_eq!(h["status"], "ok");
+        if h["leader"] == true {
+            leaders.push(h["worker"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+    assert_eq!(
+        redis_get(&redis.url(), LEADER_KEY).await.as_deref(),
+        Some(leaders[0].as_str())
+    );
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[2]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("origin_router_probe_phase_seconds_bucket"),
+        "phase histograms"
+    );
+    assert!(
+        metrics.contains(r#"origin_router_probe_failures_total{region="eu-west-1",pool="web",origin="a",class="response_timeout"}"#),
+        "failures by class"
+    );
+
+    stop_tx.send(true).unwrap();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        redis_get(&redis.url(), LEADER_KEY).await,
+        None,
+        "the leader released its lease"
+    );
+}
+
+/// A leader that lost its lease (paused past its TTL) cannot renew it, and
+/// its late write is refused by the table: the newer ranking stays.
+#[tokio::test]
+async fn a_deposed_leader_cannot_overwrite_a_newer_ranking() {
+    let redis = RedisServer::start().await.unwrap();
+    let moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let ttl = Duration::from_millis(800);
+    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8).unwrap();
+    let b = RedisCoordinator::new(&redis.url(), REGION, "b", ttl, 8).unwrap();
+    let now = origin_router::sample::unix_millis_now();
+
+    let Role::Leader { seq: old_seq } = a.lead(now).await.unwrap() else {
+        panic!("a leads first")
+    };
+    assert!(matches!(b.lead(now).await.unwrap(), Role::Follower { leader: Some(l) } if l == "a"));
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // a is paused past its lease
+    let Role::Leader { seq: new_seq } = b.lead(now).await.unwrap() else {
+        panic!("b takes over")
+    };
+    assert!(new_seq > old_seq);
+    assert!(
+        matches!(a.lead(now).await.unwrap(), Role::Follower { .. }),
+        "only the holder renews"
+    );
+
+    let mut newer = sample_doc(new_seq);
+    newer.origins[0].id = "b-choice".into();
+    assert_eq!(store.write(&newer).await.unwrap(), WriteOutcome::Written);
+    let late = sample_doc(old_seq);
+    assert_eq!(store.write(&late).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(ranking(store.as_ref()).await.unwrap().seq, new_seq);
+    assert_eq!(
+        ranking(store.as_ref()).await.unwrap().origins[0].id,
+        "b-choice"
+    );
+}
+
+fn sample_doc(seq: u64) -> origin_router::RankingDocument {
+    origin_router::RankingDocument {
+        schema_version: 1,
+        pool: "web".into(),
+        region: REGION.into(),
+        seq,
+        generated_at: origin_router::sample::unix_millis_now(),
+        probe_interval_ms: 1000,
+        workers: 1,
+        origins: vec![origin_router::RankedOrigin {
+            id: "a".into(),
+            state: OriginState::Healthy,
+            score: Some(1.0),
+            latency_ms: Some(1.0),
+            success_ratio: 1.0,
+            last_failure: None,
+            voters: 1,
+            down_votes: 0,
+        }],
+    }
+}
+
+/// Redis and then the table go away and come back mid-run: workers never
+/// stop, rankings keep coming (degraded mode while Redis is down), and the
+/// table never sees an older ranking after a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_table_outages_are_survived() {
+    let mut redis = RedisServer::start().await.unwrap();
+    let mut moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let origins = origins([&[], &[], &[]]).await;
+    let (stop_tx, stop) = watch::channel(false);
+    let workers: Vec<Worker> = (1..=2)
+        .map(|i| {
+            spawn_worker(
+                config(&origins, &format!("w{i}"), None, Some(redis.url())),
+                store.clone(),
+                &stop,
+            )
+        })
+        .collect();
+
+    // Watch seq in the table throughout: it must never go backwards.
+    let watcher = {
+        let store = store.clone();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut last, mut reads, mut regressions) = (0u64, 0u32, Vec::new());
+            while !*rx.borrow() {
+                if let Some(d) = ranking(store.as_ref()).await {
+                    if d.seq < last {
+                        regressions.push((last, d.seq));
+                    }
+                    last = d.seq;
+                    reads += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (reads, regressions, last)
+        });
+        (tx, task)
+    };
+
+    let first = eventually(Duration::from_secs(15), || async {
+        ranking(store.as_ref()).await
+    })
+    .await
+    .expect("first ranking");
+    redis.stop();
+    // Degraded mode: rankings keep being published without Redis.
+    let during = eventually(Duration::from_secs(10), || async {
+        ranking(store.as_ref())
+            .await
+            .filter(|d| d.seq > first.seq && d.generated_at > first.generated_at + 1_500)
+    })
+    .await
+    .expect("rankings while Redis is down");
+    redis.restart().await.unwrap();
+    let leader = eventually(Duration::from_secs(10), || async {
+        redis_get(&redis.url(), LEADER_KEY).await
+    })
+    .await;
+    assert!(leader.is_some(), "coordination resumes without a restart");
+    let after_redis = eventually(Duration::from_secs(10), || async {
+        ranking(store.as_ref()).await.filter(|d| d.seq > during.seq)
+    })
+    .await
+    .expect("rankings after Redis returns");
+    let (tx, task) = watcher;
+    tx.send(true).unwrap();
+    let (reads, regressions, _) = task.await.unwrap();
+    assert!(
+        reads > 20 && regressions.is_empty(),
+        "{reads} reads, regressions {regressions:?}"
+    );
+
+    // The table server dies (and comes back empty, as moto does).
+    moto.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    moto.restart().await.unwrap();
+    store.create_table().await.unwrap();
+    let resumed = eventually(Duration::from_secs(15), || async {
+        ranking(store.as_ref()).await
+    })
+    .await
+    .expect("publishing resumes when the table returns");
+    assert!(
+        resumed.seq > after_redis.seq,
+        "the newest ranking is published, not an old one"
+    );
+    assert!(
+        workers.iter().all(|w| !w.is_finished()),
+        "no worker stopped"
+    );
+
+    stop_tx.send(true).unwrap();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+}
