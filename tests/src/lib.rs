@@ -2,12 +2,14 @@
 //! the benchmarks:
 //!
 //! - [`origin`]: local HTTP(S) origins with switchable misbehaviour;
+//! - [`runtime_api`]: a local Lambda Runtime API that drives the edge binary;
 //! - [`services`]: real Redis and DynamoDB API (moto) servers started as
 //!   child processes on loopback ports, stopped on drop.
 //!
 //! The end-to-end tests of the whole system live in `tests/tests/`.
 
 pub mod origin;
+pub mod runtime_api;
 pub mod services;
 
 pub use origin::{Mode, TestOrigin, TlsIdentity};

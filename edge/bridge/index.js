@@ -1,0 +1,204 @@
+'use strict';
+// Origin Router Lambda@Edge bridge.
+//
+// Lambda@Edge runs only Node.js and Python functions, with no environment
+// variables and no layers. This handler starts the `bootstrap` binary (the
+// same `edge` binary that runs as a provided.al2023 function) once per
+// container, serves it a local Lambda Runtime API on 127.0.0.1, and passes
+// each CloudFront event through it. The binary's config is bundled beside
+// it as origin-router.toml.
+//
+// - The binary is started on the first invocation and kept for the life of
+//   the container (Lambda freezes both between invocations).
+// - If it exits, the invocation in flight fails with the exit status and
+//   the binary's last stderr lines; the next invocation starts it again.
+// - If it does not answer within the budget (5 s, less if the function's
+//   remaining time is shorter), the invocation fails with a clear error and
+//   the binary is restarted: nothing hangs until the function timeout.
+
+const http = require('node:http');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+
+const API = '/2018-06-01/runtime';
+const DEFAULT_ANSWER_TIMEOUT_MS = 5000;
+
+class Bridge {
+  constructor(options = {}) {
+    this.binary = options.binary || process.env.ORIGIN_ROUTER_BOOTSTRAP || path.join(__dirname, 'bootstrap');
+    this.config = options.config || process.env.ORIGIN_ROUTER_CONFIG || path.join(__dirname, 'origin-router.toml');
+    this.answerTimeoutMs = options.answerTimeoutMs || DEFAULT_ANSWER_TIMEOUT_MS;
+    this.env = options.env || {};
+    this.server = null;
+    this.port = 0;
+    this.child = null;
+    this.generation = 0;
+    this.counter = 0;
+    this.queue = [];      // invocations not yet fetched by the binary
+    this.waiting = [];    // the binary's pending GET /next requests
+    this.inflight = new Map();
+    this.stderrTail = [];
+    this.starts = 0;
+  }
+
+  async listen() {
+    if (this.server) return;
+    this.server = http.createServer((req, res) => this.route(req, res));
+    this.server.keepAliveTimeout = 0;
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', resolve);
+    });
+    this.port = this.server.address().port;
+  }
+
+  async ensureChild() {
+    await this.listen();
+    if (this.child) return;
+    this.generation += 1;
+    this.starts += 1;
+    const generation = this.generation;
+    this.stderrTail = [];
+    const child = spawn(this.binary, [], {
+      env: {
+        ...process.env,
+        ...this.env,
+        AWS_LAMBDA_RUNTIME_API: `127.0.0.1:${this.port}`,
+        ORIGIN_ROUTER_CONFIG: this.config,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.on('data', (chunk) => process.stdout.write(chunk));
+    child.stderr.on('data', (chunk) => {
+      process.stderr.write(chunk);
+      for (const line of chunk.toString().split('\n')) {
+        if (line.trim()) this.stderrTail.push(line.trim());
+      }
+      this.stderrTail = this.stderrTail.slice(-5);
+    });
+    child.on('error', (err) => this.childGone(generation, `cannot start ${this.binary}: ${err.message}`));
+    child.on('exit', (code, signal) => {
+      const how = signal ? `signal ${signal}` : `code ${code}`;
+      const tail = this.stderrTail.length ? `: ${this.stderrTail.join(' | ')}` : '';
+      this.childGone(generation, `edge binary exited with ${how}${tail}`);
+    });
+    this.child = child;
+  }
+
+  childGone(generation, reason) {
+    if (generation !== this.generation) return;
+    this.child = null;
+    for (const res of this.waiting.splice(0)) res.destroy();
+    for (const [id, call] of this.inflight) {
+      this.inflight.delete(id);
+      clearTimeout(call.timer);
+      call.reject(new Error(reason));
+    }
+    this.queue = [];
+  }
+
+  restart(reason) {
+    const child = this.child;
+    this.childGone(this.generation, reason);
+    this.generation += 1;
+    if (child) child.kill('SIGKILL');
+  }
+
+  async invoke(event, context = {}) {
+    await this.ensureChild();
+    const remaining = typeof context.getRemainingTimeInMillis === 'function'
+      ? context.getRemainingTimeInMillis() : 30000;
+    const budget = Math.max(100, Math.min(this.answerTimeoutMs, remaining - 250));
+    const id = `${Date.now().toString(36)}-${(this.counter += 1)}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.inflight.has(id)) return;
+        this.inflight.delete(id);
+        reject(new Error(`edge binary did not answer within ${budget} ms; restarting it`));
+        this.restart('restarted after a timeout');
+      }, budget);
+      this.inflight.set(id, { resolve, reject, timer });
+      this.deliver({
+        id,
+        body: JSON.stringify(event),
+        deadline: Date.now() + budget,
+        arn: context.invokedFunctionArn || 'arn:aws:lambda:us-east-1:000000000000:function:origin-router-edge',
+      });
+    });
+  }
+
+  deliver(item) {
+    const res = this.waiting.shift();
+    if (res) this.sendNext(res, item); else this.queue.push(item);
+  }
+
+  sendNext(res, item) {
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      'Lambda-Runtime-Aws-Request-Id': item.id,
+      'Lambda-Runtime-Deadline-Ms': String(item.deadline),
+      'Lambda-Runtime-Invoked-Function-Arn': item.arn,
+      'Lambda-Runtime-Trace-Id': process.env._X_AMZN_TRACE_ID || 'Root=1-00000000-000000000000000000000000',
+    });
+    res.end(item.body);
+  }
+
+  route(req, res) {
+    const url = req.url || '';
+    if (req.method === 'GET' && url === `${API}/invocation/next`) {
+      const item = this.queue.shift();
+      if (item) this.sendNext(res, item); else this.waiting.push(res);
+      return;
+    }
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      const done = url.match(/^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/);
+      if (req.method === 'POST' && done) {
+        const call = this.inflight.get(done[1]);
+        res.writeHead(202, { 'Content-Type': 'application/json' });
+        res.end('{"status":"OK"}');
+        if (!call) return;
+        this.inflight.delete(done[1]);
+        clearTimeout(call.timer);
+        if (done[2] === 'response') {
+          try {
+            call.resolve(JSON.parse(body));
+          } catch (err) {
+            call.reject(new Error(`edge binary answered with invalid JSON: ${err.message}`));
+          }
+        } else {
+          let detail = body;
+          try {
+            const e = JSON.parse(body);
+            detail = `${e.errorType}: ${e.errorMessage}`;
+          } catch (_) { /* keep the raw body */ }
+          call.reject(new Error(detail));
+        }
+        return;
+      }
+      if (req.method === 'POST' && url === `${API}/init/error`) {
+        res.writeHead(202);
+        res.end();
+        this.restart(`edge binary failed to start: ${body}`);
+        return;
+      }
+      res.writeHead(404);
+      res.end();
+    });
+  }
+
+  async close() {
+    this.restart('bridge closed');
+    if (this.server) {
+      await new Promise((resolve) => this.server.close(resolve));
+      this.server = null;
+    }
+  }
+}
+
+const bridge = new Bridge();
+
+exports.handler = async (event, context) => bridge.invoke(event, context);
+exports.Bridge = Bridge;

@@ -1,0 +1,347 @@
+//! The real `edge` binary as a separate process, driven through the Lambda
+//! Runtime API protocol, reading a real DynamoDB API server (moto) through
+//! the standard AWS environment, racing real local origins.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
+use origin_router::sample::unix_millis_now;
+use origin_router::store::{DynamoStore, RankingStore};
+use origin_router_tests::runtime_api::RuntimeApi;
+use origin_router_tests::services::MotoServer;
+use origin_router_tests::{loopback, Mode, TestOrigin};
+use serde_json::Value;
+
+const REGION: &str = "eu-west-1";
+const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
+
+struct Edge {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Edge {
+    /// The EMF decision line of the last invocation.
+    fn decision(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v.get("Source").is_some() {
+                        return v;
+                    }
+                }
+            }
+        }
+        panic!("no decision line from the edge");
+    }
+}
+
+fn entry(id: &str, state: OriginState, ms: f64) -> RankedOrigin {
+    RankedOrigin {
+        id: id.into(),
+        state,
+        score: Some(ms),
+        latency_ms: Some(ms),
+        success_ratio: 1.0,
+        last_failure: None,
+        voters: 2,
+        down_votes: if state == OriginState::Down { 2 } else { 0 },
+    }
+}
+
+fn doc(pool: &str, seq: u64, origins: Vec<RankedOrigin>) -> RankingDocument {
+    RankingDocument {
+        schema_version: 1,
+        pool: pool.into(),
+        region: REGION.into(),
+        seq,
+        generated_at: unix_millis_now(),
+        probe_interval_ms: 2000,
+        workers: 2,
+        origins,
+    }
+}
+
+fn event_for(host: &str) -> Value {
+    let mut e: Value = serde_json::from_str(FIXTURE).unwrap();
+    e["Records"][0]["cf"]["request"]["headers"]["host"][0]["value"] = host.into();
+    e
+}
+
+async fn invoke(api: &RuntimeApi, edge: &Edge, host: &str) -> (Value, Value, Duration) {
+    let started = Instant::now();
+    let answer = api
+        .invoke(&event_for(host), Duration::from_secs(10))
+        .await
+        .expect("the edge answers")
+        .unwrap_or_else(|e| panic!("invocation failed: {e}"));
+    let took = started.elapsed();
+    (answer, edge.decision(), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_decides_through_the_runtime_api() {
+    let moto = MotoServer::start().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .build(),
+    );
+    let table = DynamoStore::new(client, "rankings", Duration::from_secs(86_400));
+    table.create_table().await.unwrap();
+
+    let fast = TestOrigin::start(
+        SocketAddr::new(loopback(31), 0),
+        Mode::Delay(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    let hang1 = TestOrigin::start(SocketAddr::new(loopback(32), 0), Mode::Hang)
+        .await
+        .unwrap();
+    let hang2 = TestOrigin::start(SocketAddr::new(loopback(33), 0), Mode::BacklogFull)
+        .await
+        .unwrap();
+    let http = |id: &str, o: &TestOrigin| {
+        format!(
+            r#"{{ id = "{id}", host = "{}", port = {}, protocol = "http" }}"#,
+            o.addr().ip(),
+            o.port()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [routing.hosts]
+            "fresh.test" = "fresh"
+            "stale.test" = "stale"
+            "race.test" = "race"
+            "hang.test" = "hang"
+            "down.test" = "down"
+            "evil.test" = "evil"
+            [pools.fresh]
+            origins = [{{ id = "a", host = "a.example.net" }}, {{ id = "b", host = "b.example.net" }}]
+            [pools.stale]
+            origins = [{{ id = "a", host = "a.example.net" }}, {{ id = "b", host = "b.example.net" }}]
+            [pools.race]
+            origins = [{hang1}, {fast}]
+            [pools.hang]
+            default_origin = "h2"
+            origins = [{hang1b}, {hang2}]
+            [pools.down]
+            default_origin = "b"
+            origins = [{{ id = "a", host = "a.example.net" }}, {{ id = "b", host = "b.example.net" }}]
+            [pools.evil]
+            origins = [{{ id = "a", host = "a.example.net" }}]
+            [edge]
+            cache_ttl = "1s"
+            [store]
+            dynamodb_table = "rankings"
+            [resolve]
+            # Loopback only: a race never resolves or reaches a real host.
+            "a.example.net" = "127.0.0.40"
+            "b.example.net" = "127.0.0.41"
+            "#,
+            hang1 = http("h1", &hang1),
+            fast = http("fast", &fast),
+            hang1b = http("h1", &hang1),
+            hang2 = http("h2", &hang2),
+        ),
+    )
+    .unwrap();
+    table
+        .write(&doc(
+            "fresh",
+            1,
+            vec![
+                entry("b", OriginState::Healthy, 5.0),
+                entry("a", OriginState::Healthy, 9.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    table
+        .write(&doc(
+            "stale",
+            1,
+            vec![
+                entry("a", OriginState::Healthy, 5.0),
+                entry("b", OriginState::Healthy, 9.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    table
+        .write(&doc(
+            "down",
+            1,
+            vec![
+                entry("a", OriginState::Down, 5.0),
+                entry("b", OriginState::Down, 9.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    table
+        .write(&doc(
+            "evil",
+            1,
+            vec![entry("attacker", OriginState::Healthy, 0.1)],
+        ))
+        .await
+        .unwrap();
+
+    let api = RuntimeApi::start().await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .envs(moto.aws_env(REGION))
+        .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
+        .env("ORIGIN_ROUTER_CONFIG", &config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let edge = Edge { child, lines };
+
+    // Fresh ranking: from the table, then from the cache.
+    let (request, d, _) = invoke(&api, &edge, "fresh.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("table"), Some("b"))
+    );
+    assert_eq!(d["RankingRegion"], REGION);
+    assert_eq!(request["origin"]["custom"]["domainName"], "b.example.net");
+    let (_, d, _) = invoke(&api, &edge, "fresh.test").await;
+    assert_eq!(d["Source"], "cache");
+
+    // Stale: the table changes; past the cache TTL the old choice is served
+    // at once and the new one arrives by a background refresh.
+    invoke(&api, &edge, "stale.test").await;
+    table
+        .write(&doc(
+            "stale",
+            2,
+            vec![
+                entry("b", OriginState::Healthy, 5.0),
+                entry("a", OriginState::Down, 9.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (_, d, _) = invoke(&api, &edge, "stale.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("stale"), Some("a"))
+    );
+    let refreshed = async {
+        for _ in 0..20 {
+            let (_, d, _) = invoke(&api, &edge, "stale.test").await;
+            if d["Origin"] == "b" {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the background refresh never landed");
+    }
+    .await;
+    assert_eq!(refreshed["Source"], "cache");
+
+    // No ranking: a live race; the answering origin wins, the hanging one loses.
+    let (request, d, took) = invoke(&api, &edge, "race.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("race"), Some("fast"))
+    );
+    assert_eq!(
+        request["origin"]["custom"]["domainName"],
+        fast.addr().ip().to_string()
+    );
+    assert_eq!(request["origin"]["custom"]["port"], fast.port());
+    assert!(took < Duration::from_millis(800), "{took:?}");
+
+    // Every origin hangs (one accepts and never answers, one never accepts):
+    // the default within the watchdog, and the two timeouts told apart.
+    let (request, d, took) = invoke(&api, &edge, "hang.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("watchdog"), Some("h2"))
+    );
+    assert!(
+        took < Duration::from_millis(1_500),
+        "watchdog took {took:?}"
+    );
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert_eq!(request["origin"]["custom"]["port"], hang2.port());
+    let classes: Vec<&str> = d["RaceLosers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["class"].as_str())
+        .collect();
+    assert!(
+        classes.contains(&"response_timeout") && classes.contains(&"connect_timeout"),
+        "{classes:?}"
+    );
+
+    // The ranking says all down: the default at once, no race.
+    let (_, d, took) = invoke(&api, &edge, "down.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("known_down"), Some("b"))
+    );
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    // A ranking naming an origin outside the config is never followed: it
+    // counts as no ranking (the race finds nothing listening, so the
+    // default).
+    let (request, d, _) = invoke(&api, &edge, "evil.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("watchdog"), Some("a"))
+    );
+    assert_eq!(request["origin"]["custom"]["domainName"], "a.example.net");
+
+    // A malformed event is a named error, and the process keeps serving.
+    let answer = api
+        .invoke(
+            &serde_json::json!({"Records": "nope"}),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let err = answer.unwrap_err();
+    assert_eq!(err["errorType"], "MalformedEvent", "{err}");
+    assert!(
+        err["errorMessage"].as_str().unwrap().contains("Records"),
+        "{err}"
+    );
+    let (_, d, _) = invoke(&api, &edge, "fresh.test").await;
+    assert_eq!(d["Origin"], "b");
+}

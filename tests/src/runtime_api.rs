@@ -1,0 +1,204 @@
+//! A local Lambda Runtime API (the documented `2018-06-01` protocol: `next`,
+//! `response`, `error`, `init/error`), so tests and benchmarks drive the
+//! real `edge` binary as Lambda would. Unlike Lambda it does not freeze the
+//! process between invocations.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// What the function answered: its response, or its error document.
+pub type Answer = Result<serde_json::Value, serde_json::Value>;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(String, Bytes)>,
+    waiters: VecDeque<oneshot::Sender<(String, Bytes)>>,
+    pending: HashMap<String, oneshot::Sender<Answer>>,
+    init_error: Option<String>,
+}
+
+/// A running Runtime API server.
+pub struct RuntimeApi {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    counter: AtomicU64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeApi {
+    pub async fn start() -> std::io::Result<RuntimeApi> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| route(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(RuntimeApi {
+            addr,
+            state,
+            counter: AtomicU64::new(0),
+            task,
+        })
+    }
+
+    /// The value for `AWS_LAMBDA_RUNTIME_API`.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Why the function failed to start, if it said so.
+    pub fn init_error(&self) -> Option<String> {
+        self.lock().init_error.clone()
+    }
+
+    /// Invokes the function with `event`; `None` if it does not answer
+    /// within `timeout`.
+    pub async fn invoke(&self, event: &serde_json::Value, timeout: Duration) -> Option<Answer> {
+        let id = format!("req-{}", self.counter.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        let body = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
+        {
+            let mut state = self.lock();
+            state.pending.insert(id.clone(), tx);
+            let mut item = Some((id.clone(), body));
+            while let Some(waiter) = state.waiters.pop_front() {
+                match waiter.send(item.take().expect("item present")) {
+                    Ok(()) => break,
+                    Err(back) => item = Some(back),
+                }
+            }
+            if let Some(item) = item {
+                state.queue.push_back(item);
+            }
+        }
+        let answer = tokio::time::timeout(timeout, rx).await.ok()?.ok();
+        if answer.is_none() {
+            self.lock().pending.remove(&id);
+        }
+        answer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn route(
+    state: Arc<Mutex<State>>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let lock = |s: &Arc<Mutex<State>>| {
+        s.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queue
+            .pop_front()
+    };
+    if req.method() == hyper::Method::GET && path == "/2018-06-01/runtime/invocation/next" {
+        let item = match lock(&state) {
+            Some(item) => item,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .waiters
+                    .push_back(tx);
+                match rx.await {
+                    Ok(item) => item,
+                    Err(_) => return Ok(status(503)),
+                }
+            }
+        };
+        let deadline = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() + 30_000)
+            .unwrap_or(0);
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("lambda-runtime-aws-request-id", item.0)
+            .header("lambda-runtime-deadline-ms", deadline.to_string())
+            .header(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:000000000000:function:edge",
+            )
+            .header(
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000",
+            )
+            .body(Full::new(item.1))
+            .expect("valid response");
+        return Ok(response);
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["2018-06-01", "runtime", "invocation", id, kind @ ("response" | "error")] => {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            });
+            let sender = state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending
+                .remove(*id);
+            if let Some(sender) = sender {
+                let _ = sender.send(if *kind == "response" {
+                    Ok(value)
+                } else {
+                    Err(value)
+                });
+            }
+            Ok(status(202))
+        }
+        ["2018-06-01", "runtime", "init", "error"] => {
+            state.lock().unwrap_or_else(|p| p.into_inner()).init_error =
+                Some(String::from_utf8_lossy(&body).into_owned());
+            Ok(status(202))
+        }
+        _ => Ok(status(404)),
+    }
+}
+
+fn status(code: u16) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
+}
