@@ -1,0 +1,122 @@
+//! The edge's warm in-process path: parse the event bytes, decide from a
+//! cached fresh ranking, serialize the rewritten request.
+//! `cargo bench -p edge --bench warm_path`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use criterion::{criterion_group, criterion_main, Criterion};
+use origin_router::config::{Config, OriginConfig};
+use origin_router::decision::{Racer, Router};
+use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
+use origin_router::race::RaceOutcome;
+use origin_router::sample::unix_millis_now;
+use origin_router::store::MemoryStore;
+
+const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/cloudfront/origin-request.json");
+
+struct NoRace;
+
+#[async_trait]
+impl Racer for NoRace {
+    async fn race(&self, _: &[&OriginConfig], _: Duration) -> RaceOutcome {
+        unreachable!("the warm path never races")
+    }
+}
+
+fn build(rt: &tokio::runtime::Runtime) -> (Router, u64) {
+    let mut config = Config::from_toml(
+        r#"
+        [routing]
+        default_pool = "web"
+        [pools.web]
+        origins = [
+            { id = "us", host = "origin-us.example.net" },
+            { id = "eu", host = "origin-eu.example.net" },
+            { id = "ap", host = "origin-ap.example.net" },
+        ]
+        "#,
+        "bench.toml",
+    )
+    .unwrap();
+    config.edge.cache_ttl = Duration::from_secs(3600);
+    config.edge.max_stale = Duration::from_secs(3600);
+    let store = Arc::new(MemoryStore::new());
+    let entry = |id: &str, ms: f64| RankedOrigin {
+        id: id.into(),
+        state: OriginState::Healthy,
+        score: Some(ms),
+        latency_ms: Some(ms),
+        success_ratio: 1.0,
+        last_failure: None,
+        voters: 3,
+        down_votes: 0,
+    };
+    let now = unix_millis_now();
+    store.put(RankingDocument {
+        schema_version: 1,
+        pool: "web".into(),
+        region: "eu-west-1".into(),
+        seq: 1,
+        generated_at: now,
+        probe_interval_ms: 2000,
+        workers: 3,
+        origins: vec![entry("eu", 5.0), entry("us", 70.0), entry("ap", 150.0)],
+    });
+    let router = Router::new(Arc::new(config), "eu-west-1", store, Arc::new(NoRace));
+    // Prime the cache: the measured path does no I/O.
+    rt.block_on(async {
+        let event = serde_json::from_slice(FIXTURE).unwrap();
+        edge::handler::handle(&router, event, now).await.unwrap();
+    });
+    (router, now)
+}
+
+fn warm_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, now) = build(&rt);
+    c.bench_function("warm path: parse, decide from cache, serialize", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let event = serde_json::from_slice(std::hint::black_box(FIXTURE)).unwrap();
+                let handled = edge::handler::handle(&router, event, now).await.unwrap();
+                assert_eq!(
+                    handled.decision.source,
+                    origin_router::decision::Source::Cache
+                );
+                serde_json::to_vec(&handled.request).unwrap()
+            })
+        })
+    });
+}
+
+/// Criterion reports means; the target is a p99, so time each iteration.
+fn warm_path_percentiles(_: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, now) = build(&rt);
+    let mut samples = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let t = std::time::Instant::now();
+        rt.block_on(async {
+            let event = serde_json::from_slice(std::hint::black_box(FIXTURE)).unwrap();
+            let handled = edge::handler::handle(&router, event, now).await.unwrap();
+            std::hint::black_box(serde_json::to_vec(&handled.request).unwrap());
+        });
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "warm path over 100000 iterations: p50 {:?}, p99 {:?}, p99.9 {:?}",
+        samples[50_000], samples[99_000], samples[99_900]
+    );
+}
+
+criterion_group!(benches, warm_path, warm_path_percentiles);
+criterion_main!(benches);
