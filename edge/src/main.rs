@@ -11,7 +11,13 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let path = edge::config_path();
+    // `edge --check-config FILE` validates a config (used when packaging).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check_only = args.first().map(String::as_str) == Some("--check-config");
+    let path = match (check_only, args.get(1)) {
+        (true, Some(file)) => std::path::PathBuf::from(file),
+        _ => edge::config_path(),
+    };
     let config = match origin_router::Config::load(&path) {
         Ok(config) => config,
         Err(e) => {
@@ -19,6 +25,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if check_only {
+        println!("{}: ok ({} pools)", path.display(), config.pools.len());
+        return std::process::ExitCode::SUCCESS;
+    }
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "local".to_string());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -59,10 +59,25 @@ pub enum Source {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a worker until SIGTERM or SIGINT.
+    ///
+    /// Without --config the configuration is read from the environment
+    /// variable ORIGIN_ROUTER_CONFIG_TOML (how the ECS template passes it).
+    /// ORIGIN_ROUTER_REDIS_URL and ORIGIN_ROUTER_DYNAMODB_TABLE, when set,
+    /// override store.redis_url and store.dynamodb_table.
     Run {
         /// Configuration file.
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 if a worker's /healthz answers ok (for container health
+    /// checks in images without a shell or curl).
+    Healthcheck {
+        /// The worker's health URL.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Probe every origin once; print the samples and the ranking.
     Once {
@@ -107,6 +122,9 @@ pub enum Command {
     /// Measure probes per second, timing error and memory against local
     /// origins.
     Bench(crate::bench::BenchArgs),
+    /// Measure the failover timeline: origin death, first failed probe,
+    /// state change, ranking published, every edge switched.
+    BenchFailover(crate::failover::FailoverArgs),
 }
 
 impl Cli {
@@ -114,7 +132,7 @@ impl Cli {
     /// print their own view, so they log only errors.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Demo(_) | Command::Bench(_) => "error",
+            Command::Demo(_) | Command::Bench(_) | Command::BenchFailover(_) => "error",
             _ => "info",
         }
     }
@@ -139,10 +157,19 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run { config } => {
-            let config = load(&config)?;
-            worker::run(config, shutdown_signal()).await?;
+            let config = match config {
+                Some(path) => load(&path)?,
+                None => {
+                    let text = std::env::var("ORIGIN_ROUTER_CONFIG_TOML").map_err(|_| {
+                        "no --config given and ORIGIN_ROUTER_CONFIG_TOML is not set"
+                    })?;
+                    Config::from_toml(&text, "ORIGIN_ROUTER_CONFIG_TOML")?
+                }
+            };
+            worker::run(with_env_overrides(config)?, shutdown_signal()).await?;
             Ok(())
         }
+        Command::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
         Command::Once { config, format } => once(&load(&config)?, format).await,
         Command::CheckConfig { file } => {
             let config = load(&file)?;
@@ -179,6 +206,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::BenchFailover(args) => crate::failover::run(args).await,
     }
 }
 
@@ -190,6 +218,43 @@ pub fn load(path: &Path) -> Result<Config, CliError> {
             .map_err(|e| format!("{}: prober.schedule: {e}", path.display()))?;
     }
     Ok(config)
+}
+
+/// Applies `ORIGIN_ROUTER_REDIS_URL` and `ORIGIN_ROUTER_DYNAMODB_TABLE`
+/// (set by the deploy templates, which create the Redis and know the table
+/// name), then validates again.
+pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
+    if let Ok(url) = std::env::var("ORIGIN_ROUTER_REDIS_URL") {
+        config.store.redis_url = Some(url).filter(|u| !u.is_empty());
+    }
+    if let Ok(table) = std::env::var("ORIGIN_ROUTER_DYNAMODB_TABLE") {
+        config.store.dynamodb_table = Some(table).filter(|t| !t.is_empty());
+    }
+    config.validate().map_err(|problems| {
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("environment override: {p}"))
+            .collect();
+        text.join("\n").into()
+    })
+}
+
+/// One GET of a worker's health endpoint with reqwest: its connect and
+/// total timeouts are all a health check needs (no per-phase timing here).
+async fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<(), CliError> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()?;
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}: {body}").into())
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -99,6 +99,7 @@ struct Worker {
     store: Arc<dyn RankingStore>,
     publisher: Publisher,
     health: Arc<Health>,
+    hooks: Hooks,
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
     was_leader: std::sync::atomic::AtomicBool,
@@ -116,6 +117,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 pub async fn run_with_store(
     config: Config,
     store: Arc<dyn RankingStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    run_with(config, store, Hooks::default(), shutdown).await
+}
+
+/// Observation points for simulations and benchmarks.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    /// Receives every round's samples as soon as the round ends.
+    pub samples: Option<tokio::sync::mpsc::UnboundedSender<Vec<Sample>>>,
+}
+
+/// [`run_with_store`] with observation hooks.
+pub async fn run_with(
+    config: Config,
+    store: Arc<dyn RankingStore>,
+    hooks: Hooks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let id = Identity::from_config(&config);
@@ -164,6 +182,7 @@ pub async fn run_with_store(
         degraded_seq: LocalSeq::default(),
         store,
         health,
+        hooks,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
     });
@@ -262,6 +281,9 @@ impl Worker {
             .set(lag_ms as f64 / 1000.0);
         let report = self.rounds.run().await;
         self.local.extend(&report.samples);
+        if let Some(tx) = &self.hooks.samples {
+            let _ = tx.send(report.samples.clone());
+        }
         self.health
             .last_round_end
             .store(unix_millis_now(), Ordering::Relaxed);

@@ -270,10 +270,13 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
     let origins = origins([&[], &[], &[]]).await;
     let dir = tempfile::tempdir().unwrap();
     let mut procs: HashMap<String, Proc> = HashMap::new();
+    let mut health_ports = Vec::new();
     for i in 1..=3 {
         let name = format!("w{i}");
         let mut c = config(&origins, &name, None, Some(redis.url()));
-        c.prober.metrics_listen = Some(([127, 0, 0, 1], free_port()).into());
+        let port = free_port();
+        health_ports.push(port);
+        c.prober.metrics_listen = Some(([127, 0, 0, 1], port).into());
         let path = write_config(&c, dir.path(), &name);
         procs.insert(
             name,

@@ -1,0 +1,63 @@
+"""Checks every IAM role in deploy/*.yaml against the permissions table in
+deploy/README.md: each role must hold exactly the actions the guide lists
+for it, and no wildcard actions. Uses cfn-lint's template loader (it knows
+the CloudFormation short-form tags). Run by tests/tests/deploy.rs."""
+
+import pathlib
+import re
+import sys
+
+from cfnlint.decode import decode
+
+root = pathlib.Path(__file__).resolve().parents[1]
+guide = (root / "README.md").read_text()
+
+documented = {}
+for line in guide.splitlines():
+    m = re.match(r"^\|\s*`([\w.-]+\.yaml)`\s+(\w+)\s*\|([^|]*)\|", line)
+    if m:
+        documented[(m.group(1), m.group(2))] = set(re.findall(r"`([a-z0-9-]+:[A-Za-z*]+)`", m.group(3)))
+
+def actions_of(role):
+    found = set()
+    props = role.get("Properties", {})
+    for policy in props.get("Policies", []):
+        statements = policy["PolicyDocument"]["Statement"]
+        for st in statements if isinstance(statements, list) else [statements]:
+            acts = st.get("Action", [])
+            for a in acts if isinstance(acts, list) else [acts]:
+                found.add(a)
+    if props.get("ManagedPolicyArns"):
+        found.add("<managed policy>")
+    return found
+
+failures = []
+seen = set()
+for template in sorted(root.glob("*.yaml")):
+    doc, matches = decode(str(template))
+    if matches:
+        failures.append(f"{template.name}: cannot parse: {matches}")
+        continue
+    for name, res in doc.get("Resources", {}).items():
+        if res.get("Type") != "AWS::IAM::Role":
+            continue
+        key = (template.name, name)
+        seen.add(key)
+        actual = actions_of(res)
+        expected = documented.get(key)
+        if expected is None:
+            failures.append(f"{template.name} {name}: role not in the guide's permissions table")
+        elif actual != expected:
+            failures.append(f"{template.name} {name}: template {sorted(actual)} != guide {sorted(expected)}")
+        for a in actual:
+            if "*" in a:
+                failures.append(f"{template.name} {name}: wildcard action {a}")
+
+for key in documented:
+    if key not in seen:
+        failures.append(f"guide lists {key[0]} {key[1]}, which no template defines")
+
+if failures:
+    print("\n".join(failures))
+    sys.exit(1)
+print(f"ok: {len(seen)} roles match the guide")

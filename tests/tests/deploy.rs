@@ -1,0 +1,184 @@
+//! The deploy artefacts: templates lint clean and grant only what the guide
+//! documents; the edge package has the expected layout and its bundled
+//! bridge answers a CloudFront event with the bundled binary and config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use origin_router_tests::services::workspace_root;
+
+fn venv_tool(name: &str) -> PathBuf {
+    let path = workspace_root().join(".test-services/venv/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/test.sh, which installs it",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn templates_are_lint_clean() {
+    let templates: Vec<PathBuf> = ["table.yaml", "prober.yaml", "edge.yaml"]
+        .iter()
+        .map(|t| workspace_root().join("deploy").join(t))
+        .collect();
+    run(Command::new(venv_tool("cfn-lint")).args(&templates));
+}
+
+#[test]
+fn roles_hold_only_the_actions_the_guide_lists() {
+    let out = run(Command::new(venv_tool("python"))
+        .arg(workspace_root().join("deploy/tests/check_templates.py")));
+    assert!(out.contains("ok: 3 roles match the guide"), "{out}");
+}
+
+fn edge_binary() -> PathBuf {
+    let path = workspace_root().join("target/debug/edge");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Extracts as Lambda does, keeping each entry's Unix mode; returns the
+/// entries and their modes.
+fn unzip(zip: &Path, into: &Path) -> Vec<(String, u32)> {
+    let listing = run(Command::new("python3").args([
+        "-c",
+        "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nz.extractall(sys.argv[2])\nfor i in z.infolist():\n    mode = (i.external_attr >> 16) & 0o777\n    os.chmod(os.path.join(sys.argv[2], i.filename), mode)\n    print(i.filename, mode)",
+    ]).arg(zip).arg(into));
+    listing
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, mode)| (name.to_string(), mode.trim().parse::<u32>().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn edge_package_layout_and_its_bundled_bridge_answer() {
+    use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
+    use origin_router::store::{EmbeddedStore, RankingStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[routing]\ndefault_pool = \"web\"\n[pools.web]\norigins = [{{ id = \"us\", host = \"origin-us.example.net\" }}, {{ id = \"eu\", host = \"origin-eu.example.net\" }}]\n[store]\nembedded_path = \"{}\"\n",
+            store_dir.display()
+        ),
+    )
+    .unwrap();
+    let ranked = |id: &str, ms: f64| RankedOrigin {
+        id: id.into(),
+        state: OriginState::Healthy,
+        score: Some(ms),
+        latency_ms: Some(ms),
+        success_ratio: 1.0,
+        last_failure: None,
+        voters: 1,
+        down_votes: 0,
+    };
+    EmbeddedStore::new(&store_dir)
+        .write(&RankingDocument {
+            schema_version: 1,
+            pool: "web".into(),
+            region: "us-east-1".into(),
+            seq: 1,
+            generated_at: origin_router::sample::unix_millis_now() + 20_000,
+            probe_interval_ms: 2000,
+            workers: 1,
+            origins: vec![ranked("eu", 3.0), ranked("us", 9.0)],
+        })
+        .await
+        .unwrap();
+
+    let zip = dir.path().join("edge.zip");
+    let out = run(
+        Command::new(workspace_root().join("deploy/package-edge.sh"))
+            .arg(&config)
+            .arg(&zip)
+            .env("EDGE_BINARY", edge_binary()),
+    );
+    assert!(out.contains("limit 50 MiB"), "{out}");
+    let glibc = out
+        .rsplit("glibc >= ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap();
+    let parts: Vec<u32> = glibc.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(
+        parts[0] == 2 && parts[1] <= 34,
+        "needs glibc {glibc}, Amazon Linux 2023 has 2.34"
+    );
+
+    let unpacked = dir.path().join("unpacked");
+    let mut entries = unzip(&zip, &unpacked);
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("bootstrap".to_string(), 0o755),
+            ("index.js".to_string(), 0o644),
+            ("origin-router.toml".to_string(), 0o644)
+        ]
+    );
+
+    let fixture = workspace_root().join("tests/fixtures/cloudfront/origin-request.json");
+    let script = "const h = require('./index.js').handler;\n\
+        const e = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));\n\
+        h(e, { getRemainingTimeInMillis: () => 5000 }).then(r => { console.log('RESULT ' + JSON.stringify(r)); setTimeout(() => process.exit(0), 300); },\n\
+        err => { console.error(err); process.exit(1); });";
+    let out = run(Command::new("node")
+        .args(["-e", script])
+        .arg(&fixture)
+        .current_dir(&unpacked)
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "warn"));
+    let result = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("the bridge answered");
+    let request: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert_eq!(
+        request["origin"]["custom"]["domainName"],
+        "origin-eu.example.net"
+    );
+    let decision = out
+        .lines()
+        .find(|l| l.contains("\"Source\""))
+        .expect("an EMF decision line");
+    assert!(decision.contains("\"Source\":\"table\""), "{decision}");
+}
+
+#[test]
+fn package_refuses_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[pools.web]\norigins = []\n").unwrap();
+    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
+        .arg(&bad)
+        .arg(dir.path().join("x.zip"))
+        .env("EDGE_BINARY", edge_binary())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("pools.web.origins: at least one origin is required"));
+    assert!(!dir.path().join("x.zip").exists());
+}
