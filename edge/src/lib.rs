@@ -37,16 +37,20 @@ pub fn config_path() -> PathBuf {
 }
 
 /// The store the edge reads: the table (one Query per pool on the replica
-/// of `AWS_REGION`, bounded by the SDK's timeouts as well as the router's)
-/// or the embedded store.
-pub async fn open_store(config: &Config) -> Arc<dyn RankingStore> {
+/// nearest `AWS_REGION`, bounded by the SDK's timeouts as well as the
+/// router's) or the embedded store.
+pub async fn open_store(config: &Config, region: &str) -> Arc<dyn RankingStore> {
     match &config.store.dynamodb_table {
         Some(table) => {
             let timeouts = aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(config.edge.table_timeout)
                 .operation_timeout(config.edge.table_timeout * 2)
                 .build();
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            if let Some(replica) = config.store.replica_for(region) {
+                loader = loader.region(aws_config::Region::new(replica));
+            }
+            let sdk = loader
                 .timeout_config(timeouts)
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
                 .load()
@@ -63,7 +67,7 @@ pub async fn open_store(config: &Config) -> Arc<dyn RankingStore> {
 
 /// Builds the router once, then serves events until the runtime stops.
 pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::Error> {
-    let store = open_store(&config).await;
+    let store = open_store(&config, &region).await;
     let racer = Arc::new(ProbeRacer::from_config(&config)?);
     let router = Router::new(Arc::new(config), region.clone(), store, racer);
     tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");

@@ -196,7 +196,13 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 .dynamodb_table
                 .clone()
                 .ok_or("the config names no table (store.dynamodb_table)")?;
-            let store = DynamoStore::from_env(table.clone(), config.store.item_ttl).await;
+            let region = Identity::from_config(&config).region;
+            let store = DynamoStore::from_env_in(
+                table.clone(),
+                config.store.item_ttl,
+                config.store.replica_for(&region),
+            )
+            .await;
             let created = store.create_table().await?;
             println!(
                 "table {table} {}",
@@ -343,7 +349,10 @@ async fn rankings(
                     .dynamodb_table
                     .clone()
                     .ok_or("the config names no table (store.dynamodb_table)")?;
-                Arc::new(DynamoStore::from_env(table, config.store.item_ttl).await)
+                let near = config
+                    .store
+                    .replica_for(&Identity::from_config(config).region);
+                Arc::new(DynamoStore::from_env_in(table, config.store.item_ttl, near).await)
             }
             _ => Arc::new(EmbeddedStore::new(config.store.embedded_path.clone())),
         };

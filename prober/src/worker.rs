@@ -109,7 +109,8 @@ struct Worker {
 /// configured grace: in-flight probes finish or are dropped, the lease is
 /// released, pending rankings get a last chance to be written.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
-    let store = origin_router::store::open(&config.store).await;
+    let region = Identity::from_config(&config).region;
+    let store = origin_router::store::open(&config.store, &region).await;
     run_with_store(config, store, shutdown).await
 }
 

@@ -518,6 +518,10 @@ pub struct StoreConfig {
     /// DynamoDB table name. Default: none (embedded store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamodb_table: Option<String>,
+    /// Regions that hold a replica of the table. Probers and edges use the
+    /// replica nearest their own region; Lambda@Edge runs in regions that
+    /// may have none. Default: empty (the replica in `AWS_REGION`).
+    pub table_regions: Vec<String>,
     /// Redis URL for worker coordination within a region. Default: none
     /// (a single worker is its own leader).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -533,9 +537,25 @@ impl Default for StoreConfig {
         StoreConfig {
             embedded_path: std::env::temp_dir().join("origin-router"),
             dynamodb_table: None,
+            table_regions: Vec::new(),
             redis_url: None,
             item_ttl: Duration::from_secs(86_400),
         }
+    }
+}
+
+impl StoreConfig {
+    /// The table replica region to use from `region`: the nearest listed
+    /// one, or `None` (the SDK's configured region) if none are listed.
+    pub fn replica_for(&self, region: &str) -> Option<String> {
+        let proximity = BTreeMap::new();
+        crate::geo::nearest_first(
+            region,
+            self.table_regions.iter().map(String::as_str),
+            &proximity,
+        )
+        .first()
+        .map(|r| r.to_string())
     }
 }
 
@@ -671,6 +691,9 @@ impl Config {
                     format!("`{url}` is not a Redis URL (redis://host:port or rediss://...)"),
                 );
             }
+        }
+        for (i, r) in self.store.table_regions.iter().enumerate() {
+            v.name(&format!("store.table_regions[{i}]"), r);
         }
         if self.store.item_ttl < Duration::from_secs(60) {
             v.fail("store.item_ttl", "must be at least 1m");

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -45,7 +45,21 @@ impl DynamoStore {
 
     /// A client from the standard AWS configuration chain.
     pub async fn from_env(table: impl Into<String>, item_ttl: Duration) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_env_in(table, item_ttl, None).await
+    }
+
+    /// A client from the standard AWS configuration chain, talking to the
+    /// replica in `region` (default: the configured region, `AWS_REGION`).
+    pub async fn from_env_in(
+        table: impl Into<String>,
+        item_ttl: Duration,
+        region: Option<String>,
+    ) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        let config = loader.load().await;
         DynamoStore::new(Client::new(&config), table, item_ttl)
     }
 
@@ -112,10 +126,32 @@ impl DynamoStore {
     }
 }
 
-fn dynamo_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
-    StoreError::Dynamo(DisplayErrorContext(e).to_string())
+/// A one-line error: the service's code and message, or the transport
+/// failure (never the raw response, which would flood the logs).
+fn dynamo_error<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match &e {
+        SdkError::ServiceError(service) => format!(
+            "{}: {}",
+            service.err().code().unwrap_or("service error"),
+            service.err().message().unwrap_or_default()
+        ),
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                source = s.source();
+            }
+            message
+        }
+    };
+    StoreError::Dynamo(message)
 }
 
 #[async_trait]

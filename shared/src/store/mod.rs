@@ -78,13 +78,17 @@ pub trait RankingStore: Send + Sync + 'static {
 }
 
 /// The store a configuration names: the DynamoDB table if one is set
-/// (endpoint and credentials from the standard AWS configuration), else the
-/// embedded store.
-pub async fn open(config: &crate::config::StoreConfig) -> std::sync::Arc<dyn RankingStore> {
+/// (endpoint and credentials from the standard AWS configuration, the
+/// replica nearest `region`), else the embedded store.
+pub async fn open(
+    config: &crate::config::StoreConfig,
+    region: &str,
+) -> std::sync::Arc<dyn RankingStore> {
     match &config.dynamodb_table {
-        Some(table) => {
-            std::sync::Arc::new(DynamoStore::from_env(table.clone(), config.item_ttl).await)
-        }
+        Some(table) => std::sync::Arc::new(
+            DynamoStore::from_env_in(table.clone(), config.item_ttl, config.replica_for(region))
+                .await,
+        ),
         None => std::sync::Arc::new(EmbeddedStore::new(config.embedded_path.clone())),
     }
 }
