@@ -74,7 +74,9 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     };
     let settings = RoundSettings {
         concurrency: args.concurrency,
-        jitter: round_every.min(Duration::from_secs(1)),
+        // Spread each round's probes over the whole round, as an operator
+        // with many origins sets `prober.jitter` close to the interval.
+        jitter: round_every,
         fast_interval: Duration::from_millis(250),
         rise: 1,
         fall: 1,

@@ -134,8 +134,40 @@ impl Rounds {
     pub async fn run(&self) -> RoundReport {
         let mut report = RoundReport::default();
         let mut tasks = JoinSet::new();
-        let jitter_ms = self.inner.settings.jitter.as_millis() as u64;
-        for index in 0..self.inner.targets.len() {
+        let start = tokio::time::Instant::now();
+        // Each origin gets a random start offset within the jitter window;
+        // probes are spawned when their offset comes, in order, so only the
+        // probes actually in flight hold memory (not one sleeping task per
+        // origin for the whole window).
+        let jitter_us = self.inner.settings.jitter.as_micros() as u64;
+        let mut schedule: Vec<(u64, usize)> = {
+            let mut rng = rand::rng();
+            (0..self.inner.targets.len())
+                .map(|i| {
+                    (
+                        if jitter_us == 0 {
+                            0
+                        } else {
+                            rng.random_range(0..jitter_us)
+                        },
+                        i,
+                    )
+                })
+                .collect()
+        };
+        schedule.sort_unstable();
+        for (offset_us, index) in schedule {
+            let at = start + Duration::from_micros(offset_us);
+            if at > tokio::time::Instant::now() {
+                // Collect finished probes while waiting for the next start.
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = tokio::time::sleep_until(at) => break,
+                        Some(done) = tasks.join_next() => collect(&mut report, done),
+                    }
+                }
+            }
             if self.inner.state[index]
                 .in_flight
                 .swap(true, Ordering::AcqRel)
@@ -143,16 +175,8 @@ impl Rounds {
                 report.skipped_in_flight += 1;
                 continue;
             }
-            let offset = if jitter_ms == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(rand::rng().random_range(0..jitter_ms))
-            };
             let inner = self.inner.clone();
             tasks.spawn(async move {
-                if !offset.is_zero() {
-                    tokio::time::sleep(offset).await;
-                }
                 let samples = inner.probe_target(index).await;
                 inner.state[index].in_flight.store(false, Ordering::Release);
                 samples
@@ -167,12 +191,16 @@ impl Rounds {
             );
         }
         while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(samples) => report.samples.extend(samples),
-                Err(e) => tracing::error!(error = %e, "probe task failed"),
-            }
+            collect(&mut report, done);
         }
         report
+    }
+}
+
+fn collect(report: &mut RoundReport, done: Result<Vec<Sample>, tokio::task::JoinError>) {
+    match done {
+        Ok(samples) => report.samples.extend(samples),
+        Err(e) => tracing::error!(error = %e, "probe task failed"),
     }
 }
 

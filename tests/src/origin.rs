@@ -327,11 +327,11 @@ async fn serve<S>(
         let status = match current {
             Mode::Ok => 200,
             Mode::Delay(d) => {
-                tokio::time::sleep(d).await;
+                precise_sleep(d).await;
                 200
             }
             Mode::DelayBySource { delays, default } => {
-                tokio::time::sleep(delays.get(&peer.ip()).copied().unwrap_or(default)).await;
+                precise_sleep(delays.get(&peer.ip()).copied().unwrap_or(default)).await;
                 200
             }
             Mode::Status(code) => code,
@@ -386,6 +386,22 @@ async fn serve<S>(
             let _ = stream.shutdown().await;
             return;
         }
+    }
+}
+
+/// Sleeps `d` to within a fraction of a millisecond. tokio's timer rounds
+/// up to whole milliseconds (a 5 ms sleep takes 5-6 ms), which would count
+/// as probe timing error; so the last stretch is a thread sleep on the
+/// blocking pool, which the OS ends within tens of microseconds.
+pub async fn precise_sleep(d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    let coarse = d.saturating_sub(Duration::from_millis(2));
+    if !coarse.is_zero() {
+        tokio::time::sleep(coarse).await;
+    }
+    let rest = deadline.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
     }
 }
 

@@ -295,8 +295,12 @@ where
         .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| classify_http_error(&e))?;
-    // The connection task ends when the exchange is done or the guard drops.
-    let conn = AbortOnDrop(tokio::spawn(conn));
+    // The connection is driven in this task rather than a spawned one: the
+    // response head is seen in the same poll that reads it, with no wake-up
+    // of another task in between (that hop is measurable timing error on a
+    // busy machine).
+    let mut conn = std::pin::pin!(conn);
+    let mut conn_done = false;
 
     let request = http::Request::builder()
         .method(origin.method.as_str())
@@ -309,7 +313,21 @@ where
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| (FailureClass::Reset, format!("cannot build request: {e}")))?;
-    let response = match timeout_at(deadline, sender.send_request(request)).await {
+    let mut send = std::pin::pin!(timeout_at(deadline, sender.send_request(request)));
+    let sent = loop {
+        tokio::select! {
+            biased;
+            sent = &mut send => break sent,
+            ended = &mut conn, if !conn_done => {
+                conn_done = true;
+                if let Err(e) = ended {
+                    return Err(classify_http_error(&e));
+                }
+                // A clean end: the answer, if any, is already queued.
+            }
+        }
+    };
+    let response = match sent {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) => return Err(classify_http_error(&e)),
         Ok(Ok(r)) => r,
@@ -323,13 +341,23 @@ where
         ));
     }
     if origin.method == HealthMethod::Head {
-        drop(conn);
         return Ok((head_at, head_at));
     }
     let mut body = response.into_body();
     let mut seen = Vec::new();
     loop {
-        match timeout_at(deadline, body.frame()).await {
+        let frame = tokio::select! {
+            biased;
+            frame = timeout_at(deadline, body.frame()) => frame,
+            ended = &mut conn, if !conn_done => {
+                conn_done = true;
+                if let Err(e) = ended {
+                    return Err(classify_http_error(&e));
+                }
+                continue;
+            }
+        };
+        match frame {
             Err(_) => return Err(timed_out()),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(classify_http_error(&e)),
@@ -374,14 +402,6 @@ fn classify_http_error(e: &hyper::Error) -> Fail {
     // Closed early, reset, or an answer that is not HTTP: in every case the
     // connection ended without a valid answer.
     (FailureClass::Reset, detail)
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
