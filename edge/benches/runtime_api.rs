@@ -3,42 +3,26 @@
 //! time to its first answer (one store read included) and its peak RSS.
 //! `cargo bench -p edge --bench runtime_api`
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
-use origin_router_tests::runtime_api::RuntimeApi;
+use origin_router_tests::runtime_api::Function;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 
-struct Function {
-    api: RuntimeApi,
-    child: Child,
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start(binary: &str, config: &std::path::Path) -> Function {
-    let api = RuntimeApi::start().await.unwrap();
-    let child = Command::new(binary)
-        .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
-        .env("ORIGIN_ROUTER_CONFIG", config)
-        .env("AWS_REGION", "eu-west-1")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Function { api, child }
+    let env = [
+        ("ORIGIN_ROUTER_CONFIG", config.as_os_str()),
+        ("AWS_REGION", "eu-west-1".as_ref()),
+        ("RUST_LOG", "error".as_ref()),
+    ];
+    Function::start(std::path::Path::new(binary), env)
+        .await
+        .unwrap()
 }
 
 fn setup(dir: &std::path::Path) -> std::path::PathBuf {
@@ -52,26 +36,14 @@ fn setup(dir: &std::path::Path) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    let entry = |id: &str, ms: f64| RankedOrigin {
-        id: id.into(),
-        state: OriginState::Healthy,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 1,
-        down_votes: 0,
-    };
-    let doc = RankingDocument {
-        schema_version: 1,
-        pool: "web".into(),
-        region: "eu-west-1".into(),
-        seq: 1,
-        generated_at: unix_millis_now(),
-        probe_interval_ms: 2000,
-        workers: 1,
-        origins: vec![entry("eu", 5.0), entry("us", 70.0)],
-    };
+    let entry = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 1);
+    let doc = RankingDocument::new(
+        "web",
+        "eu-west-1",
+        1,
+        unix_millis_now(),
+        vec![entry("eu", 5.0), entry("us", 70.0)],
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(EmbeddedStore::new(&store_dir).write(&doc))
         .unwrap();
@@ -139,8 +111,8 @@ fn invocation(c: &mut Criterion) {
     println!(
         "peak RSS after {} invocations: edge {} KiB, echo {} KiB",
         3000 + 50,
-        peak_rss_kib(edge.child.id()).unwrap_or(0),
-        peak_rss_kib(echo.child.id()).unwrap_or(0)
+        peak_rss_kib(edge.pid()).unwrap_or(0),
+        peak_rss_kib(echo.pid()).unwrap_or(0)
     );
 
     // Start-up: spawn to first answer, with the first store read.

@@ -43,27 +43,15 @@ fn build(rt: &tokio::runtime::Runtime) -> (Router, u64) {
     config.edge.cache_ttl = Duration::from_secs(3600);
     config.edge.max_stale = Duration::from_secs(3600);
     let store = Arc::new(MemoryStore::new());
-    let entry = |id: &str, ms: f64| RankedOrigin {
-        id: id.into(),
-        state: OriginState::Healthy,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 3,
-        down_votes: 0,
-    };
+    let entry = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 3);
     let now = unix_millis_now();
-    store.put(RankingDocument {
-        schema_version: 1,
-        pool: "web".into(),
-        region: "eu-west-1".into(),
-        seq: 1,
-        generated_at: now,
-        probe_interval_ms: 2000,
-        workers: 3,
-        origins: vec![entry("eu", 5.0), entry("us", 70.0), entry("ap", 150.0)],
-    });
+    store.put(RankingDocument::new(
+        "web",
+        "eu-west-1",
+        1,
+        now,
+        vec![entry("eu", 5.0), entry("us", 70.0), entry("ap", 150.0)],
+    ));
     let router = Router::new(Arc::new(config), "eu-west-1", store, Arc::new(NoRace));
     // Prime the cache: the measured path does no I/O.
     rt.block_on(async {

@@ -2,17 +2,14 @@
 //! Runtime API protocol, reading a real DynamoDB API server (moto) through
 //! the standard AWS environment, racing real local origins.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{DynamoStore, RankingStore};
-use origin_router_tests::runtime_api::RuntimeApi;
+use origin_router_tests::runtime_api::{Function, RuntimeApi};
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use serde_json::Value;
@@ -20,59 +17,18 @@ use serde_json::Value;
 const REGION: &str = "eu-west-1";
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 
-struct Edge {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Edge {
-    /// The EMF decision line of the last invocation.
-    fn decision(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v.get("Source").is_some() {
-                        return v;
-                    }
-                }
-            }
-        }
-        panic!("no decision line from the edge");
-    }
+/// The decision line of the last invocation.
+fn decision(edge: &Function) -> Value {
+    edge.next_json_with("Source", Duration::from_secs(5))
+        .expect("a decision line from the edge")
 }
 
 fn entry(id: &str, state: OriginState, ms: f64) -> RankedOrigin {
-    RankedOrigin {
-        id: id.into(),
-        state,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 2,
-        down_votes: if state == OriginState::Down { 2 } else { 0 },
-    }
+    RankedOrigin::measured(id, state, ms, 2)
 }
 
 fn doc(pool: &str, seq: u64, origins: Vec<RankedOrigin>) -> RankingDocument {
-    RankingDocument {
-        schema_version: 1,
-        pool: pool.into(),
-        region: REGION.into(),
-        seq,
-        generated_at: unix_millis_now(),
-        probe_interval_ms: 2000,
-        workers: 2,
-        origins,
-    }
+    RankingDocument::new(pool, REGION, seq, unix_millis_now(), origins)
 }
 
 fn event_for(host: &str) -> Value {
@@ -81,7 +37,7 @@ fn event_for(host: &str) -> Value {
     e
 }
 
-async fn invoke(api: &RuntimeApi, edge: &Edge, host: &str) -> (Value, Value, Duration) {
+async fn invoke(api: &RuntimeApi, edge: &Function, host: &str) -> (Value, Value, Duration) {
     let started = Instant::now();
     let answer = api
         .invoke(&event_for(host), Duration::from_secs(10))
@@ -89,7 +45,7 @@ async fn invoke(api: &RuntimeApi, edge: &Edge, host: &str) -> (Value, Value, Dur
         .expect("the edge answers")
         .unwrap_or_else(|e| panic!("invocation failed: {e}"));
     let took = started.elapsed();
-    (answer, edge.decision(), took)
+    (answer, decision(edge), took)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,39 +166,28 @@ async fn the_binary_decides_through_the_runtime_api() {
         .await
         .unwrap();
 
-    let api = RuntimeApi::start().await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .envs(moto.aws_env(REGION))
-        .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
-        .env("ORIGIN_ROUTER_CONFIG", &config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let mut env = moto.aws_env(REGION);
+    env.push(("ORIGIN_ROUTER_CONFIG".into(), config.display().to_string()));
+    env.push(("RUST_LOG".into(), "warn".into()));
+    let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
+        .await
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let edge = Edge { child, lines };
+    let api = &edge.api;
 
     // Fresh ranking: from the table, then from the cache.
-    let (request, d, _) = invoke(&api, &edge, "fresh.test").await;
+    let (request, d, _) = invoke(api, &edge, "fresh.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("table"), Some("b"))
     );
     assert_eq!(d["RankingRegion"], REGION);
     assert_eq!(request["origin"]["custom"]["domainName"], "b.example.net");
-    let (_, d, _) = invoke(&api, &edge, "fresh.test").await;
+    let (_, d, _) = invoke(api, &edge, "fresh.test").await;
     assert_eq!(d["Source"], "cache");
 
     // Stale: the table changes; past the cache TTL the old choice is served
     // at once and the new one arrives by a background refresh.
-    invoke(&api, &edge, "stale.test").await;
+    invoke(api, &edge, "stale.test").await;
     table
         .write(&doc(
             "stale",
@@ -255,14 +200,14 @@ async fn the_binary_decides_through_the_runtime_api() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let (_, d, _) = invoke(&api, &edge, "stale.test").await;
+    let (_, d, _) = invoke(api, &edge, "stale.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("stale"), Some("a"))
     );
     let refreshed = async {
         for _ in 0..20 {
-            let (_, d, _) = invoke(&api, &edge, "stale.test").await;
+            let (_, d, _) = invoke(api, &edge, "stale.test").await;
             if d["Origin"] == "b" {
                 return d;
             }
@@ -274,7 +219,7 @@ async fn the_binary_decides_through_the_runtime_api() {
     assert_eq!(refreshed["Source"], "cache");
 
     // No ranking: a live race; the answering origin wins, the hanging one loses.
-    let (request, d, took) = invoke(&api, &edge, "race.test").await;
+    let (request, d, took) = invoke(api, &edge, "race.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("race"), Some("fast"))
@@ -289,7 +234,7 @@ async fn the_binary_decides_through_the_runtime_api() {
 
     // Every origin hangs (one accepts and never answers, one never accepts):
     // the default within the watchdog, and the two timeouts told apart.
-    let (request, d, took) = invoke(&api, &edge, "hang.test").await;
+    let (request, d, took) = invoke(api, &edge, "hang.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("watchdog"), Some("h2"))
@@ -313,7 +258,7 @@ async fn the_binary_decides_through_the_runtime_api() {
     );
 
     // The ranking says all down: the default at once, no race.
-    let (_, d, took) = invoke(&api, &edge, "down.test").await;
+    let (_, d, took) = invoke(api, &edge, "down.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("known_down"), Some("b"))
@@ -324,7 +269,7 @@ async fn the_binary_decides_through_the_runtime_api() {
     // A ranking naming an origin outside the config is never followed: it
     // counts as no ranking (the race finds nothing listening, so the
     // default).
-    let (request, d, _) = invoke(&api, &edge, "evil.test").await;
+    let (request, d, _) = invoke(api, &edge, "evil.test").await;
     assert_eq!(
         (d["Source"].as_str(), d["Origin"].as_str()),
         (Some("watchdog"), Some("a"))
@@ -345,6 +290,6 @@ async fn the_binary_decides_through_the_runtime_api() {
         err["errorMessage"].as_str().unwrap().contains("Records"),
         "{err}"
     );
-    let (_, d, _) = invoke(&api, &edge, "fresh.test").await;
+    let (_, d, _) = invoke(api, &edge, "fresh.test").await;
     assert_eq!(d["Origin"], "b");
 }

@@ -40,28 +40,16 @@ async fn bridge_runs_the_binary_through_the_runtime_api() {
     )
     .unwrap();
     let store = EmbeddedStore::new(&store_dir);
-    let entry = |id: &str, ms: f64| RankedOrigin {
-        id: id.into(),
-        state: OriginState::Healthy,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 1,
-        down_votes: 0,
-    };
+    let entry = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 1);
     store
-        .write(&RankingDocument {
-            schema_version: 1,
-            pool: "web".into(),
-            region: "eu-west-1".into(),
-            seq: 1,
+        .write(&RankingDocument::new(
+            "web",
+            "eu-west-1",
+            1,
             // Fresh for the test's lifetime (ranking_max_age is 30 s).
-            generated_at: origin_router::sample::unix_millis_now() + 20_000,
-            probe_interval_ms: 2000,
-            workers: 1,
-            origins: vec![entry("eu", 5.0), entry("us", 80.0)],
-        })
+            origin_router::sample::unix_millis_now() + 20_000,
+            vec![entry("eu", 5.0), entry("us", 80.0)],
+        ))
         .await
         .unwrap();
 

@@ -145,26 +145,8 @@ fn decide(event: Value) -> Result<Value, String> {
 }
 
 fn valid_item() -> HashMap<String, AttributeValue> {
-    RankingDocument {
-        schema_version: 1,
-        pool: "web".into(),
-        region: "eu-west-1".into(),
-        seq: 7,
-        generated_at: 1_780_000_000_000,
-        probe_interval_ms: 2000,
-        workers: 2,
-        origins: vec![RankedOrigin {
-            id: "a".into(),
-            state: OriginState::Healthy,
-            score: Some(3.5),
-            latency_ms: Some(3.5),
-            success_ratio: 1.0,
-            last_failure: None,
-            voters: 2,
-            down_votes: 0,
-        }],
-    }
-    .to_item(1_780_086_400)
+    let a = RankedOrigin::measured("a", OriginState::Healthy, 3.5, 2);
+    RankingDocument::new("web", "eu-west-1", 7, 1_780_000_000_000, vec![a]).to_item(1_780_086_400)
 }
 
 fn attribute() -> impl Strategy<Value = AttributeValue> {

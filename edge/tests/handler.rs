@@ -42,29 +42,11 @@ fn config() -> Config {
 }
 
 fn entry(id: &str, state: OriginState, ms: f64) -> RankedOrigin {
-    RankedOrigin {
-        id: id.into(),
-        state,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 1,
-        down_votes: u32::from(state == OriginState::Down),
-    }
+    RankedOrigin::measured(id, state, ms, 1)
 }
 
 fn doc(region: &str, seq: u64, generated_at: u64, origins: Vec<RankedOrigin>) -> RankingDocument {
-    RankingDocument {
-        schema_version: 1,
-        pool: "web".into(),
-        region: region.into(),
-        seq,
-        generated_at,
-        probe_interval_ms: 2000,
-        workers: 1,
-        origins,
-    }
+    RankingDocument::new("web", region, seq, generated_at, origins)
 }
 
 /// Counts reads; can be made slow or failing.

@@ -159,25 +159,14 @@ async fn a_deposed_leader_cannot_overwrite_a_newer_ranking() {
 }
 
 fn sample_doc(seq: u64) -> origin_router::RankingDocument {
-    origin_router::RankingDocument {
-        schema_version: 1,
-        pool: "web".into(),
-        region: REGION.into(),
+    let a = origin_router::RankedOrigin::measured("a", OriginState::Healthy, 1.0, 1);
+    origin_router::RankingDocument::new(
+        "web",
+        REGION,
         seq,
-        generated_at: origin_router::sample::unix_millis_now(),
-        probe_interval_ms: 1000,
-        workers: 1,
-        origins: vec![origin_router::RankedOrigin {
-            id: "a".into(),
-            state: OriginState::Healthy,
-            score: Some(1.0),
-            latency_ms: Some(1.0),
-            success_ratio: 1.0,
-            last_failure: None,
-            voters: 1,
-            down_votes: 0,
-        }],
-    }
+        origin_router::sample::unix_millis_now(),
+        vec![a],
+    )
 }
 
 /// Redis and then the table go away and come back mid-run: workers never

@@ -116,7 +116,49 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> DocumentErro
     }
 }
 
+impl RankedOrigin {
+    /// An origin in `state` measured at `ms` (score = latency) by `voters`
+    /// workers, all agreeing. For tests, tools and examples.
+    pub fn measured(id: &str, state: OriginState, ms: f64, voters: u32) -> Self {
+        RankedOrigin {
+            id: id.to_string(),
+            state,
+            score: Some(ms),
+            latency_ms: Some(ms),
+            success_ratio: if state == OriginState::Down { 0.0 } else { 1.0 },
+            last_failure: None,
+            voters,
+            down_votes: if state == OriginState::Down {
+                voters
+            } else {
+                0
+            },
+        }
+    }
+}
+
 impl RankingDocument {
+    /// A document of this schema version (2 s interval, one worker). For
+    /// tests, tools and examples; the ranking engine builds the real ones.
+    pub fn new(
+        pool: &str,
+        region: &str,
+        seq: u64,
+        generated_at: UnixMillis,
+        origins: Vec<RankedOrigin>,
+    ) -> Self {
+        RankingDocument {
+            schema_version: SCHEMA_VERSION,
+            pool: pool.to_string(),
+            region: region.to_string(),
+            seq,
+            generated_at,
+            probe_interval_ms: 2000,
+            workers: 1,
+            origins,
+        }
+    }
+
     /// Age of the ranking at `now` (zero if it claims to be from the future).
     pub fn age_ms(&self, now: UnixMillis) -> u64 {
         now.saturating_sub(self.generated_at)

@@ -202,3 +202,71 @@ fn status(code: u16) -> Response<Full<Bytes>> {
         .body(Full::new(Bytes::new()))
         .expect("valid response")
 }
+
+/// A Lambda function binary running against its own local Runtime API, its
+/// stdout lines (where the edge writes its EMF decision lines) collected.
+/// Killed on drop.
+pub struct Function {
+    pub api: RuntimeApi,
+    lines: std::sync::mpsc::Receiver<String>,
+    child: std::process::Child,
+}
+
+impl Function {
+    /// Starts `binary` with `AWS_LAMBDA_RUNTIME_API` pointing at a new local
+    /// Runtime API, plus `envs`.
+    pub async fn start<I, K, V>(binary: &std::path::Path, envs: I) -> std::io::Result<Function>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let api = RuntimeApi::start().await?;
+        let mut child = std::process::Command::new(binary)
+            .envs(envs)
+            .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Function { api, lines, child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line that is a JSON object with `key`, waiting up to
+    /// `within`; other lines are skipped.
+    pub fn next_json_with(&self, key: &str, within: Duration) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v.get(key).is_some() {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

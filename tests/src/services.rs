@@ -166,6 +166,18 @@ impl Drop for RedisServer {
     }
 }
 
+/// Reads one string key from the Redis at `url` (`None` if absent or
+/// unreachable).
+pub async fn redis_get(url: &str, key: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?
+}
+
 /// A DynamoDB API server (moto_server) on 127.0.0.1.
 pub struct MotoServer {
     port: u16,

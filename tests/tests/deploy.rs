@@ -84,27 +84,15 @@ async fn edge_package_layout_and_its_bundled_bridge_answer() {
         ),
     )
     .unwrap();
-    let ranked = |id: &str, ms: f64| RankedOrigin {
-        id: id.into(),
-        state: OriginState::Healthy,
-        score: Some(ms),
-        latency_ms: Some(ms),
-        success_ratio: 1.0,
-        last_failure: None,
-        voters: 1,
-        down_votes: 0,
-    };
+    let ranked = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 1);
     EmbeddedStore::new(&store_dir)
-        .write(&RankingDocument {
-            schema_version: 1,
-            pool: "web".into(),
-            region: "us-east-1".into(),
-            seq: 1,
-            generated_at: origin_router::sample::unix_millis_now() + 20_000,
-            probe_interval_ms: 2000,
-            workers: 1,
-            origins: vec![ranked("eu", 3.0), ranked("us", 9.0)],
-        })
+        .write(&RankingDocument::new(
+            "web",
+            "us-east-1",
+            1,
+            origin_router::sample::unix_millis_now() + 20_000,
+            vec![ranked("eu", 3.0), ranked("us", 9.0)],
+        ))
         .await
         .unwrap();
 

@@ -8,17 +8,15 @@
 //! measure the scheduler, not the system.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::store::{DynamoStore, RankingStore};
-use origin_router_tests::runtime_api::RuntimeApi;
-use origin_router_tests::services::{workspace_root, MotoServer, RedisServer};
+use origin_router_tests::runtime_api::Function;
+use origin_router_tests::services::{redis_get, workspace_root, MotoServer, RedisServer};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use serde_json::Value;
 
@@ -73,9 +71,7 @@ impl Drop for Proc {
 }
 
 struct Edge {
-    api: RuntimeApi,
-    lines: mpsc::Receiver<String>,
-    _proc: Proc,
+    function: Function,
 }
 
 impl Edge {
@@ -83,22 +79,17 @@ impl Edge {
     async fn decide(&self) -> (String, Value) {
         let event: Value = serde_json::from_str(FIXTURE).unwrap();
         let answer = self
+            .function
             .api
             .invoke(&event, Duration::from_secs(10))
             .await
             .expect("edge answers");
         answer.expect("no invocation error");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v.get("Source").is_some() {
-                        return (v["Origin"].as_str().unwrap_or_default().to_string(), v);
-                    }
-                }
-            }
-        }
-        panic!("no decision line");
+        let v = self
+            .function
+            .next_json_with("Source", Duration::from_secs(5))
+            .expect("a decision line");
+        (v["Origin"].as_str().unwrap_or_default().to_string(), v)
     }
 }
 
@@ -106,16 +97,6 @@ fn write_config(dir: &Path, name: &str, pools: &str, extra: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, format!("{pools}\n{extra}")).unwrap();
     path
-}
-
-async fn redis_get(url: &str, key: &str) -> Option<String> {
-    let client = redis::Client::open(url).ok()?;
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?
 }
 
 /// Decisions of one edge until `until` holds for the chosen origin, or the
@@ -206,27 +187,14 @@ async fn three_regions_end_to_end() {
             &pool,
             "[edge]\ncache_ttl = \"500ms\"\nmax_stale = \"3s\"\nranking_max_age = \"5s\"\n[store]\ndynamodb_table = \"rankings\"\ntable_regions = [\"us-east-1\"]\n",
         );
-        let api = RuntimeApi::start().await.unwrap();
-        let mut child = Command::new(binary("edge"))
-            .envs(moto.aws_env(region))
-            .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
-            .env("ORIGIN_ROUTER_CONFIG", &edge_config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        edges.push(Edge {
-            api,
-            lines,
-            _proc: Proc(child),
-        });
+        let mut env = moto.aws_env(region);
+        env.push((
+            "ORIGIN_ROUTER_CONFIG".into(),
+            edge_config.display().to_string(),
+        ));
+        env.push(("RUST_LOG".into(), "error".into()));
+        let function = Function::start(&binary("edge"), env).await.unwrap();
+        edges.push(Edge { function });
     }
 
     // 1. Each region's edge chooses the origin fastest from that region.

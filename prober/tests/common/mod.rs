@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::config::{Config, OriginConfig, PoolConfig};
 use origin_router::document::RankingDocument;
 use origin_router::store::{DynamoStore, RankingStore};
+pub use origin_router_tests::services::redis_get;
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{loopback, Mode, TestOrigin};
 
@@ -133,16 +134,6 @@ where
 
 pub async fn ranking(store: &dyn RankingStore) -> Option<RankingDocument> {
     store.read_pool("web").await.ok()?.region(REGION).cloned()
-}
-
-pub async fn redis_get(url: &str, key: &str) -> Option<String> {
-    let client = redis::Client::open(url).ok()?;
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?
 }
 
 pub const LEADER_KEY: &str = "origin-router:{eu-west-1}:leader";
