@@ -109,6 +109,14 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
         "failures by class"
     );
 
+    // The leader also keeps the latest ranking in Redis for `prober
+    // rankings --source redis`.
+    let in_redis = prober::coord::redis_rankings(&redis.url(), Some(REGION))
+        .await
+        .unwrap();
+    assert_eq!(in_redis.len(), 1);
+    assert_eq!((in_redis[0].pool.as_str(), in_redis[0].workers), ("web", 3));
+
     stop_tx.send(true).unwrap();
     for w in workers {
         w.await.unwrap().unwrap();
