@@ -69,4 +69,13 @@ step "building the binaries the end-to-end tests run"
 cargo build --workspace --bins
 
 step "cargo test"
-cargo test --workspace
+log=$(mktemp)
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary,
+# the last of which is usually a crate's empty doc-test run).
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$log"
+rm -f "$log"
+exit "$status"

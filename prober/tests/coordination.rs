@@ -37,7 +37,7 @@ async fn healthz(port: u16) -> Option<serde_json::Value> {
     serde_json::from_str(&body).ok()
 }
 
-/// Three workers, each seeing origin `a` differently: for worker 3 (from
+/// Three workers; origin `a` answers in 30 ms, except for worker 3 (from
 /// 127.0.0.4) `a` never answers in time. Exactly one worker leads, and the
 /// published ranking carries all three workers' votes: `a` stays up
 /// (one bad path cannot eject it) with one down vote.
@@ -46,7 +46,12 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
     let redis = RedisServer::start().await.unwrap();
     let moto = MotoServer::start().await.unwrap();
     let store = dynamo(&moto).await;
-    let origins = origins([&[(4, 5_000)], &[(2, 40), (3, 40), (4, 40)], &[]]).await;
+    let origins = origins([
+        &[(4, 5_000), (2, 30), (3, 30)],
+        &[(2, 40), (3, 40), (4, 40)],
+        &[],
+    ])
+    .await;
     let (stop_tx, stop) = watch::channel(false);
     let mut ports = Vec::new();
     let mut workers = Vec::new();
