@@ -70,13 +70,13 @@ fn warm_path(c: &mut Criterion) {
     c.bench_function("warm path: parse, decide from cache, serialize", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let event = serde_json::from_slice(std::hint::black_box(FIXTURE)).unwrap();
-                let handled = edge::handler::handle(&router, event, now).await.unwrap();
+                let text = std::str::from_utf8(std::hint::black_box(FIXTURE)).unwrap();
+                let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
                 assert_eq!(
-                    handled.decision.source,
+                    routed.decision.source,
                     origin_router::decision::Source::Cache
                 );
-                serde_json::to_vec(&handled.request).unwrap()
+                serde_json::to_vec(&routed.request).unwrap()
             })
         })
     });
@@ -93,9 +93,9 @@ fn warm_path_percentiles(_: &mut Criterion) {
     for _ in 0..100_000 {
         let t = std::time::Instant::now();
         rt.block_on(async {
-            let event = serde_json::from_slice(std::hint::black_box(FIXTURE)).unwrap();
-            let handled = edge::handler::handle(&router, event, now).await.unwrap();
-            std::hint::black_box(serde_json::to_vec(&handled.request).unwrap());
+            let text = std::str::from_utf8(std::hint::black_box(FIXTURE)).unwrap();
+            let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
+            std::hint::black_box(serde_json::to_vec(&routed.request).unwrap());
         });
         samples.push(t.elapsed());
     }

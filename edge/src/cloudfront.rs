@@ -133,10 +133,24 @@ pub enum EventError {
 
 /// Parses an event, naming the offending field on failure.
 pub fn parse(value: Value) -> Result<Event, EventError> {
-    let event: Event = serde_path_to_error::deserialize(value).map_err(|e| EventError::Shape {
+    check(serde_path_to_error::deserialize(value).map_err(shape_error)?)
+}
+
+/// Parses event JSON text straight into the typed event (no intermediate
+/// JSON value): the path every invocation takes.
+pub fn parse_str(text: &str) -> Result<Event, EventError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    check(serde_path_to_error::deserialize(&mut de).map_err(shape_error)?)
+}
+
+fn shape_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> EventError {
+    EventError::Shape {
         path: e.path().to_string(),
         message: e.inner().to_string(),
-    })?;
+    }
+}
+
+fn check(event: Event) -> Result<Event, EventError> {
     if event.records.len() != 1 {
         return Err(EventError::RecordCount(event.records.len()));
     }
@@ -172,6 +186,21 @@ mod tests {
                 .unwrap()
                 .port,
             443
+        );
+    }
+
+    #[test]
+    fn text_and_value_parsing_agree() {
+        let from_text = parse_str(FIXTURE).unwrap();
+        assert_eq!(
+            from_text,
+            parse(serde_json::from_str(FIXTURE).unwrap()).unwrap()
+        );
+        let bad = FIXTURE.replace("\"port\": 443", "\"port\": \"443\"");
+        let e = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("Records[0].cf.request.origin.custom.port"),
+            "{e}"
         );
     }
 

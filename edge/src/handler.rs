@@ -40,13 +40,38 @@ pub struct Handled {
     pub decision: Decision,
 }
 
-/// Handles one event at wall-clock `now`.
+/// The rewritten request and the decision behind it.
+#[derive(Debug)]
+pub struct Routed {
+    pub request: Request,
+    pub decision: Decision,
+}
+
+/// Handles one event (as a JSON value) at wall-clock `now`.
 pub async fn handle(
     router: &Router,
     payload: Value,
     now: UnixMillis,
 ) -> Result<Handled, EdgeError> {
-    let event = cloudfront::parse(payload)?;
+    let routed = route(router, cloudfront::parse(payload)?, now).await;
+    Ok(Handled {
+        request: serde_json::to_value(&routed.request)?,
+        decision: routed.decision,
+    })
+}
+
+/// Handles one event given as JSON text: parsed once, straight into the
+/// typed event, and answered with the typed request (the Lambda path).
+pub async fn handle_raw(
+    router: &Router,
+    payload: &str,
+    now: UnixMillis,
+) -> Result<Routed, EdgeError> {
+    Ok(route(router, cloudfront::parse_str(payload)?, now).await)
+}
+
+/// Decides for a parsed event and rewrites its request.
+pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -> Routed {
     let record = event
         .records
         .into_iter()
@@ -87,10 +112,7 @@ pub async fn handle(
             rewrite(&mut request, origin);
         }
     }
-    Ok(Handled {
-        request: serde_json::to_value(&request)?,
-        decision,
-    })
+    Routed { request, decision }
 }
 
 fn passthrough(pool: String) -> Decision {

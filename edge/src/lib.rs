@@ -21,7 +21,7 @@ use origin_router::config::Config;
 use origin_router::decision::{ProbeRacer, Router};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The config file: `ORIGIN_ROUTER_CONFIG`, else `origin-router.toml` beside
 /// the executable (Lambda@Edge has no environment variables, so the config
@@ -72,10 +72,12 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
     let router = Router::new(Arc::new(config), region.clone(), store, racer);
     tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");
     let region = Arc::new(region);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    // The payload stays raw JSON text until the handler parses it, once,
+    // straight into the typed event.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let (router, region) = (router.clone(), region.clone());
         async move {
-            let handled = handler::handle(&router, event.payload, unix_millis_now()).await;
+            let handled = handler::handle_raw(&router, event.payload.get(), unix_millis_now()).await;
             match &handled {
                 Ok(h) => println!("{}", emf::decision_line(&h.decision, &region, unix_millis_now())),
                 Err(e) => tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event"),
