@@ -57,6 +57,21 @@ struct RegionView {
     used_failed_origin: bool,
 }
 
+/// An origin whose answer time depends on which simulated region asks:
+/// `latencies[i]` ms for the probers of `regions[i]` (by loopback host),
+/// 50 ms for anyone else. Shared with the failover benchmark.
+pub(crate) fn region_delays(regions: &[(&str, u8)], latencies: [u64; 3]) -> Mode {
+    let delays: HashMap<IpAddr, Duration> = regions
+        .iter()
+        .zip(latencies)
+        .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
+        .collect();
+    Mode::DelayBySource {
+        delays,
+        default: Duration::from_millis(50),
+    }
+}
+
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let total = Duration::from_secs(args.seconds);
     let fail_at = total / 3;
@@ -73,19 +88,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         origins: Vec::new(),
     };
     for (name, host, latencies) in ORIGINS {
-        let delays: HashMap<IpAddr, Duration> = REGIONS
-            .iter()
-            .zip(latencies)
-            .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
-            .collect();
-        let origin = TestOrigin::start(
-            SocketAddr::new(loopback(host), 0),
-            Mode::DelayBySource {
-                delays,
-                default: Duration::from_millis(50),
-            },
-        )
-        .await?;
+        let mode = region_delays(&REGIONS, latencies);
+        let origin = TestOrigin::start(SocketAddr::new(loopback(host), 0), mode).await?;
         pool.origins.push(OriginConfig::http(
             name,
             &loopback(host).to_string(),
@@ -175,18 +179,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 v.used_failed_origin = v.last.as_ref().is_some_and(|(o, _)| o == failed);
             }
         } else if phase == 1 && t >= restore_at {
-            let (name, _, latencies) = ORIGINS[failed_index];
-            let delays = REGIONS
-                .iter()
-                .zip(latencies)
-                .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
-                .collect();
-            origins[failed_index].set_mode(Mode::DelayBySource {
-                delays,
-                default: Duration::from_millis(50),
-            });
+            origins[failed_index].set_mode(region_delays(&REGIONS, ORIGINS[failed_index].2));
             phase = 2;
-            let _ = name;
         }
         let now = unix_millis_now();
         for v in &mut views {

@@ -12,7 +12,7 @@
 //! trial waits until every edge uses it again.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,15 +65,7 @@ impl RankingStore for TimedStore {
 }
 
 fn delays(latencies: [u64; 3]) -> Mode {
-    let delays: HashMap<IpAddr, Duration> = REGIONS
-        .iter()
-        .zip(latencies)
-        .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
-        .collect();
-    Mode::DelayBySource {
-        delays,
-        default: Duration::from_millis(50),
-    }
+    crate::demo::region_delays(&REGIONS, latencies)
 }
 
 pub async fn run(args: FailoverArgs) -> Result<(), CliError> {

@@ -1,11 +1,13 @@
 //! Probe rounds against local origins: never two probes of one origin in
 //! flight, and a slow origin does not hold the next round back.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::config::Config;
 use origin_router::probe::{ProbeEngine, ProbeSettings};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use prober::round::{self, RoundSettings, Rounds};
@@ -14,16 +16,7 @@ async fn rounds_over(origins: &[&TestOrigin]) -> Rounds {
     let mut config = Config::default();
     config.pools.insert(
         "web".into(),
-        PoolConfig {
-            default_origin: None,
-            origins: origins
-                .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    OriginConfig::http(&format!("o{i}"), &o.addr().ip().to_string(), o.port())
-                })
-                .collect(),
-        },
+        common::pool(origins.iter().copied(), &["o0", "o1"]),
     );
     let settings = ProbeSettings {
         connect_timeout: Duration::from_millis(500),

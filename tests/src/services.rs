@@ -71,6 +71,16 @@ async fn wait_for_port(port: u16, within: Duration) -> io::Result<()> {
     }
 }
 
+/// Starts a service binary with its output discarded.
+fn spawn_quiet(binary: &std::path::Path, args: &[&str]) -> io::Result<Child> {
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
@@ -118,21 +128,20 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        let child = Command::new(&self.binary)
-            .args([
+        let port = self.port.to_string();
+        let child = spawn_quiet(
+            &self.binary,
+            &[
                 "--port",
-                &self.port.to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            ],
+        )?;
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(10)).await?;
         let start = Instant::now();
@@ -215,12 +224,8 @@ impl MotoServer {
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        let child = Command::new(&self.binary)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let port = self.port.to_string();
+        let child = spawn_quiet(&self.binary, &["-H", "127.0.0.1", "-p", &port])?;
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(30)).await?;
         // Listening is not the same as serving: wait for a real answer.

@@ -1,6 +1,6 @@
 //! Shared parts of the prober's tests: configs, an explicit-endpoint
 //! DynamoDB store, HTTP and Redis helpers, and running workers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +59,17 @@ pub async fn origins(delays: [&[(u8, u64)]; 3]) -> Vec<TestOrigin> {
     out
 }
 
+/// A pool of plain-HTTP origins named `ids` in order.
+pub fn pool<'a>(origins: impl Iterator<Item = &'a TestOrigin>, ids: &[&str]) -> PoolConfig {
+    PoolConfig {
+        default_origin: None,
+        origins: origins
+            .zip(ids)
+            .map(|(o, id)| OriginConfig::http(id, &o.addr().ip().to_string(), o.port()))
+            .collect(),
+    }
+}
+
 /// A worker config over `origins`, fast enough for tests.
 pub fn config(
     origins: &[TestOrigin],
@@ -67,18 +78,8 @@ pub fn config(
     redis: Option<String>,
 ) -> Config {
     let mut c = Config::default();
-    let ids = ["a", "b", "c", "d"];
-    c.pools.insert(
-        "web".into(),
-        PoolConfig {
-            default_origin: None,
-            origins: origins
-                .iter()
-                .enumerate()
-                .map(|(i, o)| OriginConfig::http(ids[i], &o.addr().ip().to_string(), o.port()))
-                .collect(),
-        },
-    );
+    c.pools
+        .insert("web".into(), pool(origins.iter(), &["a", "b", "c", "d"]));
     c.prober.region = Some(REGION.into());
     c.prober.worker_id = Some(worker.into());
     c.prober.interval = Duration::from_secs(1);
