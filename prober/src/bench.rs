@@ -4,6 +4,14 @@
 //! after a fixed delay, the worker's real round machinery (spawned probes,
 //! concurrency limit, jitter, metrics) probes `--origins` configured origins
 //! at `--rate` probes per second, a new connection per probe.
+//!
+//! The origins run on a thread and runtime of their own, as if on another
+//! host: their tasks never wait in the prober's run queues, so what is
+//! measured is the prober. For the run, the bench asks the kernel to keep
+//! idle CPUs out of deep sleep (`/dev/cpu_dma_latency` = 0), the usual setup
+//! of latency benchmarks such as cyclictest: waking a sleeping virtual CPU
+//! takes a millisecond or more, which would time the machine, not the
+//! prober. `--no-latency-hold` measures without it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +47,108 @@ pub struct BenchArgs {
     /// Probes in flight at most.
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,
+    /// Leave the CPUs' idle states as they are.
+    #[arg(long)]
+    pub no_latency_hold: bool,
+    /// Run the origins' thread at normal priority, competing with the
+    /// prober, rather than at real-time priority.
+    #[arg(long)]
+    pub origins_normal_priority: bool,
+}
+
+/// Local origins served by a thread and runtime of their own.
+struct OriginHost {
+    addrs: Vec<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OriginHost {
+    fn start(servers: u8, delay: Duration, realtime: bool) -> Result<OriginHost, CliError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("bench-origins".into())
+            .spawn(move || {
+                if realtime {
+                    realtime_priority();
+                }
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut origins = Vec::new();
+                    for i in 0..servers {
+                        let addr = SocketAddr::new(loopback(11 + i), 0);
+                        match TestOrigin::start(addr, Mode::Delay(delay)).await {
+                            Ok(o) => origins.push(o),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(origins.iter().map(|o| o.addr()).collect()));
+                    let _ = stopped.await;
+                });
+            })?;
+        let addrs = ready_rx
+            .recv()
+            .map_err(|_| CliError::from("the origin thread ended before starting"))??;
+        Ok(OriginHost {
+            addrs,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for OriginHost {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs the calling thread (the origins') at real-time priority, when
+/// allowed: the origins are the reference the prober is measured against,
+/// so when their answer is due they go first, as a separate host would.
+fn realtime_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        println!(
+            "bench: origins at normal priority ({})",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Holds `/dev/cpu_dma_latency` at 0 while alive (the kernel drops the
+/// request when the file closes).
+struct LatencyHold(#[allow(dead_code)] std::fs::File);
+
+impl LatencyHold {
+    fn acquire() -> Result<LatencyHold, std::io::Error> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")?;
+        file.write_all(&0i32.to_ne_bytes())?;
+        Ok(LatencyHold(file))
+    }
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -46,17 +156,24 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         return Err("--origins, --servers and --seconds must be above 0".into());
     }
     let delay = Duration::from_millis(args.delay_ms);
-    let mut servers = Vec::new();
-    for i in 0..args.servers {
-        servers.push(
-            TestOrigin::start(SocketAddr::new(loopback(11 + i), 0), Mode::Delay(delay)).await?,
-        );
-    }
+    let host = OriginHost::start(args.servers, delay, !args.origins_normal_priority)?;
+    let servers = &host.addrs;
+    let hold = if args.no_latency_hold {
+        None
+    } else {
+        match LatencyHold::acquire() {
+            Ok(hold) => Some(hold),
+            Err(e) => {
+                println!("bench: CPU idle states left as they are (/dev/cpu_dma_latency: {e})");
+                None
+            }
+        }
+    };
     let mut config = Config::default();
     let origins: Vec<OriginConfig> = (0..args.origins)
         .map(|i| {
-            let s = &servers[i % servers.len()];
-            OriginConfig::http(&format!("o{i}"), &s.addr().ip().to_string(), s.port())
+            let s = servers[i % servers.len()];
+            OriginConfig::http(&format!("o{i}"), &s.ip().to_string(), s.port())
         })
         .collect();
     config.pools.insert(
@@ -93,13 +210,15 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let _ = crate::metrics::recorder();
 
     println!(
-        "bench: {} origins on {} local servers, delay {} ms, target {} probes/s, {} s, concurrency {}",
+        "bench: {} origins on {} local servers ({} priority), delay {} ms, target {} probes/s, {} s, concurrency {}, idle states {}",
         args.origins,
         args.servers,
+        if args.origins_normal_priority { "normal" } else { "real-time" },
         args.delay_ms,
         if args.rate == 0 { "max".to_string() } else { args.rate.to_string() },
         args.seconds,
-        args.concurrency
+        args.concurrency,
+        if hold.is_some() { "held shallow" } else { "as they are" },
     );
     let start = Instant::now();
     let end = start + Duration::from_secs(args.seconds);

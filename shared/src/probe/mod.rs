@@ -9,7 +9,8 @@
 //! 2. `TcpStream` connect, from an optional source address, under what is
 //!    left of the connect budget;
 //! 3. the TLS handshake (tokio-rustls, SNI), under the response budget;
-//! 4. an HTTP/1.1 request with hyper; the response head is the first byte;
+//! 4. an HTTP/1.1 request with hyper; the response head is the first byte,
+//!    timed by the kernel's arrival stamp where it gives one ([`stamp`]);
 //! 5. for `GET`, the body (bounded), checked for the expected text.
 //!
 //! Every failure lands in exactly one [`FailureClass`]. The connect budget
@@ -18,6 +19,7 @@
 //! never outlives `connect_timeout + response_timeout` (or `total_timeout`).
 
 pub mod resolve;
+pub mod stamp;
 mod tls;
 
 use std::collections::HashMap;
@@ -175,16 +177,25 @@ impl ProbeEngine {
                 ))
             }
             Ok(Err(e)) => return Err(classify_connect_error(&e, addr)),
-            Ok(Ok(tcp)) => tcp,
+            Ok(Ok(tcp)) => stamp::Stamped::new(tcp),
         };
         let connected = Instant::now();
+        let stamps = tcp.stamps();
         let response_deadline = cap(connected + s.response_timeout);
 
         // 3. TLS, 4-5. HTTP
-        let (tls_done, first_byte_at) = match origin.protocol {
+        let (tls_done, answer) = match origin.protocol {
             Protocol::Http => {
-                let head = exchange(tcp, origin, response_deadline, s.max_body).await?;
-                (connected, head)
+                let answer = exchange(
+                    tcp,
+                    &stamps,
+                    origin,
+                    connected,
+                    response_deadline,
+                    s.max_body,
+                )
+                .await?;
+                (connected, answer)
             }
             Protocol::Https => {
                 let connector = match &origin.ca_file {
@@ -206,17 +217,24 @@ impl ProbeEngine {
                     Ok(Ok(stream)) => stream,
                 };
                 let tls_done = Instant::now();
-                let head = exchange(stream, origin, response_deadline, s.max_body).await?;
-                (tls_done, head)
+                let answer = exchange(
+                    stream,
+                    &stamps,
+                    origin,
+                    tls_done,
+                    response_deadline,
+                    s.max_body,
+                )
+                .await?;
+                (tls_done, answer)
             }
         };
-        let (head_at, done_at) = first_byte_at;
         Ok(PhaseTimings {
             dns: dns_done - start,
             connect: connected - dns_done,
             tls: tls_done - connected,
-            first_byte: head_at - tls_done,
-            total: done_at - start,
+            first_byte: answer.first_byte,
+            total: answer.done_at - start,
         })
     }
 }
@@ -274,14 +292,25 @@ fn classify_tls_error(e: &io::Error) -> Fail {
     (class, format!("TLS handshake: {e}"))
 }
 
-/// Sends the health request and reads the answer. Returns when the response
-/// head arrived and when the answer was complete.
+/// What [`exchange`] measured.
+struct Answer {
+    /// From the request to the response head: the kernel's arrival stamp
+    /// where there is one, else when this task saw the head.
+    first_byte: Duration,
+    /// When the answer was complete.
+    done_at: Instant,
+}
+
+/// Sends the health request and reads the answer. `started` is when the
+/// stream was ready for the request.
 async fn exchange<S>(
     stream: S,
+    stamps: &stamp::Stamps,
     origin: &OriginConfig,
+    started: Instant,
     deadline: Instant,
     max_body: usize,
-) -> Result<(Instant, Instant), Fail>
+) -> Result<Answer, Fail>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -313,6 +342,7 @@ where
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| (FailureClass::Reset, format!("cannot build request: {e}")))?;
+    stamps.arm();
     let mut send = std::pin::pin!(timeout_at(deadline, sender.send_request(request)));
     let sent = loop {
         tokio::select! {
@@ -332,7 +362,8 @@ where
         Ok(Err(e)) => return Err(classify_http_error(&e)),
         Ok(Ok(r)) => r,
     };
-    let head_at = Instant::now();
+    let woken = started.elapsed();
+    let first_byte = stamps.first_byte(woken).unwrap_or(woken);
     let status = response.status().as_u16();
     if !origin.accept_status.contains(status) {
         return Err((
@@ -341,7 +372,10 @@ where
         ));
     }
     if origin.method == HealthMethod::Head {
-        return Ok((head_at, head_at));
+        return Ok(Answer {
+            first_byte,
+            done_at: Instant::now(),
+        });
     }
     let mut body = response.into_body();
     let mut seen = Vec::new();
@@ -381,7 +415,10 @@ where
             ));
         }
     }
-    Ok((head_at, done_at))
+    Ok(Answer {
+        first_byte,
+        done_at,
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
