@@ -3,43 +3,98 @@
 //! source) into metrics with no API call from the function, and the same
 //! line carries everything needed to explain the decision.
 
+use std::io::Write;
+
 use origin_router::decision::Decision;
-use serde_json::json;
+use serde::Serialize;
 
 /// The EMF namespace of the edge's metrics.
 pub const NAMESPACE: &str = "OriginRouter/Edge";
 
+/// The metric directive, the same on every line: written once, as text.
+const AWS_METADATA_HEAD: &str = r#"{"_aws":{"Timestamp":"#;
+const AWS_METADATA_TAIL: &str = concat!(
+    r#","CloudWatchMetrics":[{"Namespace":"OriginRouter/Edge","#,
+    r#""Dimensions":[["Pool","Source"],["Source"]],"#,
+    r#""Metrics":[{"Name":"DecisionMicros","Unit":"Microseconds"},"#,
+    r#"{"Name":"Decisions","Unit":"Count"}]}]},"#
+);
+
+/// The members of a line after `_aws`, borrowed from the decision: the line
+/// is written on every invocation, so it is serialized straight from the
+/// decision with no intermediate JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Members<'a> {
+    #[serde(rename = "message")]
+    message: &'static str,
+    pool: &'a str,
+    source: &'static str,
+    region: &'a str,
+    origin: &'a str,
+    ranking_region: Option<&'a str>,
+    ranking_age_ms: Option<u64>,
+    decision_micros: u64,
+    decisions: u32,
+    race_losers: Vec<Loser<'a>>,
+}
+
+#[derive(Serialize)]
+struct Loser<'a> {
+    origin: &'a str,
+    class: String,
+}
+
+/// Appends the log line for one decision (one JSON object and a newline)
+/// to `out`.
+pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timestamp_ms: u64) {
+    out.extend_from_slice(AWS_METADATA_HEAD.as_bytes());
+    out.extend_from_slice(timestamp_ms.to_string().as_bytes());
+    out.extend_from_slice(AWS_METADATA_TAIL.as_bytes());
+    let members = Members {
+        message: "origin decision",
+        pool: &d.pool,
+        source: d.source.as_str(),
+        region,
+        origin: &d.origin,
+        ranking_region: d.ranking_region.as_deref(),
+        ranking_age_ms: d.ranking_age_ms,
+        decision_micros: d.elapsed.as_micros() as u64,
+        decisions: 1,
+        race_losers: d
+            .losers
+            .iter()
+            .map(|(origin, class)| Loser {
+                origin,
+                class: class.to_string(),
+            })
+            .collect(),
+    };
+    let mut rest = Vec::with_capacity(256);
+    // Strings and numbers only: serializing cannot fail.
+    if serde_json::to_writer(&mut rest, &members).is_ok() {
+        // Join the two objects: drop the members' opening brace.
+        out.extend_from_slice(&rest[1..]);
+    } else {
+        out.extend_from_slice(br#""message":"origin decision"}"#);
+    }
+    out.push(b'\n');
+}
+
 /// The log line for one decision (a single JSON object, no newline).
 pub fn decision_line(d: &Decision, region: &str, timestamp_ms: u64) -> String {
-    let losers: Vec<serde_json::Value> = d
-        .losers
-        .iter()
-        .map(|(origin, class)| json!({"origin": origin, "class": class.to_string()}))
-        .collect();
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["Pool", "Source"], ["Source"]],
-                "Metrics": [
-                    {"Name": "DecisionMicros", "Unit": "Microseconds"},
-                    {"Name": "Decisions", "Unit": "Count"}
-                ]
-            }]
-        },
-        "message": "origin decision",
-        "Pool": d.pool,
-        "Source": d.source.as_str(),
-        "Region": region,
-        "Origin": d.origin,
-        "RankingRegion": d.ranking_region,
-        "RankingAgeMs": d.ranking_age_ms,
-        "DecisionMicros": d.elapsed.as_micros() as u64,
-        "Decisions": 1,
-        "RaceLosers": losers,
-    })
-    .to_string()
+    let mut out = Vec::with_capacity(512);
+    write_decision_line(&mut out, d, region, timestamp_ms);
+    out.pop();
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Writes the decision's line to standard output in one write, where
+/// Lambda's log agent picks it up.
+pub fn emit(d: &Decision, region: &str, timestamp_ms: u64) {
+    let mut line = Vec::with_capacity(512);
+    write_decision_line(&mut line, d, region, timestamp_ms);
+    let _ = std::io::stdout().lock().write_all(&line);
 }
 
 #[cfg(test)]
@@ -70,6 +125,22 @@ mod tests {
         assert_eq!(v["DecisionMicros"], 900_123);
         assert_eq!(v["RaceLosers"][0]["class"], "connect_timeout");
         assert_eq!(v["RaceLosers"][1]["class"], "response_timeout");
+        assert_eq!(v["message"], "origin decision");
+        assert_eq!(v["Timestamp"], serde_json::Value::Null, "only under _aws");
+        assert_eq!(v["_aws"]["Timestamp"], 1_780_000_000_000u64);
+        assert_eq!(v["RankingRegion"], serde_json::Value::Null);
+        let d = Decision {
+            ranking_region: Some("eu-west-1".into()),
+            ranking_age_ms: Some(1500),
+            losers: Vec::new(),
+            source: Source::Cache,
+            ..d
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&decision_line(&d, "eu-west-1", 1)).unwrap();
+        assert_eq!(v["RankingRegion"], "eu-west-1");
+        assert_eq!(v["RankingAgeMs"], 1500);
+        assert_eq!(v["RaceLosers"], serde_json::json!([]));
         // Every metric named in the directive is a top-level member.
         for m in v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()

@@ -79,7 +79,7 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
         async move {
             let handled = handler::handle_raw(&router, event.payload.get(), unix_millis_now()).await;
             match &handled {
-                Ok(h) => println!("{}", emf::decision_line(&h.decision, &region, unix_millis_now())),
+                Ok(h) => emf::emit(&h.decision, &region, unix_millis_now()),
                 Err(e) => tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event"),
             }
             handled.map(|h| h.request)

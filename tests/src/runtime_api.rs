@@ -118,27 +118,26 @@ async fn route(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let lock = |s: &Arc<Mutex<State>>| {
-        s.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .queue
-            .pop_front()
-    };
     if req.method() == hyper::Method::GET && path == "/2018-06-01/runtime/invocation/next" {
-        let item = match lock(&state) {
-            Some(item) => item,
-            None => {
-                let (tx, rx) = oneshot::channel();
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .waiters
-                    .push_back(tx);
-                match rx.await {
-                    Ok(item) => item,
-                    Err(_) => return Ok(status(503)),
+        // Take a queued event or register as a waiter under one lock, so an
+        // event queued in between can never be missed.
+        let next = {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            match s.queue.pop_front() {
+                Some(item) => Ok(item),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    s.waiters.push_back(tx);
+                    Err(rx)
                 }
             }
+        };
+        let item = match next {
+            Ok(item) => item,
+            Err(rx) => match rx.await {
+                Ok(item) => item,
+                Err(_) => return Ok(status(503)),
+            },
         };
         let deadline = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
