@@ -5,9 +5,13 @@
 //! concurrency limit, jitter, metrics) probes `--origins` configured origins
 //! at `--rate` probes per second, a new connection per probe.
 //!
-//! The origins run on a thread and runtime of their own, as if on another
-//! host: their tasks never wait in the prober's run queues, so what is
-//! measured is the prober. For the run, the bench asks the kernel to keep
+//! The origins run on threads and a runtime of their own, as if on another
+//! host: their tasks never wait in the prober's run queues. By default they
+//! are two threads at real-time priority, so they answer on time and the
+//! timing error is the prober's, not theirs; `--throughput` gives them one
+//! thread at normal priority instead, which leaves the prober the most of
+//! the two CPUs. The prober's own CPU time per probe is reported apart from
+//! the origins'. For the run, the bench asks the kernel to keep
 //! idle CPUs out of deep sleep (`/dev/cpu_dma_latency` = 0), the usual setup
 //! of latency benchmarks such as cyclictest: waking a sleeping virtual CPU
 //! takes a millisecond or more, which would time the machine, not the
@@ -50,10 +54,11 @@ pub struct BenchArgs {
     /// Leave the CPUs' idle states as they are.
     #[arg(long)]
     pub no_latency_hold: bool,
-    /// Run the origins' thread at normal priority, competing with the
-    /// prober, rather than at real-time priority.
+    /// Throughput run: the origins get one thread at normal priority,
+    /// leaving the prober the most CPU, rather than two real-time threads
+    /// that answer on time (the reference for the timing error).
     #[arg(long)]
-    pub origins_normal_priority: bool,
+    pub throughput: bool,
 }
 
 /// Local origins served by a thread and runtime of their own.
@@ -70,13 +75,16 @@ impl OriginHost {
         let thread = std::thread::Builder::new()
             .name("bench-origins".into())
             .spawn(move || {
-                if realtime {
-                    realtime_priority();
-                }
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let mut builder = if realtime {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(2)
+                        .thread_name("bench-origins")
+                        .on_thread_start(realtime_priority);
+                    b
+                } else {
+                    tokio::runtime::Builder::new_current_thread()
+                };
+                let runtime = match builder.enable_all().build() {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -156,7 +164,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         return Err("--origins, --servers and --seconds must be above 0".into());
     }
     let delay = Duration::from_millis(args.delay_ms);
-    let host = OriginHost::start(args.servers, delay, !args.origins_normal_priority)?;
+    let host = OriginHost::start(args.servers, delay, !args.throughput)?;
     let servers = &host.addrs;
     let hold = if args.no_latency_hold {
         None
@@ -210,20 +218,23 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let _ = crate::metrics::recorder();
 
     println!(
-        "bench: {} origins on {} local servers ({} priority), delay {} ms, target {} probes/s, {} s, concurrency {}, idle states {}",
+        "bench: {} origins on {} local servers ({}), delay {} ms, target {} probes/s, {} s, concurrency {}, idle states {}",
         args.origins,
         args.servers,
-        if args.origins_normal_priority { "normal" } else { "real-time" },
+        if args.throughput { "one thread, normal priority" } else { "two real-time threads" },
         args.delay_ms,
         if args.rate == 0 { "max".to_string() } else { args.rate.to_string() },
         args.seconds,
         args.concurrency,
         if hold.is_some() { "held shallow" } else { "as they are" },
     );
+    let cpu_before = thread_cpu();
     let start = Instant::now();
     let end = start + Duration::from_secs(args.seconds);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut results = Vec::new();
+    // Each round's samples are folded in as the round ends, so the bench
+    // holds one number per probe, not the samples: the RSS is the worker's.
+    let mut tally = Tally::default();
     let mut next = start;
     while Instant::now() < end {
         let r = rounds.clone();
@@ -232,28 +243,29 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             // As fast as possible: keep at most two rounds going.
             if tasks.len() >= 2 {
                 if let Some(r) = tasks.join_next().await {
-                    results.push(r?);
+                    tally.add(r?, delay);
                 }
             }
         } else {
             next += round_every;
             tokio::time::sleep_until(next).await;
+            while let Some(r) = tasks.try_join_next() {
+                tally.add(r?, delay);
+            }
         }
     }
     while let Some(r) = tasks.join_next().await {
-        results.push(r?);
+        tally.add(r?, delay);
     }
     let elapsed = start.elapsed();
-    let samples: Vec<_> = results.iter().flat_map(|r| r.samples.iter()).collect();
-    let skipped: usize = results.iter().map(|r| r.skipped_in_flight).sum();
-    let mut errors_us: Vec<u64> = samples
-        .iter()
-        .filter_map(|s| match &s.outcome {
-            Outcome::Ok(t) => Some(t.first_byte.saturating_sub(delay).as_micros() as u64),
-            Outcome::Failed(_) => None,
-        })
-        .collect();
-    let failed = samples.len() - errors_us.len();
+    let cpu_after = thread_cpu();
+    let Tally {
+        probes,
+        mut errors_us,
+        failures,
+        skipped,
+    } = tally;
+    let failed = probes - errors_us.len();
     errors_us.sort_unstable();
     let pct = |p: f64| {
         errors_us
@@ -262,20 +274,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             .unwrap_or(0) as f64
             / 1000.0
     };
-    let mut failures = std::collections::BTreeMap::new();
-    for s in &samples {
-        if let Some(c) = s.outcome.failure_class() {
-            *failures.entry(c.to_string()).or_insert(0u64) += 1;
-        }
-    }
     println!(
         "probes:            {} in {:.2} s",
-        samples.len(),
+        probes,
         elapsed.as_secs_f64()
     );
     println!(
         "probes/s:          {:.0}",
-        samples.len() as f64 / elapsed.as_secs_f64()
+        probes as f64 / elapsed.as_secs_f64()
     );
     println!("failed:            {failed} {failures:?}");
     println!("skipped in flight: {skipped}");
@@ -285,6 +291,19 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         pct(0.99),
         errors_us.last().copied().unwrap_or(0) as f64 / 1000.0
     );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let prober = after.prober.saturating_sub(before.prober);
+        let origins = after.origins.saturating_sub(before.origins);
+        let per_probe = prober.as_secs_f64() / probes.max(1) as f64;
+        println!(
+            "CPU (user+sys):    prober {:.2} s ({:.0} us per probe), origins {:.2} s, over {:.2} s on {} CPUs",
+            prober.as_secs_f64(),
+            per_probe * 1e6,
+            origins.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        );
+    }
     println!(
         "peak RSS:          {}",
         peak_rss()
@@ -292,6 +311,77 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| "unknown".into())
     );
     Ok(())
+}
+
+/// What the bench keeps of the rounds.
+#[derive(Default)]
+struct Tally {
+    probes: usize,
+    /// First byte minus the origins' delay, µs, per successful probe.
+    errors_us: Vec<u64>,
+    failures: std::collections::BTreeMap<String, u64>,
+    skipped: usize,
+}
+
+impl Tally {
+    fn add(&mut self, round: round::RoundReport, delay: Duration) {
+        self.skipped += round.skipped_in_flight;
+        for s in round.samples {
+            self.probes += 1;
+            match &s.outcome {
+                Outcome::Ok(t) => self
+                    .errors_us
+                    .push(t.first_byte.saturating_sub(delay).as_micros() as u64),
+                Outcome::Failed(f) => {
+                    *self.failures.entry(f.class.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+}
+
+/// CPU time used so far by this process's threads: the origins' thread
+/// apart from the rest (the prober).
+struct ThreadCpu {
+    prober: Duration,
+    origins: Duration,
+}
+
+/// Reads `/proc/self/task/*/stat` (Linux); `None` elsewhere. Loopback
+/// delivery runs in the sender's thread, so each side also carries some of
+/// the other's receive work.
+fn thread_cpu() -> Option<ThreadCpu> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let mut cpu = ThreadCpu {
+        prober: Duration::ZERO,
+        origins: Duration::ZERO,
+    };
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The name is in parentheses and may hold spaces: count fields
+        // after the closing one (utime and stime are fields 14 and 15).
+        let Some((name, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let parse = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let (Some(utime), Some(stime)) = (parse(11), parse(12)) else {
+            continue;
+        };
+        let used = Duration::from_secs_f64((utime + stime) as f64 / ticks as f64);
+        if name.ends_with("(bench-origins") {
+            cpu.origins += used;
+        } else {
+            cpu.prober += used;
+        }
+    }
+    Some(cpu)
 }
 
 /// Peak resident set size of this process in KiB (Linux `VmHWM`).

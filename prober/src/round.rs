@@ -220,7 +220,10 @@ impl Inner {
                     .await
                     .expect("semaphore is never closed");
                 let at = unix_millis_now();
-                let outcome = self.engine.probe(&target.origin).await;
+                // Boxed so the probe's state (about 5 KiB: connection, TLS,
+                // HTTP) is allocated only once it holds a permit; a task
+                // still waiting for one stays small.
+                let outcome = Box::pin(self.engine.probe(&target.origin)).await;
                 state.metrics.record(&outcome);
                 samples.push(Sample {
                     origin: target.origin.id.clone(),
