@@ -14,15 +14,52 @@ use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 
-async fn start(binary: &str, config: &std::path::Path) -> Function {
+/// Starts a function whose stdout (the edge's EMF lines) is a pipe that a
+/// separate `cat` process drains into `log`, as Lambda's log agent drains
+/// a function's stdout, rather than a thread of this benchmark.
+async fn start(binary: &str, config: &std::path::Path, log: &std::path::Path) -> Function {
     let env = [
         ("ORIGIN_ROUTER_CONFIG", config.as_os_str()),
         ("AWS_REGION", "eu-west-1".as_ref()),
         ("RUST_LOG", "error".as_ref()),
     ];
-    Function::start(std::path::Path::new(binary), env)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut drain = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(log)
+        .spawn()
+        .unwrap();
+    let pipe = drain.stdin.take().unwrap();
+    // `cat` ends when the function's end of the pipe closes; reap it then.
+    std::thread::spawn(move || drain.wait());
+    Function::start_logging_to(std::path::Path::new(binary), env, pipe.into())
         .await
         .unwrap()
+}
+
+/// Lines in the log file that are EMF decision lines.
+fn decision_lines(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"message\":\"origin decision\""))
+        .count()
+}
+
+/// Waits (up to 5 s) for `cat` to drain `n` more decision lines than `before`.
+fn wait_for_lines(log: &std::path::Path, before: usize, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = decision_lines(log) - before;
+        if seen >= n || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn setup(dir: &std::path::Path) -> std::path::PathBuf {
@@ -67,6 +104,20 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU time a process has run, in ns: the sum over its threads of the
+/// scheduler's own count (`/proc/PID/task/*/schedstat`, first field).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 fn invocation(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -76,8 +127,14 @@ fn invocation(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path());
     let event: Value = serde_json::from_str(FIXTURE).unwrap();
-    let edge = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config));
-    let echo = rt.block_on(start(env!("CARGO_BIN_EXE_echo-handler"), &config));
+    let edge_log = dir.path().join("edge.log");
+    let echo_log = dir.path().join("echo.log");
+    let edge = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config, &edge_log));
+    let echo = rt.block_on(start(
+        env!("CARGO_BIN_EXE_echo-handler"),
+        &config,
+        &echo_log,
+    ));
     let call = |f: &Function| {
         rt.block_on(f.api.invoke(&event, Duration::from_secs(5)))
             .expect("answer")
@@ -92,25 +149,65 @@ fn invocation(c: &mut Criterion) {
     group.bench_function("echo handler", |b| b.iter(|| call(&echo)));
     group.finish();
 
-    // Percentiles, interleaved so machine noise hits both alike.
+    // Percentiles, interleaved so machine noise hits both alike: blocks of
+    // pairs, which of the two goes first alternating, and the CPU time each
+    // process spent (from the kernel's scheduler statistics), which machine
+    // noise disturbs far less than wall time.
+    const BLOCKS: usize = 10;
+    const PAIRS: usize = 1000;
+    let logged_before = decision_lines(&edge_log);
     let (mut e, mut o) = (Vec::new(), Vec::new());
-    for _ in 0..3000 {
-        let t = Instant::now();
-        call(&edge);
-        e.push(t.elapsed());
-        let t = Instant::now();
-        call(&echo);
-        o.push(t.elapsed());
+    let mut block_ratios = Vec::new();
+    let cpu_before = (cpu_ns(edge.pid()), cpu_ns(echo.pid()));
+    for _ in 0..BLOCKS {
+        let (mut be, mut bo) = (Vec::new(), Vec::new());
+        for i in 0..PAIRS {
+            let timed = |f: &Function, into: &mut Vec<Duration>| {
+                let t = Instant::now();
+                call(f);
+                into.push(t.elapsed());
+            };
+            if i % 2 == 0 {
+                timed(&edge, &mut be);
+                timed(&echo, &mut bo);
+            } else {
+                timed(&echo, &mut bo);
+                timed(&edge, &mut be);
+            }
+        }
+        e.extend_from_slice(&be);
+        o.extend_from_slice(&bo);
+        let (b50, _) = percentiles(be);
+        let (c50, _) = percentiles(bo);
+        block_ratios.push(b50.as_secs_f64() / c50.as_secs_f64());
     }
+    let cpu_after = (cpu_ns(edge.pid()), cpu_ns(echo.pid()));
+    // The edge did its whole job: one decision line per invocation.
+    assert_eq!(
+        wait_for_lines(&edge_log, logged_before, BLOCKS * PAIRS),
+        BLOCKS * PAIRS
+    );
     let (e50, e99) = percentiles(e);
     let (o50, o99) = percentiles(o);
+    block_ratios.sort_by(f64::total_cmp);
     println!(
-        "invocation p50/p99: edge {e50:?}/{e99:?}, echo {o50:?}/{o99:?}; edge/echo at p50 {:.3}",
-        e50.as_secs_f64() / o50.as_secs_f64()
+        "invocation p50/p99: edge {e50:?}/{e99:?}, echo {o50:?}/{o99:?}; edge/echo at p50 {:.3}; per block of {PAIRS} pairs, edge/echo p50 from {:.3} to {:.3}, median {:.3}",
+        e50.as_secs_f64() / o50.as_secs_f64(),
+        block_ratios[0],
+        block_ratios[BLOCKS - 1],
+        block_ratios[BLOCKS / 2],
     );
+    if let ((Some(e0), Some(o0)), (Some(e1), Some(o1))) = (cpu_before, cpu_after) {
+        let n = (BLOCKS * PAIRS) as f64;
+        let (ec, oc) = ((e1 - e0) as f64 / n / 1e3, (o1 - o0) as f64 / n / 1e3);
+        println!(
+            "function CPU per invocation: edge {ec:.1} us, echo {oc:.1} us; edge/echo {:.3}",
+            ec / oc
+        );
+    }
     println!(
         "peak RSS after {} invocations: edge {} KiB, echo {} KiB",
-        3000 + 50,
+        BLOCKS * PAIRS + 50,
         peak_rss_kib(edge.pid()).unwrap_or(0),
         peak_rss_kib(echo.pid()).unwrap_or(0)
     );
@@ -119,7 +216,7 @@ fn invocation(c: &mut Criterion) {
     let mut starts = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let f = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config));
+        let f = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config, &edge_log));
         call(&f);
         starts.push(t.elapsed());
     }

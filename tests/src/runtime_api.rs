@@ -220,26 +220,57 @@ impl Function {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
+        Self::start_with(binary, envs, None).await
+    }
+
+    /// Like [`Function::start`], with stdout sent to `log` instead of
+    /// collected: for benchmarks, where a reader thread in this process
+    /// would take CPU from the function it measures.
+    pub async fn start_logging_to<I, K, V>(
+        binary: &std::path::Path,
+        envs: I,
+        log: std::process::Stdio,
+    ) -> std::io::Result<Function>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        Self::start_with(binary, envs, Some(log)).await
+    }
+
+    async fn start_with<I, K, V>(
+        binary: &std::path::Path,
+        envs: I,
+        log: Option<std::process::Stdio>,
+    ) -> std::io::Result<Function>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         use std::io::BufRead;
         let api = RuntimeApi::start().await?;
+        let stdout = log.unwrap_or_else(std::process::Stdio::piped);
         let mut child = std::process::Command::new(binary)
             .envs(envs)
             .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
+            .stdout(stdout)
             .spawn()?;
-        let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(Function { api, lines, child })
     }
 

@@ -136,19 +136,29 @@ impl AsyncRead for Stamped {
     }
 }
 
+impl Stamped {
+    /// Runs one write on the inner stream, noting its start time when it
+    /// wrote something.
+    fn timed_write(
+        &mut self,
+        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let at = wall_clock_ns();
+        let polled = write(Pin::new(&mut self.inner));
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.stamps.wrote(at);
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for Stamped {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let at = wall_clock_ns();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.stamps.wrote(at);
-        }
-        polled
+        self.get_mut().timed_write(|s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -156,13 +166,8 @@ impl AsyncWrite for Stamped {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let at = wall_clock_ns();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.stamps.wrote(at);
-        }
-        polled
+        self.get_mut()
+            .timed_write(|s| s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
