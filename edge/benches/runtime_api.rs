@@ -14,9 +14,41 @@ use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 
+/// Pins every thread of process `pid` to the machine's last CPU, when it
+/// has more than one.
+///
+/// Lambda@Edge runs a function (128 MB) on a share of one vCPU, beside its
+/// log agent; so each function here runs pinned to one CPU with its log
+/// drainer, and this harness has the other. Unpinned, the drainer's
+/// wake-up after each log line landed on the other CPU at random and the
+/// edge/echo ratio swung from 1.01 to 1.43 between runs.
+fn pin_to_last_cpu(pid: u32) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET adds one
+        // CPU below CPU_SETSIZE, and the call gets the set and its size.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpus - 1, &mut set);
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        assert_eq!(rc, 0, "cannot pin thread {tid} of process {pid}");
+    }
+}
+
 /// Starts a function whose stdout (the edge's EMF lines) is a pipe that a
 /// separate `cat` process drains into `log`, as Lambda's log agent drains
-/// a function's stdout, rather than a thread of this benchmark.
+/// a function's stdout, rather than a thread of this benchmark. Both are
+/// pinned to one CPU (see [`pin_to_last_cpu`]).
 async fn start(binary: &str, config: &std::path::Path, log: &std::path::Path) -> Function {
     let env = [
         ("ORIGIN_ROUTER_CONFIG", config.as_os_str()),
@@ -33,12 +65,15 @@ async fn start(binary: &str, config: &std::path::Path, log: &std::path::Path) ->
         .stdout(log)
         .spawn()
         .unwrap();
+    pin_to_last_cpu(drain.id());
     let pipe = drain.stdin.take().unwrap();
     // `cat` ends when the function's end of the pipe closes; reap it then.
     std::thread::spawn(move || drain.wait());
-    Function::start_logging_to(std::path::Path::new(binary), env, pipe.into())
+    let function = Function::start_logging_to(std::path::Path::new(binary), env, pipe.into())
         .await
-        .unwrap()
+        .unwrap();
+    pin_to_last_cpu(function.pid());
+    function
 }
 
 /// Lines in the log file that are EMF decision lines.
