@@ -10,6 +10,7 @@ use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::Function;
+use origin_router_tests::services::peak_rss_kib;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
@@ -125,18 +126,6 @@ fn setup(dir: &std::path::Path) -> std::path::PathBuf {
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// CPU time a process has run, in ns: the sum over its threads of the

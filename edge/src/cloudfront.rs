@@ -27,10 +27,6 @@ use serde_json::Value;
 pub struct Extra(Vec<(String, Box<RawValue>)>);
 
 impl Extra {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The JSON text of an unmodelled field.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.get())

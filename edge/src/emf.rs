@@ -81,14 +81,6 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
     out.push(b'\n');
 }
 
-/// The log line for one decision (a single JSON object, no newline).
-pub fn decision_line(d: &Decision, region: &str, timestamp_ms: u64) -> String {
-    let mut out = Vec::with_capacity(512);
-    write_decision_line(&mut out, d, region, timestamp_ms);
-    out.pop();
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
 /// Writes the decision's line to standard output in one write, where
 /// Lambda's log agent picks it up.
 pub fn emit(d: &Decision, region: &str, timestamp_ms: u64) {
@@ -103,6 +95,14 @@ mod tests {
     use origin_router::decision::Source;
     use origin_router::FailureClass;
     use std::time::Duration;
+
+    /// The line as text, without its newline.
+    fn decision_line(d: &Decision, region: &str, timestamp_ms: u64) -> String {
+        let mut out = Vec::new();
+        write_decision_line(&mut out, d, region, timestamp_ms);
+        assert_eq!(out.pop(), Some(b'\n'));
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
 
     #[test]
     fn line_is_valid_emf_with_every_field() {

@@ -306,7 +306,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     println!(
         "peak RSS:          {}",
-        peak_rss()
+        origin_router_tests::services::peak_rss_kib(std::process::id())
             .map(|kb| format!("{:.1} MiB", kb as f64 / 1024.0))
             .unwrap_or_else(|| "unknown".into())
     );
@@ -382,13 +382,4 @@ fn thread_cpu() -> Option<ThreadCpu> {
         }
     }
     Some(cpu)
-}
-
-/// Peak resident set size of this process in KiB (Linux `VmHWM`).
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -42,6 +42,20 @@ fn find_binary(env_var: &str, candidates: &[PathBuf], name: &str) -> io::Result<
         })
 }
 
+/// Peak resident set size of process `pid` in KiB (Linux `VmHWM`), for
+/// the benchmarks.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
