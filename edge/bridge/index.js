@@ -15,6 +15,13 @@
 // - If it does not answer within the budget (5 s, less if the function's
 //   remaining time is shorter), the invocation fails with a clear error and
 //   the binary is restarted: nothing hangs until the function timeout.
+// - The binary writes its decision line after posting its answer, and an
+//   invocation ends, by the Runtime API's rules, when the binary asks for
+//   its next event. So the handler returns then (or at most 100 ms after
+//   the answer): Lambda may freeze the container as soon as the handler
+//   returns, and the line must be written within the invocation it is for.
+// - The binary's stdout is the function's own, so its lines reach Lambda's
+//   log directly, not through this process.
 
 const http = require('node:http');
 const path = require('node:path');
@@ -22,6 +29,8 @@ const { spawn } = require('node:child_process');
 
 const API = '/2018-06-01/runtime';
 const DEFAULT_ANSWER_TIMEOUT_MS = 5000;
+// How long an answer waits for the binary to finish its invocation.
+const AFTER_ANSWER_GRACE_MS = 100;
 
 class Bridge {
   constructor(options = {}) {
@@ -29,6 +38,7 @@ class Bridge {
     this.config = options.config || process.env.ORIGIN_ROUTER_CONFIG || path.join(__dirname, 'origin-router.toml');
     this.answerTimeoutMs = options.answerTimeoutMs || DEFAULT_ANSWER_TIMEOUT_MS;
     this.env = options.env || {};
+    this.stdout = options.stdout === undefined ? 'inherit' : options.stdout;
     this.server = null;
     this.port = 0;
     this.child = null;
@@ -37,6 +47,7 @@ class Bridge {
     this.queue = [];      // invocations not yet fetched by the binary
     this.waiting = [];    // the binary's pending GET /next requests
     this.inflight = new Map();
+    this.answered = [];   // answers held until the binary's invocation ends
     this.stderrTail = [];
     this.starts = 0;
   }
@@ -66,9 +77,8 @@ class Bridge {
         AWS_LAMBDA_RUNTIME_API: `127.0.0.1:${this.port}`,
         ORIGIN_ROUTER_CONFIG: this.config,
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', this.stdout, 'pipe'],
     });
-    child.stdout.on('data', (chunk) => process.stdout.write(chunk));
     child.stderr.on('data', (chunk) => {
       process.stderr.write(chunk);
       for (const line of chunk.toString().split('\n')) {
@@ -88,6 +98,8 @@ class Bridge {
   childGone(generation, reason) {
     if (generation !== this.generation) return;
     this.child = null;
+    // Answers already given stand.
+    this.endInvocations();
     for (const res of this.waiting.splice(0)) res.destroy();
     for (const [id, call] of this.inflight) {
       this.inflight.delete(id);
@@ -127,6 +139,23 @@ class Bridge {
     });
   }
 
+  // Holds an answer until the binary ends its invocation (see the top).
+  hold(settle) {
+    const held = { settle, timer: null };
+    held.timer = setTimeout(() => {
+      this.answered = this.answered.filter((h) => h !== held);
+      settle();
+    }, AFTER_ANSWER_GRACE_MS);
+    this.answered.push(held);
+  }
+
+  endInvocations() {
+    for (const held of this.answered.splice(0)) {
+      clearTimeout(held.timer);
+      held.settle();
+    }
+  }
+
   deliver(item) {
     const res = this.waiting.shift();
     if (res) this.sendNext(res, item); else this.queue.push(item);
@@ -146,6 +175,7 @@ class Bridge {
   route(req, res) {
     const url = req.url || '';
     if (req.method === 'GET' && url === `${API}/invocation/next`) {
+      this.endInvocations();
       const item = this.queue.shift();
       if (item) this.sendNext(res, item); else this.waiting.push(res);
       return;
@@ -163,18 +193,22 @@ class Bridge {
         this.inflight.delete(done[1]);
         clearTimeout(call.timer);
         if (done[2] === 'response') {
+          let answer;
           try {
-            call.resolve(JSON.parse(body));
+            answer = JSON.parse(body);
           } catch (err) {
-            call.reject(new Error(`edge binary answered with invalid JSON: ${err.message}`));
+            const error = new Error(`edge binary answered with invalid JSON: ${err.message}`);
+            this.hold(() => call.reject(error));
+            return;
           }
+          this.hold(() => call.resolve(answer));
         } else {
           let detail = body;
           try {
             const e = JSON.parse(body);
             detail = `${e.errorType}: ${e.errorMessage}`;
           } catch (_) { /* keep the raw body */ }
-          call.reject(new Error(detail));
+          this.hold(() => call.reject(new Error(detail)));
         }
         return;
       }

@@ -3,8 +3,6 @@
 //! source) into metrics with no API call from the function, and the same
 //! line carries everything needed to explain the decision.
 
-use std::io::Write;
-
 use origin_router::decision::Decision;
 use serde::Serialize;
 
@@ -79,14 +77,6 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
         out.extend_from_slice(br#""message":"origin decision"}"#);
     }
     out.push(b'\n');
-}
-
-/// Writes the decision's line to standard output in one write, where
-/// Lambda's log agent picks it up.
-pub fn emit(d: &Decision, region: &str, timestamp_ms: u64) {
-    let mut line = Vec::with_capacity(512);
-    write_decision_line(&mut line, d, region, timestamp_ms);
-    let _ = std::io::stdout().lock().write_all(&line);
 }
 
 #[cfg(test)]

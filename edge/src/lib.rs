@@ -4,19 +4,22 @@
 //! - [`cloudfront`]: the event types (with round-trip fidelity);
 //! - [`handler`]: event in, request with its origin rewritten out;
 //! - [`emf`]: one CloudWatch Embedded Metric Format line per decision;
+//! - [`decision_log`]: those lines, written after the response is posted;
 //! - [`run`]: builds the store, race and router once, then serves events.
 //!
 //! The decision itself (cache, stale-while-revalidate, table, race,
 //! known-down) is [`origin_router::decision::Router`], shared with the demo.
 
 pub mod cloudfront;
+pub mod decision_log;
 pub mod emf;
 pub mod handler;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, LambdaEvent};
+use decision_log::{DecisionLog, WriteAfterResponse};
+use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, Runtime};
 use origin_router::config::Config;
 use origin_router::decision::{ProbeRacer, Router};
 use origin_router::sample::unix_millis_now;
@@ -72,20 +75,30 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
     let router = Router::new(Arc::new(config), region.clone(), store, racer);
     tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");
     let region = Arc::new(region);
+    let log = Arc::new(DecisionLog::stdout());
+    let handler_log = log.clone();
     // The payload stays raw JSON text until the handler parses it, once,
     // straight into the typed event.
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
-        let (router, region) = (router.clone(), region.clone());
+    let handler = service_fn(move |event: LambdaEvent<Box<RawValue>>| {
+        let (router, region, log) = (router.clone(), region.clone(), handler_log.clone());
         async move {
-            let handled = handler::handle_raw(&router, event.payload.get(), unix_millis_now()).await;
+            let handled =
+                handler::handle_raw(&router, event.payload.get(), unix_millis_now()).await;
             match &handled {
-                Ok(h) => emf::emit(&h.decision, &region, unix_millis_now()),
-                Err(e) => tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event"),
+                Ok(h) => log.record(&h.decision, &region, unix_millis_now()),
+                Err(e) => {
+                    tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event")
+                }
             }
             handled.map(|h| h.request)
         }
-    }))
-    .await
+    });
+    // The tracing span gives every log line of an invocation its request id.
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(WriteAfterResponse::new(log))
+        .run()
+        .await
 }
 
 /// Fills the function metadata `lambda_runtime` insists on when the binary

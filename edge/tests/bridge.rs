@@ -79,7 +79,7 @@ async fn bridge_runs_the_binary_through_the_runtime_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("# pass 5") && stdout.contains("# fail 0"),
+        stdout.contains("# pass 6") && stdout.contains("# fail 0"),
         "{stdout}"
     );
 }

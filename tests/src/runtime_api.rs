@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// What the function answered: its response, or its error document.
 pub type Answer = Result<serde_json::Value, serde_json::Value>;
@@ -33,6 +33,8 @@ struct State {
 pub struct RuntimeApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// Signalled whenever the function asks for its next event.
+    ready: Arc<Notify>,
     counter: AtomicU64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,14 +45,16 @@ impl RuntimeApi {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
+        let ready = Arc::new(Notify::new());
+        let signal = ready.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let state = shared.clone();
+                let (state, ready) = (shared.clone(), signal.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| route(state.clone(), req));
+                    let service = service_fn(move |req| route(state.clone(), ready.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -60,6 +64,7 @@ impl RuntimeApi {
         Ok(RuntimeApi {
             addr,
             state,
+            ready,
             counter: AtomicU64::new(0),
             task,
         })
@@ -102,6 +107,26 @@ impl RuntimeApi {
         answer
     }
 
+    /// Waits until the function asks for its next event, that is, until it
+    /// is done with the last one, work after its response included; `false`
+    /// if it does not within `within`.
+    pub async fn wait_ready(&self, within: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.ready.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a request for the next
+                // event in between still wakes this.
+                notified.as_mut().enable();
+                if self.lock().waiters.iter().any(|w| !w.is_closed()) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, idle).await.is_ok()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -115,6 +140,7 @@ impl Drop for RuntimeApi {
 
 async fn route(
     state: Arc<Mutex<State>>,
+    ready: Arc<Notify>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
@@ -128,6 +154,7 @@ async fn route(
                 None => {
                     let (tx, rx) = oneshot::channel();
                     s.waiters.push_back(tx);
+                    ready.notify_waiters();
                     Err(rx)
                 }
             }

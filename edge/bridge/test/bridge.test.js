@@ -33,6 +33,27 @@ test('passes a CloudFront event through the binary and returns the rewritten req
   }
 });
 
+test('each decision line is written before its invocation returns', async () => {
+  // The binary writes its line after its answer; the bridge returns only
+  // once the binary has ended the invocation, so the line is already there.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bridge-'));
+  const log = path.join(dir, 'stdout.log');
+  const fd = fs.openSync(log, 'a');
+  const bridge = new Bridge({ binary: need('EDGE_BINARY'), config: need('EDGE_CONFIG'), stdout: fd });
+  try {
+    for (let i = 1; i <= 20; i += 1) {
+      await bridge.invoke(fixture(), context());
+      const lines = fs.readFileSync(log, 'utf8').split('\n')
+        .filter((line) => line.includes('"message":"origin decision"'));
+      assert.strictEqual(lines.length, i, `decision lines after invocation ${i}`);
+      assert.strictEqual(JSON.parse(lines[i - 1]).Origin, 'eu');
+    }
+  } finally {
+    await bridge.close();
+    fs.closeSync(fd);
+  }
+});
+
 test('a malformed event fails the invocation with the binary\'s named error', async () => {
   const bridge = new Bridge({ binary: need('EDGE_BINARY'), config: need('EDGE_CONFIG') });
   try {
