@@ -111,9 +111,10 @@ class Bridge {
 
   restart(reason) {
     const child = this.child;
+    // Killed first, so it never sees its pending requests dropped below.
+    if (child) child.kill('SIGKILL');
     this.childGone(this.generation, reason);
     this.generation += 1;
-    if (child) child.kill('SIGKILL');
   }
 
   async invoke(event, context = {}) {
