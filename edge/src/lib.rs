@@ -93,10 +93,11 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
             handled.map(|h| h.request)
         }
     });
-    // The tracing span gives every log line of an invocation its request id.
+    // The tracing span, outermost, gives every log line of an invocation
+    // its request id, a failed decision-line write included.
     Runtime::new(handler)
-        .layer(TracingLayer::new())
         .layer(WriteAfterResponse::new(log))
+        .layer(TracingLayer::new())
         .run()
         .await
 }
