@@ -10,7 +10,7 @@ use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::Function;
-use origin_router_tests::services::peak_rss_kib;
+use origin_router_tests::services::{peak_rss_kib, thread_cpu};
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
@@ -143,18 +143,9 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
 }
 
-/// CPU time a process has run, in ns: the sum over its threads of the
-/// scheduler's own count (`/proc/PID/task/*/schedstat`, first field).
-fn cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
+/// CPU time a process has run, summed over its threads.
+fn cpu(pid: u32) -> Option<Duration> {
+    Some(thread_cpu(pid)?.into_iter().map(|(_, used)| used).sum())
 }
 
 fn invocation(c: &mut Criterion) {
@@ -201,7 +192,7 @@ fn invocation(c: &mut Criterion) {
     let logged_before = decision_lines(&edge_log);
     let (mut e, mut o) = (Timings::default(), Timings::default());
     let mut block_ratios = Vec::new();
-    let cpu_before = (cpu_ns(edge.pid()), cpu_ns(echo.pid()));
+    let cpu_before = (cpu(edge.pid()), cpu(echo.pid()));
     for _ in 0..BLOCKS {
         let (mut be, mut bo) = (Timings::default(), Timings::default());
         for i in 0..PAIRS {
@@ -226,7 +217,7 @@ fn invocation(c: &mut Criterion) {
         e.extend(be);
         o.extend(bo);
     }
-    let cpu_after = (cpu_ns(edge.pid()), cpu_ns(echo.pid()));
+    let cpu_after = (cpu(edge.pid()), cpu(echo.pid()));
     // The edge did its whole job: one decision line per invocation.
     assert_eq!(
         wait_for_lines(&edge_log, logged_before, BLOCKS * PAIRS),
@@ -250,7 +241,8 @@ fn invocation(c: &mut Criterion) {
     );
     if let ((Some(e0), Some(o0)), (Some(e1), Some(o1))) = (cpu_before, cpu_after) {
         let n = (BLOCKS * PAIRS) as f64;
-        let (ec, oc) = ((e1 - e0) as f64 / n / 1e3, (o1 - o0) as f64 / n / 1e3);
+        let per = |used: Duration| used.as_secs_f64() * 1e6 / n;
+        let (ec, oc) = (per(e1.saturating_sub(e0)), per(o1.saturating_sub(o0)));
         println!(
             "function CPU per invocation: edge {ec:.1} us, echo {oc:.1} us; edge/echo {:.3}",
             ec / oc

@@ -15,7 +15,7 @@ const AWS_METADATA_TAIL: &str = concat!(
     r#","CloudWatchMetrics":[{"Namespace":"OriginRouter/Edge","#,
     r#""Dimensions":[["Pool","Source"],["Source"]],"#,
     r#""Metrics":[{"Name":"DecisionMicros","Unit":"Microseconds"},"#,
-    r#"{"Name":"Decisions","Unit":"Count"}]}]},"#
+    r#"{"Name":"Decisions","Unit":"Count"}]}]}"#
 );
 
 /// The members of a line after `_aws`, borrowed from the decision: the line
@@ -68,13 +68,17 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
             })
             .collect(),
     };
-    let mut rest = Vec::with_capacity(256);
-    // Strings and numbers only: serializing cannot fail.
-    if serde_json::to_writer(&mut rest, &members).is_ok() {
-        // Join the two objects: drop the members' opening brace.
-        out.extend_from_slice(&rest[1..]);
-    } else {
-        out.extend_from_slice(br#""message":"origin decision"}"#);
+    let at = out.len();
+    // Strings and numbers only: serializing cannot fail. Were it to, the
+    // line still ends as valid JSON.
+    match serde_json::to_writer(&mut *out, &members) {
+        // Join the two objects: the members' opening brace becomes the
+        // comma after `_aws`.
+        Ok(()) => out[at] = b',',
+        Err(_) => {
+            out.truncate(at);
+            out.extend_from_slice(br#","message":"origin decision"}"#);
+        }
     }
     out.push(b'\n');
 }

@@ -347,35 +347,16 @@ struct ThreadCpu {
     origins: Duration,
 }
 
-/// Reads `/proc/self/task/*/stat` (Linux); `None` elsewhere. Loopback
+/// `None` where /proc has no per-thread counts (not Linux). Loopback
 /// delivery runs in the sender's thread, so each side also carries some of
 /// the other's receive work.
 fn thread_cpu() -> Option<ThreadCpu> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks <= 0 {
-        return None;
-    }
     let mut cpu = ThreadCpu {
         prober: Duration::ZERO,
         origins: Duration::ZERO,
     };
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // The name is in parentheses and may hold spaces: count fields
-        // after the closing one (utime and stime are fields 14 and 15).
-        let Some((name, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let parse = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-        let (Some(utime), Some(stime)) = (parse(11), parse(12)) else {
-            continue;
-        };
-        let used = Duration::from_secs_f64((utime + stime) as f64 / ticks as f64);
-        if name.ends_with("(bench-origins") {
+    for (name, used) in origin_router_tests::services::thread_cpu(std::process::id())? {
+        if name == "bench-origins" {
             cpu.origins += used;
         } else {
             cpu.prober += used;

@@ -56,6 +56,29 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU time each thread of process `pid` has run so far, with the thread's
+/// name, for the benchmarks: the scheduler's own count in ns
+/// (`/proc/PID/task/*/schedstat`, first field), which is finer than the
+/// clock ticks of `stat`. A thread that ends while it is read is left out;
+/// `None` without such files (not Linux).
+pub fn thread_cpu(pid: u32) -> Option<Vec<(String, Duration)>> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+        let (Some(stat), Some(name)) = (read("schedstat"), read("comm")) else {
+            continue;
+        };
+        let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        threads.push((name.trim_end().to_string(), Duration::from_nanos(ns)));
+    }
+    Some(threads)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
