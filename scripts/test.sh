@@ -57,6 +57,18 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "unused dependencies (cargo machete)"
+# Declared but unused dependencies slow every build and widen what ships;
+# cargo-machete reads the sources and names each one.
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  step "installing cargo-machete (crates.io)"
+  cargo install --locked --quiet cargo-machete
+fi
+cargo machete
+
+step "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "cfn-lint deploy/"
 templates=$(find deploy -name '*.yaml' -print 2>/dev/null | sort)
 if [ -n "$templates" ]; then

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion};
+use edge::decision::Router;
+use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
-use origin_router::decision::{Racer, Router};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-use origin_router::race::RaceOutcome;
 use origin_router::sample::unix_millis_now;
 use origin_router::store::MemoryStore;
 
@@ -72,10 +72,7 @@ fn warm_path(c: &mut Criterion) {
             rt.block_on(async {
                 let text = std::str::from_utf8(std::hint::black_box(FIXTURE)).unwrap();
                 let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
-                assert_eq!(
-                    routed.decision.source,
-                    origin_router::decision::Source::Cache
-                );
+                assert_eq!(routed.decision.source, edge::decision::Source::Cache);
                 serde_json::to_vec(&routed.request).unwrap()
             })
         })
@@ -99,10 +96,12 @@ fn warm_path_percentiles(_: &mut Criterion) {
         });
         samples.push(t.elapsed());
     }
-    samples.sort();
+    let p = origin_router_tests::stats::Percentiles::new(samples);
     println!(
         "warm path over 100000 iterations: p50 {:?}, p99 {:?}, p99.9 {:?}",
-        samples[50_000], samples[99_000], samples[99_900]
+        p.p50().unwrap_or_default(),
+        p.p99().unwrap_or_default(),
+        p.at(0.999).unwrap_or_default()
     );
 }
 

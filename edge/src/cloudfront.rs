@@ -62,7 +62,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a field name")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
@@ -110,7 +110,7 @@ macro_rules! object {
                 struct V;
                 impl<'de> Visitor<'de> for V {
                     type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                         f.write_str($what)
                     }
                     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {

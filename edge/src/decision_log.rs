@@ -19,9 +19,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
+use crate::decision::Decision;
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::LambdaInvocation;
-use origin_router::decision::Decision;
 
 use crate::emf;
 
@@ -153,7 +153,7 @@ impl<F: Future> Future for Flushing<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use origin_router::decision::Source;
+    use crate::decision::Source;
     use std::time::Duration;
 
     /// A writer that appends to a shared buffer, and an event list both

@@ -3,7 +3,7 @@
 //! source) into metrics with no API call from the function, and the same
 //! line carries everything needed to explain the decision.
 
-use origin_router::decision::Decision;
+use crate::decision::Decision;
 use serde::Serialize;
 
 /// The EMF namespace of the edge's metrics.
@@ -86,7 +86,7 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use origin_router::decision::Source;
+    use crate::decision::Source;
     use origin_router::FailureClass;
     use std::time::Duration;
 

@@ -4,8 +4,8 @@
 //! A plain async function over the event and a [`Router`], so tests call it
 //! directly with fixtures and an in-memory store.
 
+use crate::decision::{Decision, Router, Source};
 use origin_router::config::{HostHeaderPolicy, OriginConfig};
-use origin_router::decision::{Decision, Router, Source};
 use origin_router::sample::UnixMillis;
 use serde_json::Value;
 
@@ -80,14 +80,12 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
     let mut request = record.cf.request;
     let distribution = record.cf.config.distribution_id;
 
-    let pool = router
-        .config()
-        .routing
-        .pool_for(
-            request.header("host"),
-            Some(distribution.as_str()).filter(|d| !d.is_empty()),
-        )
-        .map(str::to_string);
+    let pool = crate::routing::pool_for(
+        &router.config().routing,
+        request.header("host"),
+        Some(distribution.as_str()).filter(|d| !d.is_empty()),
+    )
+    .map(str::to_string);
     let has_custom_origin = request.origin.as_ref().is_some_and(|o| o.custom.is_some());
     let decision = match pool {
         Some(pool) if has_custom_origin => router.decide(&pool, now).await,

@@ -1,29 +1,35 @@
 //! The Origin Router edge: a CloudFront origin-request handler on
-//! `lambda_runtime`.
+//! `lambda_runtime`, and everything only it needs.
 //!
 //! - [`cloudfront`]: the event types (with round-trip fidelity);
+//! - [`routing`]: request → pool;
+//! - [`decision`]: the decision order (cache, stale-while-revalidate,
+//!   table, race, known-down) in [`decision::Router`], with its pure core
+//!   [`decision::choose`];
+//! - [`race`]: the live race, 0.8 s per attempt under a 0.9 s watchdog;
 //! - [`handler`]: event in, request with its origin rewritten out;
 //! - [`emf`]: one CloudWatch Embedded Metric Format line per decision;
 //! - [`decision_log`]: those lines, written after the response is posted;
 //! - [`run`]: builds the store, race and router once, then serves events.
-//!
-//! The decision itself (cache, stale-while-revalidate, table, race,
-//! known-down) is [`origin_router::decision::Router`], shared with the demo.
 
 pub mod cloudfront;
+pub mod decision;
 pub mod decision_log;
 pub mod emf;
 pub mod handler;
+pub mod race;
+pub mod routing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use decision::Router;
 use decision_log::{DecisionLog, WriteAfterResponse};
 use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, Runtime};
 use origin_router::config::Config;
-use origin_router::decision::{ProbeRacer, Router};
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
+use origin_router::store::{self, ClientTuning};
+use race::ProbeRacer;
 use serde_json::value::RawValue;
 
 /// The config file: `ORIGIN_ROUTER_CONFIG`, else `origin-router.toml` beside
@@ -39,38 +45,15 @@ pub fn config_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("origin-router.toml"))
 }
 
-/// The store the edge reads: the table (one Query per pool on the replica
-/// nearest `AWS_REGION`, bounded by the SDK's timeouts as well as the
-/// router's) or the embedded store.
-pub async fn open_store(config: &Config, region: &str) -> Arc<dyn RankingStore> {
-    match &config.store.dynamodb_table {
-        Some(table) => {
-            let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(config.edge.table_timeout)
-                .operation_timeout(config.edge.table_timeout * 2)
-                .build();
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(replica) = config.store.replica_for(region) {
-                loader = loader.region(aws_config::Region::new(replica));
-            }
-            let sdk = loader
-                .timeout_config(timeouts)
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-                .load()
-                .await;
-            Arc::new(DynamoStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                table.clone(),
-                config.store.item_ttl,
-            ))
-        }
-        None => Arc::new(EmbeddedStore::new(config.store.embedded_path.clone())),
-    }
-}
-
 /// Builds the router once, then serves events until the runtime stops.
 pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::Error> {
-    let store = open_store(&config, &region).await;
+    // A viewer waits on a table read: every SDK call is bounded by the
+    // edge's table_timeout, with one retry at most.
+    let tuning = ClientTuning {
+        timeout: Some(config.edge.table_timeout),
+        max_attempts: Some(2),
+    };
+    let store = store::open(&config.store, &region, tuning).await;
     let racer = Arc::new(ProbeRacer::from_config(&config)?);
     let router = Router::new(Arc::new(config), region.clone(), store, racer);
     tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");

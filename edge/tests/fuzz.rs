@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use edge::decision::Router;
 use edge::handler::handle;
+use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
-use origin_router::decision::{Racer, Router};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-use origin_router::race::RaceOutcome;
+use origin_router::store::codec;
 use origin_router::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -146,7 +147,10 @@ fn decide(event: Value) -> Result<Value, String> {
 
 fn valid_item() -> HashMap<String, AttributeValue> {
     let a = RankedOrigin::measured("a", OriginState::Healthy, 3.5, 2);
-    RankingDocument::new("web", "eu-west-1", 7, 1_780_000_000_000, vec![a]).to_item(1_780_086_400)
+    codec::to_item(
+        &RankingDocument::new("web", "eu-west-1", 7, 1_780_000_000_000, vec![a]),
+        1_780_086_400,
+    )
 }
 
 fn attribute() -> impl Strategy<Value = AttributeValue> {
@@ -199,7 +203,7 @@ proptest! {
         attribute(),
         0..8,
     )) {
-        if let Ok(doc) = RankingDocument::from_item(item) {
+        if let Ok(doc) = codec::from_item(item) {
             prop_assert!(doc.validate().is_ok());
         }
     }
@@ -214,7 +218,7 @@ proptest! {
             Some(v) => { item.insert(key.to_string(), v); }
             None => { item.remove(key); }
         }
-        if let Ok(doc) = RankingDocument::from_item(item) {
+        if let Ok(doc) = codec::from_item(item) {
             prop_assert!(doc.validate().is_ok());
         }
     }

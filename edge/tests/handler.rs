@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edge::decision::{Router, Source};
 use edge::handler::{handle, EdgeError};
+use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
-use origin_router::decision::{Racer, Router, Source};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-use origin_router::race::RaceOutcome;
 use origin_router::store::{MemoryStore, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use origin_router::FailureClass;
 use serde_json::Value;

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use origin_router::config::Config;
 use origin_router::document::RankingDocument;
-use origin_router::probe::{ProbeEngine, ProbeSettings};
-use origin_router::ranking::{self, Target};
+use origin_router::ranking::{self, Settings, Target};
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
+use origin_router::store::{self, ClientTuning, DynamoStore, EmbeddedStore, RankingStore};
 
 use crate::coord::LocalSeq;
+use crate::identity::Identity;
 use crate::report;
-use crate::round::{self, RoundSettings, Rounds};
-use crate::worker::{self, Identity};
+use crate::round;
+use crate::worker;
 
 /// Origin Router regional prober: times every origin from this region,
 /// agrees with the region's other workers through Redis, and publishes
@@ -115,27 +115,6 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the whole system on this machine: local origins, one prober per
-    /// simulated region, edge decisions per region; fails the fastest origin
-    /// midway and shows the failover. No network, AWS or Redis needed.
-    Demo(crate::demo::DemoArgs),
-    /// Measure probes per second, timing error and memory against local
-    /// origins.
-    Bench(crate::bench::BenchArgs),
-    /// Measure the failover timeline: origin death, first failed probe,
-    /// state change, ranking published, every edge switched.
-    BenchFailover(crate::failover::FailoverArgs),
-}
-
-impl Cli {
-    /// The log level when `RUST_LOG` is unset: the demo and the benchmark
-    /// print their own view, so they log only errors.
-    pub fn default_log_level(&self) -> &'static str {
-        match self.command {
-            Command::Demo(_) | Command::Bench(_) | Command::BenchFailover(_) => "error",
-            _ => "info",
-        }
-    }
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` filters (default `default_level`).
@@ -191,28 +170,18 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
         }
         Command::InitTable { config } => {
             let config = load(&config)?;
-            let table = config
-                .store
-                .dynamodb_table
-                .clone()
-                .ok_or("the config names no table (store.dynamodb_table)")?;
             let region = Identity::from_config(&config).region;
-            let store = DynamoStore::from_env_in(
-                table.clone(),
-                config.store.item_ttl,
-                config.store.replica_for(&region),
-            )
-            .await;
+            let store = DynamoStore::connect(&config.store, &region, ClientTuning::default())
+                .await
+                .ok_or("the config names no table (store.dynamodb_table)")?;
             let created = store.create_table().await?;
             println!(
-                "table {table} {}",
+                "table {} {}",
+                store.table(),
                 if created { "created" } else { "already exists" }
             );
             Ok(())
         }
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::BenchFailover(args) => crate::failover::run(args).await,
     }
 }
 
@@ -275,21 +244,10 @@ pub async fn shutdown_signal() {
 
 async fn once(config: &Config, format: Format) -> Result<(), CliError> {
     let id = Identity::from_config(config);
-    let engine = Arc::new(ProbeEngine::from_config(
-        config,
-        ProbeSettings::from_config(config),
-    )?);
-    let rounds = Rounds::new(
-        engine,
-        round::targets(config),
-        RoundSettings::from_config(config),
-        &id.region,
-        &id.worker,
-    );
-    let report = rounds.run().await;
+    let report = round::rounds_for(config, &id)?.run().await;
     let now = unix_millis_now();
     let seq = LocalSeq::default().next(now);
-    let settings = config.ranking_settings();
+    let settings = Settings::new(&config.prober, &config.ranking);
     let docs: Vec<RankingDocument> = config
         .pools
         .iter()
@@ -344,15 +302,11 @@ async fn rankings(
     } else {
         let store: Arc<dyn RankingStore> = match source {
             Source::Dynamodb => {
-                let table = config
-                    .store
-                    .dynamodb_table
-                    .clone()
-                    .ok_or("the config names no table (store.dynamodb_table)")?;
-                let near = config
-                    .store
-                    .replica_for(&Identity::from_config(config).region);
-                Arc::new(DynamoStore::from_env_in(table, config.store.item_ttl, near).await)
+                if config.store.dynamodb_table.is_none() {
+                    return Err("the config names no table (store.dynamodb_table)".into());
+                }
+                let region = Identity::from_config(config).region;
+                store::open(&config.store, &region, ClientTuning::default()).await
             }
             _ => Arc::new(EmbeddedStore::new(config.store.embedded_path.clone())),
         };

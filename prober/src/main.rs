@@ -6,7 +6,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = prober::cli::Cli::parse();
-    prober::cli::init_tracing(cli.log_format, cli.default_log_level());
+    prober::cli::init_tracing(cli.log_format, "info");
     match prober::cli::execute(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -35,7 +35,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 ///
 /// The recorder keeps each histogram sample in a queue until something
 /// folds the queues into buckets: a scrape does, and so does a thread
-/// started here every [`UPKEEP_EVERY`]. Without it a prober that nobody
+/// started here every `UPKEEP_EVERY`. Without it a prober that nobody
 /// scrapes would keep every probe's timings, growing without bound
 /// (`build_recorder`, unlike `install`, starts no upkeep of its own).
 pub fn recorder() -> PrometheusHandle {

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use origin_router::config::{Config, OriginConfig};
-use origin_router::probe::ProbeEngine;
+use origin_router::config::{Config, OriginConfig, ProberConfig};
+use origin_router::probe::{resolve, ProbeEngine, ProbeSettings, TlsError};
 use origin_router::sample::{unix_millis_now, Outcome, Sample};
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::identity::Identity;
 use crate::metrics::TargetMetrics;
 
 /// One origin to probe, with its pool.
@@ -63,16 +64,33 @@ pub struct RoundSettings {
     pub fall: u32,
 }
 
-impl RoundSettings {
-    pub fn from_config(config: &Config) -> Self {
+impl From<&ProberConfig> for RoundSettings {
+    fn from(prober: &ProberConfig) -> Self {
         RoundSettings {
-            concurrency: config.prober.concurrency,
-            jitter: config.prober.jitter,
-            fast_interval: config.prober.fast_interval,
-            rise: config.prober.rise,
-            fall: config.prober.fall,
+            concurrency: prober.concurrency,
+            jitter: prober.jitter,
+            fast_interval: prober.fast_interval,
+            rise: prober.rise,
+            fall: prober.fall,
         }
     }
+}
+
+/// The rounds a worker of `config` runs: every origin, the prober's probe
+/// budgets, names resolved through `[resolve]` first.
+pub fn rounds_for(config: &Config, id: &Identity) -> Result<Rounds, TlsError> {
+    let engine = ProbeEngine::new(
+        ProbeSettings::from(&config.prober),
+        resolve::with_overrides(&config.resolve),
+        config.origins(),
+    )?;
+    Ok(Rounds::new(
+        Arc::new(engine),
+        targets(config),
+        RoundSettings::from(&config.prober),
+        &id.region,
+        &id.worker,
+    ))
 }
 
 /// Runs probe rounds over a fixed set of targets. Cheap to clone.

@@ -20,17 +20,18 @@ use std::time::Duration;
 
 use origin_router::config::Config;
 use origin_router::document::RankingDocument;
-use origin_router::probe::{ProbeEngine, ProbeSettings};
 use origin_router::ranking::{self, Settings, Target};
 use origin_router::sample::{unix_millis_now, Sample, UnixMillis};
-use origin_router::store::RankingStore;
+use origin_router::store::{self, ClientTuning, RankingStore};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::coord::{Coordinator, LocalSamples, LocalSeq, RedisCoordinator, Role, Solo};
+use crate::identity::Identity;
 use crate::metrics::Health;
 use crate::publish::Publisher;
-use crate::round::{self, RoundSettings, Rounds};
+use crate::round::{self, Rounds};
 
 /// Why a worker could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -49,43 +50,6 @@ pub enum WorkerError {
     },
 }
 
-/// Who and where this worker is.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub region: String,
-    pub worker: String,
-}
-
-impl Identity {
-    /// From the config, else `AWS_REGION` and host name plus pid.
-    pub fn from_config(config: &Config) -> Identity {
-        let region = config
-            .prober
-            .region
-            .clone()
-            .or_else(|| {
-                std::env::var("AWS_REGION")
-                    .ok()
-                    .filter(|r| origin_router::config::is_name(r))
-            })
-            .unwrap_or_else(|| "local".to_string());
-        let worker = config.prober.worker_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "worker".to_string());
-            let host: String = host
-                .trim()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-                .take(48)
-                .collect();
-            format!("{host}-{}", std::process::id())
-        });
-        Identity { region, worker }
-    }
-}
-
 /// Everything a round needs; shared by the scheduled jobs.
 struct Worker {
     config: Config,
@@ -99,7 +63,6 @@ struct Worker {
     store: Arc<dyn RankingStore>,
     publisher: Publisher,
     health: Arc<Health>,
-    hooks: Hooks,
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
     was_leader: std::sync::atomic::AtomicBool,
@@ -108,48 +71,21 @@ struct Worker {
 /// Runs a worker until `shutdown` completes, then stops within the
 /// configured grace: in-flight probes finish or are dropped, the lease is
 /// released, pending rankings get a last chance to be written.
+///
+/// The one way to run a worker: everything it uses (the store, Redis, the
+/// metrics endpoint) comes from `config`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
-    let region = Identity::from_config(&config).region;
-    let store = origin_router::store::open(&config.store, &region).await;
-    run_with_store(config, store, shutdown).await
-}
-
-/// [`run`] with an explicit store (tests, the demo).
-pub async fn run_with_store(
-    config: Config,
-    store: Arc<dyn RankingStore>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WorkerError> {
-    run_with(config, store, Hooks::default(), shutdown).await
-}
-
-/// Observation points for simulations and benchmarks.
-#[derive(Default, Clone)]
-pub struct Hooks {
-    /// Receives every round's samples as soon as the round ends.
-    pub samples: Option<tokio::sync::mpsc::UnboundedSender<Vec<Sample>>>,
-}
-
-/// [`run_with_store`] with observation hooks.
-pub async fn run_with(
-    config: Config,
-    store: Arc<dyn RankingStore>,
-    hooks: Hooks,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WorkerError> {
     let id = Identity::from_config(&config);
-    let engine = Arc::new(ProbeEngine::from_config(
-        &config,
-        ProbeSettings::from_config(&config),
-    )?);
-    let rounds = Rounds::new(
-        engine,
-        round::targets(&config),
-        RoundSettings::from_config(&config),
-        &id.region,
-        &id.worker,
-    );
-    let settings = config.ranking_settings();
+    // The recorder goes in before anything registers a metric: a handle
+    // made earlier (the rounds make every per-origin one) binds to the
+    // no-op recorder for good.
+    let recorder = config
+        .prober
+        .metrics_listen
+        .map(|_| crate::metrics::recorder());
+    let store = store::open(&config.store, &id.region, ClientTuning::default()).await;
+    let rounds = round::rounds_for(&config, &id)?;
+    let settings = Settings::new(&config.prober, &config.ranking);
     let local = Arc::new(LocalSamples::new(config.prober.sample_retention.max(8) * 4));
     let coord: Arc<dyn Coordinator> = match &config.store.redis_url {
         Some(url) => Arc::new(RedisCoordinator::new(
@@ -161,16 +97,18 @@ pub async fn run_with(
         )?),
         None => Arc::new(Solo::new(local.clone())),
     };
-    let max_round_age =
-        config.prober.interval * 3 + config.prober.connect_timeout + config.prober.response_timeout;
-    let health = Arc::new(Health::new(&id.region, &id.worker, max_round_age));
-    let metrics_task = match config.prober.metrics_listen {
-        Some(addr) => Some(
-            crate::metrics::serve(addr, crate::metrics::recorder(), health.clone())
+    let health = Arc::new(Health::new(
+        &id.region,
+        &id.worker,
+        config.prober.max_silence(),
+    ));
+    let metrics_task = match (config.prober.metrics_listen, recorder) {
+        (Some(addr), Some(recorder)) => Some(
+            crate::metrics::serve(addr, recorder, health.clone())
                 .await
                 .map_err(|source| WorkerError::Metrics { addr, source })?,
         ),
-        None => None,
+        _ => None,
     };
     let worker = Arc::new(Worker {
         publisher: Publisher::spawn(store.clone(), id.region.clone()),
@@ -183,7 +121,6 @@ pub async fn run_with(
         degraded_seq: LocalSeq::default(),
         store,
         health,
-        hooks,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
     });
@@ -192,14 +129,19 @@ pub async fn run_with(
         worker = %worker.id.worker,
         origins = worker.rounds.targets().len(),
         redis = worker.config.store.redis_url.is_some(),
-        store = %origin_router::store::describe(&worker.config.store),
+        store = %store::describe(&worker.config.store),
         "prober worker starting"
     );
 
     let tracker = TaskTracker::new();
     let scheduler = schedule(worker.clone(), tracker.clone()).await?;
     // The first round starts at once rather than one interval from now.
-    tracker.spawn(worker.clone().round(unix_millis_now()));
+    tracker.spawn(
+        worker
+            .clone()
+            .round(unix_millis_now())
+            .instrument(worker.span()),
+    );
 
     shutdown.await;
     tracing::info!(worker = %worker.id.worker, "shutting down");
@@ -241,7 +183,8 @@ async fn schedule(worker: Arc<Worker>, tracker: TaskTracker) -> Result<JobSchedu
         Box::pin(async move {
             // Spawned so a slow round never delays the next one's start.
             if !tracker.is_closed() {
-                tracker.spawn(worker.round(unix_millis_now()));
+                let span = worker.span();
+                tracker.spawn(worker.round(unix_millis_now()).instrument(span));
             }
         }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
     };
@@ -274,6 +217,12 @@ pub fn check_schedule(expr: &str) -> Result<(), String> {
 }
 
 impl Worker {
+    /// The span every round runs in: its log lines, probes included, name
+    /// the region and the worker.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("round", region = %self.id.region, worker = %self.id.worker)
+    }
+
     /// One round: probe, share, lead, rank, publish.
     async fn round(self: Arc<Self>, scheduled: UnixMillis) {
         let started = tokio::time::Instant::now();
@@ -282,9 +231,6 @@ impl Worker {
             .set(lag_ms as f64 / 1000.0);
         let report = self.rounds.run().await;
         self.local.extend(&report.samples);
-        if let Some(tx) = &self.hooks.samples {
-            let _ = tx.send(report.samples.clone());
-        }
         self.health
             .last_round_end
             .store(unix_millis_now(), Ordering::Relaxed);

@@ -59,8 +59,7 @@ fn every_subcommand_has_help() {
         "check-config",
         "rankings",
         "init-table",
-        "demo",
-        "bench",
+        "healthcheck",
     ] {
         let out = run_ok(prober(None).args([sub, "--help"]));
         assert!(out.contains("Usage: prober"), "{sub}: {out}");
@@ -346,5 +345,60 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
         next.as_deref(),
         Some(new_leader.as_str()),
         "the lease was released on SIGTERM"
+    );
+}
+
+/// A new user's first worker: one origin, the embedded store, no Redis,
+/// no AWS. Its `/metrics` carries every per-origin probe metric (their
+/// handles are made when the worker starts, so the recorder must be in
+/// place before them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
+    let origin = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Ok)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = format!(
+        r#"
+        [pools.web]
+        origins = [{{ id = "only", host = "127.0.0.1", port = {}, protocol = "http" }}]
+        [prober]
+        region = "{REGION}"
+        metrics_listen = "127.0.0.1:{port}"
+        [store]
+        embedded_path = "{}"
+        "#,
+        origin.port(),
+        dir.path().join("store").display()
+    );
+    let path = dir.path().join("solo.toml");
+    std::fs::write(&path, text).unwrap();
+    let _worker = Proc(
+        prober(None)
+            .args(["run", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap(),
+    );
+    let wanted = [
+        r#"origin_router_probe_phase_seconds_bucket{region="eu-west-1",pool="web",origin="only",phase="first_byte""#,
+        r#"origin_router_probes_total{region="eu-west-1",pool="web",origin="only",result="ok"}"#,
+        r#"origin_router_probe_failures_total{region="eu-west-1",pool="web",origin="only",class="connect_refused"}"#,
+    ];
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scraped = eventually(Duration::from_secs(15), || async {
+        let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        wanted.iter().all(|w| body.contains(w)).then_some(body)
+    })
+    .await;
+    let last = reqwest::get(&url).await.ok();
+    let body = match last {
+        Some(r) => r.text().await.unwrap_or_default(),
+        None => String::new(),
+    };
+    assert!(
+        scraped.is_some(),
+        "missing per-origin metrics; /metrics said:\n{body}"
     );
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -16,13 +15,17 @@ use tokio::sync::watch;
 
 type Worker = tokio::task::JoinHandle<Result<(), prober::worker::WorkerError>>;
 
+/// Runs a worker as `prober run` does, from its config alone: the table
+/// is reached at the moto server's endpoint (`store.dynamodb_endpoint`).
 fn spawn_worker(
-    config: origin_router::Config,
-    store: Arc<dyn RankingStore>,
+    mut config: origin_router::Config,
+    moto: &MotoServer,
     stop: &watch::Receiver<bool>,
 ) -> Worker {
+    aws_test_env();
+    config.store.dynamodb_endpoint = Some(moto.endpoint());
     let mut stop = stop.clone();
-    tokio::spawn(prober::worker::run_with_store(config, store, async move {
+    tokio::spawn(prober::run(config, async move {
         let _ = stop.wait_for(|s| *s).await;
     }))
 }
@@ -65,7 +68,7 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
         let port = free_port();
         c.prober.metrics_listen = Some(([127, 0, 0, 1], port).into());
         ports.push(port);
-        workers.push(spawn_worker(c, store.clone(), &stop));
+        workers.push(spawn_worker(c, &moto, &stop));
     }
 
     let doc = eventually(Duration::from_secs(20), || async {
@@ -196,7 +199,7 @@ async fn redis_and_table_outages_are_survived() {
         .map(|i| {
             spawn_worker(
                 config(&origins, &format!("w{i}"), None, Some(redis.url())),
-                store.clone(),
+                &moto,
                 &stop,
             )
         })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use origin_router::config::Config;
-use origin_router::probe::{ProbeEngine, ProbeSettings};
+use origin_router::probe::{resolve, ProbeEngine, ProbeSettings};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use prober::round::{self, RoundSettings, Rounds};
 
@@ -25,7 +25,14 @@ async fn rounds_over(origins: &[&TestOrigin]) -> Rounds {
         source_address: None,
         max_body: 1024,
     };
-    let engine = Arc::new(ProbeEngine::from_config(&config, settings).unwrap());
+    let engine = Arc::new(
+        ProbeEngine::new(
+            settings,
+            resolve::with_overrides(&config.resolve),
+            config.origins(),
+        )
+        .unwrap(),
+    );
     let settings = RoundSettings {
         concurrency: 16,
         jitter: Duration::ZERO,

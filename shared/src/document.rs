@@ -1,24 +1,22 @@
 //! The ranking document: what a region's leader publishes for one pool and
-//! what edges read. Versioned, with two codecs: JSON (embedded store, CLI,
-//! Redis) and a DynamoDB attribute map of native attributes, so that
-//! `aws dynamodb query` shows readable numbers and strings.
+//! what edges read. Versioned, with its JSON codec (embedded store, CLI,
+//! Redis) here; the DynamoDB item codec lives beside the DynamoDB store
+//! (`store::dynamodb::codec`).
 //!
 //! Decoding never trusts its input: the schema version is checked first, then
 //! types, then every value against sane bounds. A bad document is an error
 //! value, never a panic.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
 use crate::config::is_name;
+pub use crate::config::MAX_ORIGINS;
 use crate::sample::{FailureClass, UnixMillis};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Most origins one document may rank (also the per-pool config limit).
-pub const MAX_ORIGINS: usize = 64;
 /// Largest JSON document accepted.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// Latencies above an hour are not measurements.
@@ -266,84 +264,15 @@ impl RankingDocument {
         doc.validate()?;
         Ok(doc)
     }
-
-    /// Encodes as a DynamoDB item: `pool` (partition key), `region` (sort
-    /// key), numbers as N, the origins as a list of maps, and `expires_at`
-    /// (epoch seconds) for the table's TTL.
-    pub fn to_item(&self, expires_at_secs: u64) -> HashMap<String, AttributeValue> {
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(self).expect("a ranking document always encodes");
-        item.insert(
-            TTL_ATTRIBUTE.into(),
-            AttributeValue::N(expires_at_secs.to_string()),
-        );
-        item
-    }
-
-    /// Decodes and validates a DynamoDB item. Attributes not in the layout
-    /// (added by tooling or replication) are ignored.
-    pub fn from_item(
-        item: HashMap<String, AttributeValue>,
-    ) -> Result<RankingDocument, DocumentError> {
-        let size: usize = item.iter().map(|(k, v)| k.len() + attribute_size(v)).sum();
-        if size > MAX_JSON_BYTES {
-            return Err(DocumentError::TooLarge(size));
-        }
-        let version = match item.get("schema_version") {
-            Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
-            _ => None,
-        };
-        check_schema(version)?;
-        let known: HashMap<String, AttributeValue> = item
-            .into_iter()
-            .filter(|(k, _)| DOC_FIELDS.contains(&k.as_str()))
-            .collect();
-        let doc: RankingDocument =
-            serde_dynamo::from_item(known).map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        doc.validate()?;
-        Ok(doc)
-    }
 }
 
-fn check_schema(version: Option<u64>) -> Result<(), DocumentError> {
+/// Checks the schema version before anything else is decoded, so a newer
+/// writer's document is reported as such rather than as malformed.
+pub(crate) fn check_schema(version: Option<u64>) -> Result<(), DocumentError> {
     match version {
         None => Err(DocumentError::NoSchema),
         Some(v) if v != u64::from(SCHEMA_VERSION) => Err(DocumentError::UnknownSchema(v)),
         Some(_) => Ok(()),
-    }
-}
-
-/// The table's TTL attribute: epoch seconds after which DynamoDB may delete
-/// the item (a region whose probers are gone stops being served).
-pub const TTL_ATTRIBUTE: &str = "expires_at";
-
-const DOC_FIELDS: [&str; 8] = [
-    "schema_version",
-    "pool",
-    "region",
-    "seq",
-    "generated_at",
-    "probe_interval_ms",
-    "workers",
-    "origins",
-];
-
-/// A rough byte size of an attribute value, to refuse absurd items before
-/// decoding them.
-fn attribute_size(v: &AttributeValue) -> usize {
-    match v {
-        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
-        AttributeValue::B(b) => b.as_ref().len(),
-        AttributeValue::L(l) => l.iter().map(attribute_size).sum::<usize>() + 1,
-        AttributeValue::M(m) => {
-            m.iter()
-                .map(|(k, v)| k.len() + attribute_size(v))
-                .sum::<usize>()
-                + 1
-        }
-        AttributeValue::Ss(l) | AttributeValue::Ns(l) => l.iter().map(String::len).sum(),
-        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
-        _ => 1,
     }
 }
 
@@ -403,62 +332,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn dynamodb_round_trip_uses_native_attributes() {
-        let doc = sample_doc();
-        let item = doc.to_item(1_780_086_400);
-        assert_eq!(item["pool"], AttributeValue::S("web".into()));
-        assert_eq!(item["region"], AttributeValue::S("eu-west-1".into()));
-        assert_eq!(item["seq"], AttributeValue::N("42".into()));
-        assert_eq!(item["expires_at"], AttributeValue::N("1780086400".into()));
-        let AttributeValue::L(origins) = &item["origins"] else {
-            panic!("origins is not a list: {:?}", item["origins"]);
-        };
-        let AttributeValue::M(first) = &origins[0] else {
-            panic!("origin entry is not a map");
-        };
-        assert_eq!(first["state"], AttributeValue::S("healthy".into()));
-        assert_eq!(first["latency_ms"], AttributeValue::N("12.5".into()));
-        let AttributeValue::M(second) = &origins[1] else {
-            panic!("origin entry is not a map");
-        };
-        assert_eq!(
-            second["last_failure"],
-            AttributeValue::S("connect_timeout".into())
-        );
-        assert!(!second.contains_key("latency_ms"));
-        assert_eq!(RankingDocument::from_item(item).unwrap(), doc);
-    }
-
-    #[test]
     fn unknown_schema_is_rejected_first() {
         let json = sample_doc()
             .to_json()
             .replace("\"schema_version\":1", "\"schema_version\":2");
         let err = RankingDocument::from_json(json.as_bytes()).unwrap_err();
         assert!(matches!(err, DocumentError::UnknownSchema(2)), "{err}");
-        let mut item = sample_doc().to_item(0);
-        item.insert("schema_version".into(), AttributeValue::N("7".into()));
+        let json = sample_doc().to_json().replace("\"schema_version\":1,", "");
         assert!(matches!(
-            RankingDocument::from_item(item),
-            Err(DocumentError::UnknownSchema(7))
-        ));
-        let mut item = sample_doc().to_item(0);
-        item.remove("schema_version");
-        assert!(matches!(
-            RankingDocument::from_item(item),
+            RankingDocument::from_json(json.as_bytes()),
             Err(DocumentError::NoSchema)
         ));
     }
 
     #[test]
     fn wrong_types_are_errors() {
-        let mut item = sample_doc().to_item(0);
-        item.insert("seq".into(), AttributeValue::S("forty-two".into()));
-        let err = RankingDocument::from_item(item).unwrap_err();
-        assert!(matches!(err, DocumentError::Malformed(_)), "{err}");
-        let mut item = sample_doc().to_item(0);
-        item.insert("origins".into(), AttributeValue::S("fra,iad".into()));
-        assert!(RankingDocument::from_item(item).is_err());
         let json = sample_doc()
             .to_json()
             .replace("\"workers\":3", "\"workers\":\"3\"");

@@ -1,22 +1,25 @@
 //! Origin Router core: what the regional prober and the edge handler share.
 //!
-//! Layout:
-//! - [`config`]: the one TOML configuration, validated with field paths;
+//! Layout, leaves first:
+//! - [`config`]: the one TOML configuration, one module per section,
+//!   validated with field paths; it knows no engine;
 //! - [`sample`]: probe results, per-phase timings and failure classes;
+//! - [`geo`]: AWS region geography for nearest-region fallback;
+//! - [`document`]: the published ranking and its JSON codec;
 //! - [`probe`]: the probe engine (DNS, TCP, TLS, first byte timed apart);
 //! - [`ranking`]: the pure ranking engine (rise/fall, decay, quorum,
 //!   hysteresis);
-//! - [`document`]: the published ranking and its JSON and DynamoDB codecs;
-//! - [`store`]: where rankings live (DynamoDB, embedded files, memory);
-//! - [`geo`]: AWS region geography for nearest-region fallback;
-//! - [`race`]: the live race the edge falls back to.
+//! - [`store`]: where rankings live (DynamoDB with its item codec, embedded
+//!   files, memory), and the one way to open the configured one.
+//!
+//! What only the edge needs (request routing, the decision order, the live
+//! race) lives in the `edge` crate; what only the prober needs
+//! (scheduling, coordination, publishing) in `prober`.
 
 pub mod config;
-pub mod decision;
 pub mod document;
 pub mod geo;
 pub mod probe;
-pub mod race;
 pub mod ranking;
 pub mod sample;
 pub mod store;

@@ -158,7 +158,7 @@ fn tls_origin(o: &TestOrigin, dir: &std::path::Path) -> OriginConfig {
     OriginConfig {
         protocol: Protocol::Https,
         host: "origin.test".into(),
-        port: Some(o.port().into()),
+        port: Some(o.port()),
         ca_file: Some(o.write_ca(dir).unwrap()),
         ..OriginConfig::http("o", "origin.test", o.port())
     }

@@ -4,13 +4,15 @@
 //! - [`origin`]: local HTTP(S) origins with switchable misbehaviour;
 //! - [`runtime_api`]: a local Lambda Runtime API that drives the edge binary;
 //! - [`services`]: real Redis and DynamoDB API (moto) servers started as
-//!   child processes on loopback ports, stopped on drop.
+//!   child processes on loopback ports, stopped on drop;
+//! - [`stats`]: the one percentile rule of every benchmark.
 //!
 //! The end-to-end tests of the whole system live in `tests/tests/`.
 
 pub mod origin;
 pub mod runtime_api;
 pub mod services;
+pub mod stats;
 
 pub use origin::{Mode, TestOrigin, TlsIdentity};
 

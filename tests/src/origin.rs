@@ -1,5 +1,5 @@
 //! A local HTTP(S) origin with switchable misbehaviour, for tests, the demo
-//! and benchmarks. Loopback only: bind it to 127.0.0.x or [::1].
+//! and benchmarks. Loopback only: bind it to 127.0.0.x or `[::1]`.
 //!
 //! The HTTP/1.1 side is written by hand rather than with a server library
 //! because the interesting modes (reset after the request, close without an
@@ -426,6 +426,7 @@ mod timer {
     use tokio::io::Interest;
 
     /// Waits `d` (above zero) on a fresh timerfd.
+    #[allow(unsafe_code)] // timerfd through libc; each block has its SAFETY note.
     pub async fn sleep(d: Duration) -> io::Result<()> {
         // SAFETY: a plain syscall with constant flags.
         let raw = unsafe {

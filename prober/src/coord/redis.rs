@@ -278,7 +278,7 @@ pub async fn read_rankings(
         None => "origin-router:*:ranking:*".to_string(),
     };
     let mut keys: Vec<String> = Vec::new();
-    let mut iter: redis::AsyncIter<String> =
+    let mut iter: redis::AsyncIter<'_, String> =
         conn.scan_match(&pattern).await.map_err(err("scan"))?;
     while let Some(k) = futures::StreamExt::next(&mut iter).await {
         keys.push(k.map_err(err("scan"))?);

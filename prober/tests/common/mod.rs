@@ -31,6 +31,23 @@ pub fn dynamo_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(conf)
 }
 
+/// The test credentials and region for workers that open the table from
+/// their config through the standard AWS configuration chain. Set once per
+/// test binary, the same for every test, before any worker reads them.
+pub fn aws_test_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ] {
+            std::env::set_var(name, value);
+        }
+    });
+}
+
 pub async fn dynamo(moto: &MotoServer) -> Arc<DynamoStore> {
     let store = DynamoStore::new(dynamo_client(moto), TABLE, Duration::from_secs(86_400));
     store.create_table().await.expect("create table");

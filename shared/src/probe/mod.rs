@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
-use crate::config::{Config, HealthMethod, OriginConfig, Protocol};
+use crate::config::{HealthMethod, OriginConfig, ProberConfig, Protocol};
 use crate::sample::{Failure, FailureClass, Outcome, PhaseTimings};
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
 pub use tls::TlsError;
@@ -57,18 +57,23 @@ pub struct ProbeSettings {
     pub max_body: usize,
 }
 
-impl ProbeSettings {
-    /// The prober's settings from a configuration.
-    pub fn from_config(config: &Config) -> Self {
+/// Most body bytes read for a `GET` probe.
+const MAX_BODY: usize = 64 * 1024;
+
+impl From<&ProberConfig> for ProbeSettings {
+    /// The prober's budgets: connect and response apart, no total bound.
+    fn from(prober: &ProberConfig) -> Self {
         ProbeSettings {
-            connect_timeout: config.prober.connect_timeout,
-            response_timeout: config.prober.response_timeout,
+            connect_timeout: prober.connect_timeout,
+            response_timeout: prober.response_timeout,
             total_timeout: None,
-            source_address: config.prober.source_address,
-            max_body: 64 * 1024,
+            source_address: prober.source_address,
+            max_body: MAX_BODY,
         }
     }
+}
 
+impl ProbeSettings {
     /// One live-race attempt: everything within `attempt`; a timeout before
     /// the TCP handshake is a connect timeout, after it a response timeout.
     pub fn race_attempt(attempt: Duration) -> Self {
@@ -77,7 +82,7 @@ impl ProbeSettings {
             response_timeout: attempt,
             total_timeout: Some(attempt),
             source_address: None,
-            max_body: 64 * 1024,
+            max_body: MAX_BODY,
         }
     }
 }
@@ -112,15 +117,6 @@ impl ProbeEngine {
             default_tls: tls::connector(None)?,
             extra_tls,
         })
-    }
-
-    /// An engine for every origin of a configuration.
-    pub fn from_config(config: &Config, settings: ProbeSettings) -> Result<Self, TlsError> {
-        ProbeEngine::new(
-            settings,
-            resolve::from_config(config),
-            config.pools.values().flat_map(|p| p.origins.iter()),
-        )
     }
 
     pub fn settings(&self) -> &ProbeSettings {

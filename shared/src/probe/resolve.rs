@@ -1,7 +1,7 @@
 //! Name resolution for probes and races, behind a trait so the DNS phase can
 //! be timed on its own and tests can resolve names hermetically.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -79,14 +79,14 @@ impl Resolver for StaticResolver {
     }
 }
 
-/// The resolver a configuration asks for: its `[resolve]` table in front of
-/// the system resolver.
-pub fn from_config(config: &crate::config::Config) -> Arc<dyn Resolver> {
-    if config.resolve.is_empty() {
+/// The resolver a configuration's `[resolve]` table asks for: those names
+/// first, then the system resolver.
+pub fn with_overrides(names: &BTreeMap<String, IpAddr>) -> Arc<dyn Resolver> {
+    if names.is_empty() {
         Arc::new(SystemResolver)
     } else {
         Arc::new(
-            StaticResolver::new(config.resolve.iter().map(|(k, v)| (k.clone(), *v)))
+            StaticResolver::new(names.iter().map(|(k, v)| (k.clone(), *v)))
                 .with_fallback(Arc::new(SystemResolver)),
         )
     }

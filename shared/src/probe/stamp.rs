@@ -183,83 +183,49 @@ impl AsyncWrite for Stamped {
     }
 }
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(target_os = "linux")]
 mod sys {
-    //! `SO_TIMESTAMPNS` and `recvmsg` through libc: neither tokio nor socket2
-    //! exposes socket timestamps or control messages.
+    //! `SO_TIMESTAMPNS` and `recvmsg` through `nix`: neither tokio nor
+    //! socket2 exposes socket timestamps or control messages.
 
-    use std::io;
+    use std::io::{self, IoSliceMut};
     use std::os::fd::AsRawFd;
 
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    };
+    use nix::sys::time::TimeSpec;
     use tokio::net::TcpStream;
 
-    /// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`) on these architectures, where
-    /// `timespec` has 64-bit fields.
-    const SO_TIMESTAMPNS: libc::c_int = 35;
-
     pub fn enable(stream: &TcpStream) -> bool {
-        let on: libc::c_int = 1;
-        // SAFETY: the fd is open for the duration of the call and the option
-        // value is a c_int of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        rc == 0
+        setsockopt(stream, sockopt::ReceiveTimestampns, &true).is_ok()
     }
 
     /// One `recvmsg`: bytes read and the kernel's arrival stamp (ns since
     /// the epoch) of the data, if it sent one.
     pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // 8-byte aligned room for one timestamp control message and more.
-        let mut control = [0u64; 16];
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: iov points into `buf` with its length, the control buffer
-        // is valid for `msg_controllen` bytes, and both outlive the call.
-        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut control = nix::cmsg_space!(TimeSpec);
+        let msg = recvmsg::<SockaddrStorage>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
         let mut stamp = None;
-        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled
-        // within `msg_controllen`; the payload is read unaligned by value.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    if ts.tv_sec > 0 {
-                        stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                    }
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+                if ts.tv_sec() > 0 {
+                    stamp = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64);
                 }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
         }
-        Ok((n as usize, stamp))
+        Ok((msg.bytes, stamp))
     }
 }
 
-#[cfg(not(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(target_os = "linux"))]
 mod sys {
     use std::io;
 

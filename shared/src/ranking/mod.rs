@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use health::Health;
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, ProberConfig, RankingConfig};
 use crate::document::{OriginState, RankedOrigin, RankingDocument, SCHEMA_VERSION};
 use crate::sample::{FailureClass, Sample, UnixMillis};
 
@@ -53,19 +53,28 @@ pub struct Settings {
     pub vote_expiry: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+impl Settings {
+    /// The thresholds and probe timing come from the prober's section (they
+    /// are what the workers run with), the rest from the ranking's.
+    pub fn new(prober: &ProberConfig, ranking: &RankingConfig) -> Self {
         Settings {
-            rise: 2,
-            fall: 3,
-            window: Duration::from_secs(60),
-            half_life: Duration::from_secs(10),
-            switch_margin_relative: 0.10,
-            switch_margin_absolute: Duration::from_millis(5),
-            degraded_below: 0.9,
-            probe_interval: Duration::from_secs(2),
-            vote_expiry: Duration::from_secs(9),
+            rise: prober.rise,
+            fall: prober.fall,
+            window: ranking.window,
+            half_life: ranking.half_life,
+            switch_margin_relative: ranking.switch_margin_relative,
+            switch_margin_absolute: ranking.switch_margin_absolute,
+            degraded_below: ranking.degraded_below,
+            probe_interval: prober.interval,
+            vote_expiry: prober.max_silence(),
         }
+    }
+}
+
+impl Default for Settings {
+    /// The settings of a default configuration.
+    fn default() -> Self {
+        Settings::new(&ProberConfig::default(), &RankingConfig::default())
     }
 }
 

@@ -12,12 +12,16 @@ mod dynamodb;
 mod embedded;
 mod memory;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-pub use dynamodb::DynamoStore;
+pub use dynamodb::{codec, ClientTuning, DynamoStore};
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
+use crate::config::StoreConfig;
 use crate::document::RankingDocument;
 
 /// What a write did.
@@ -77,28 +81,39 @@ pub trait RankingStore: Send + Sync + 'static {
     async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// The store a configuration names: the DynamoDB table if one is set
-/// (endpoint and credentials from the standard AWS configuration, the
-/// replica nearest `region`), else the embedded store.
+/// The store a configuration names: the DynamoDB table if one is set (the
+/// replica nearest `region`, see [`DynamoStore::connect`]), else the
+/// embedded store. The one way the prober, the CLI and the edge open it.
 pub async fn open(
-    config: &crate::config::StoreConfig,
+    config: &StoreConfig,
     region: &str,
-) -> std::sync::Arc<dyn RankingStore> {
-    match &config.dynamodb_table {
-        Some(table) => std::sync::Arc::new(
-            DynamoStore::from_env_in(table.clone(), config.item_ttl, config.replica_for(region))
-                .await,
-        ),
-        None => std::sync::Arc::new(EmbeddedStore::new(config.embedded_path.clone())),
+    client: ClientTuning,
+) -> Arc<dyn RankingStore> {
+    match DynamoStore::connect(config, region, client).await {
+        Some(table) => Arc::new(table),
+        None => Arc::new(EmbeddedStore::new(config.embedded_path.clone())),
     }
 }
 
 /// A short description of where a configuration's rankings live.
-pub fn describe(config: &crate::config::StoreConfig) -> String {
+pub fn describe(config: &StoreConfig) -> String {
     match &config.dynamodb_table {
         Some(table) => format!("dynamodb table {table}"),
         None => format!("embedded store {}", config.embedded_path.display()),
     }
+}
+
+/// The table replica region to use from `region`: the nearest of
+/// `store.table_regions`, or `None` (the SDK's configured region) if none
+/// are listed.
+pub fn replica_for(config: &StoreConfig, region: &str) -> Option<String> {
+    crate::geo::nearest_first(
+        region,
+        config.table_regions.iter().map(String::as_str),
+        &BTreeMap::new(),
+    )
+    .first()
+    .map(|r| r.to_string())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The benchmark baseline: a `lambda_runtime` function that returns its
-//! event unchanged. `cargo bench -p edge --bench runtime_api` compares one
+//! event unchanged. `cargo bench -p sim --bench runtime_api` compares one
 //! invocation of the edge with one of this.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};

@@ -24,15 +24,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::document::{OriginState, RankingDocument};
+use origin_router::sample::{FailureClass, UnixMillis};
+use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
-use crate::config::{Config, OriginConfig, PoolConfig};
-use crate::document::{OriginState, RankingDocument};
-use crate::probe::ProbeEngine;
-use crate::race::RaceOutcome;
-use crate::sample::{FailureClass, UnixMillis};
-use crate::store::RankingStore;
+use crate::race::Racer;
 
 /// Where a decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,7 +99,7 @@ pub fn choose<'p>(
     max_age: Duration,
     now: UnixMillis,
 ) -> Choice<'p> {
-    let order = crate::geo::nearest_first(
+    let order = origin_router::geo::nearest_first(
         region,
         rankings.iter().map(|r| r.region.as_str()),
         proximity,
@@ -155,36 +153,6 @@ pub struct Decision {
     pub losers: Vec<(String, FailureClass)>,
     /// Time spent deciding.
     pub elapsed: Duration,
-}
-
-/// Races a pool's origins live.
-#[async_trait]
-pub trait Racer: Send + Sync + 'static {
-    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome;
-}
-
-/// The real race: probes with the per-attempt budget.
-pub struct ProbeRacer {
-    engine: ProbeEngine,
-}
-
-impl ProbeRacer {
-    pub fn new(engine: ProbeEngine) -> Self {
-        ProbeRacer { engine }
-    }
-
-    /// Attempts bounded by `edge.race_attempt_timeout`.
-    pub fn from_config(config: &Config) -> Result<Self, crate::probe::TlsError> {
-        let settings = crate::probe::ProbeSettings::race_attempt(config.edge.race_attempt_timeout);
-        Ok(ProbeRacer::new(ProbeEngine::from_config(config, settings)?))
-    }
-}
-
-#[async_trait]
-impl Racer for ProbeRacer {
-    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome {
-        crate::race::race(&self.engine, origins, watchdog).await
-    }
 }
 
 struct Cached {

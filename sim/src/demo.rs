@@ -1,4 +1,4 @@
-//! `prober demo`: the whole system on one machine, offline.
+//! `sim demo`: the whole system on one machine, offline.
 //!
 //! Four origins listen on 127.0.0.11-14; their answer time depends on which
 //! loopback address asks, so 127.0.0.2, .3 and .4 stand in for three AWS
@@ -10,20 +10,18 @@
 //! region moving away and how long it took, then restores it and shows the
 //! traffic coming back after the rise threshold.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use origin_router::config::{Config, OriginConfig, PoolConfig};
-use origin_router::decision::{ProbeRacer, Router, Source};
+use edge::decision::{Router, Source};
+use origin_router::config::Config;
 use origin_router::document::RankingDocument;
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
-use origin_router_tests::{loopback, Mode, TestOrigin};
 use tokio::time::Instant;
 
-use crate::cli::CliError;
+use crate::world::{self, Failure, OriginSpec, World, REGIONS};
+use crate::SimError;
 
 /// Options of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,14 +34,12 @@ pub struct DemoArgs {
     pub plain: bool,
 }
 
-/// (region, loopback host number of its probers and edge)
-const REGIONS: [(&str, u8); 3] = [("us-east-1", 2), ("eu-west-1", 3), ("ap-southeast-1", 4)];
-/// (origin, loopback host number, latency in ms from each region above)
-const ORIGINS: [(&str, u8, [u64; 3]); 4] = [
-    ("virginia", 11, [8, 40, 110]),
-    ("ireland", 12, [40, 6, 85]),
-    ("singapore", 13, [110, 85, 7]),
-    ("oregon", 14, [35, 70, 80]),
+/// Four origins, each nearest one region (or none).
+const ORIGINS: [OriginSpec; 4] = [
+    OriginSpec::new("virginia", 11, [8, 40, 110]),
+    OriginSpec::new("ireland", 12, [40, 6, 85]),
+    OriginSpec::new("singapore", 13, [110, 85, 7]),
+    OriginSpec::new("oregon", 14, [35, 70, 80]),
 ];
 const POOL: &str = "web";
 
@@ -57,49 +53,18 @@ struct RegionView {
     used_failed_origin: bool,
 }
 
-/// An origin whose answer time depends on which simulated region asks:
-/// `latencies[i]` ms for the probers of `regions[i]` (by loopback host),
-/// 50 ms for anyone else. Shared with the failover benchmark.
-pub(crate) fn region_delays(regions: &[(&str, u8)], latencies: [u64; 3]) -> Mode {
-    let delays: HashMap<IpAddr, Duration> = regions
-        .iter()
-        .zip(latencies)
-        .map(|((_, src), ms)| (loopback(*src), Duration::from_millis(ms)))
-        .collect();
-    Mode::DelayBySource {
-        delays,
-        default: Duration::from_millis(50),
-    }
-}
-
-pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     let total = Duration::from_secs(args.seconds);
     let fail_at = total / 3;
     let restore_at = total * 2 / 3;
     let dir = tempfile::Builder::new()
         .prefix("origin-router-demo")
         .tempdir()?;
-    let store = Arc::new(EmbeddedStore::new(dir.path()));
-
-    // Origins with region-dependent latency.
-    let mut origins = Vec::new();
-    let mut pool = PoolConfig {
-        default_origin: Some("virginia".into()),
-        origins: Vec::new(),
-    };
-    for (name, host, latencies) in ORIGINS {
-        let mode = region_delays(&REGIONS, latencies);
-        let origin = TestOrigin::start(SocketAddr::new(loopback(host), 0), mode).await?;
-        pool.origins.push(OriginConfig::http(
-            name,
-            &loopback(host).to_string(),
-            origin.port(),
-        ));
-        origins.push(origin);
-    }
+    let store = EmbeddedStore::new(dir.path());
+    let world = World::start(&ORIGINS, Some("virginia")).await?;
 
     let mut base = Config::default();
-    base.pools.insert(POOL.into(), pool);
+    base.pools.insert(POOL.into(), world.pool().clone());
     base.prober.interval = Duration::from_secs(1);
     base.prober.connect_timeout = Duration::from_millis(500);
     base.prober.response_timeout = Duration::from_millis(1000);
@@ -116,26 +81,14 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     let mut views = Vec::new();
-    for (region, host) in REGIONS {
-        let mut config = base.clone();
-        config.prober.region = Some(region.into());
-        config.prober.worker_id = Some(format!("{region}-demo"));
-        config.prober.source_address = Some(loopback(host));
+    for region in REGIONS {
         let mut stop = stop_rx.clone();
-        let store: Arc<dyn RankingStore> = store.clone();
-        workers.push(tokio::spawn(crate::worker::run_with_store(
-            config.clone(),
-            store.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
-        let mut edge_config = config.clone();
-        edge_config.prober.source_address = None;
-        let racer = Arc::new(ProbeRacer::from_config(&edge_config)?);
+        workers.push(world::spawn_worker(&base, region, "demo", async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
         views.push(RegionView {
-            region,
-            router: Router::new(Arc::new(edge_config), region, store, racer),
+            region: region.name,
+            router: world::router(&base, region, dir.path())?,
             last: None,
             away_after: None,
             back_after: None,
@@ -147,10 +100,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     // The origin to fail: the fastest from the first region.
     let failed = ORIGINS
         .iter()
-        .min_by_key(|o| o.2[0])
-        .map(|o| o.0)
+        .min_by_key(|o| o.latency_ms[0])
+        .map(|o| o.id)
         .unwrap_or("virginia");
-    let failed_index = ORIGINS.iter().position(|o| o.0 == failed).unwrap_or(0);
     let redraw = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
     println!(
         "Origin Router demo: {} regions, {} origins, embedded store at {}",
@@ -173,13 +125,13 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         tick.tick().await;
         let t = start.elapsed();
         if phase == 0 && t >= fail_at {
-            origins[failed_index].set_mode(Mode::Stopped);
+            world.fail(failed, Failure::Refused);
             phase = 1;
             for v in &mut views {
                 v.used_failed_origin = v.last.as_ref().is_some_and(|(o, _)| o == failed);
             }
         } else if phase == 1 && t >= restore_at {
-            origins[failed_index].set_mode(region_delays(&REGIONS, ORIGINS[failed_index].2));
+            world.restore(failed);
             phase = 2;
         }
         let now = unix_millis_now();
@@ -261,7 +213,7 @@ fn render(
     for v in views {
         let doc = rankings.iter().find(|d| d.region == v.region);
         let order = doc
-            .map(crate::worker::summary)
+            .map(prober::worker::summary)
             .unwrap_or_else(|| "(no ranking yet)".into());
         let (origin, source) = v
             .last

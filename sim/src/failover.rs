@@ -1,150 +1,97 @@
-//! `prober bench-failover`: the failover timeline, measured.
+//! `sim bench-failover`: the failover timeline, measured.
 //!
 //! Three simulated regions (probers bound to 127.0.0.2-4, one solo worker
-//! each, the real worker code) publish to an embedded store; one edge
-//! router per region (the real decision code, default cache settings)
-//! decides every 10 ms. Origin `fast` answers in 5 ms from everywhere, so
-//! every edge uses it; each trial kills it (connections refused) at a random
-//! point of the probe round and records, per region, when the first probe
-//! failed, when the ranking marked it down, when that ranking was written,
-//! and when the edge stopped choosing it. The timeline reported is when the
-//! *last* region reached each stage. Then `fast` is restored and the next
-//! trial waits until every edge uses it again.
+//! each, the real worker run as `prober run` runs it) publish to an
+//! embedded store; one edge router per region (the real decision code,
+//! default cache settings) decides every 10 ms. Origin `fast` answers in
+//! 5 ms from everywhere, so every edge uses it; each trial kills it
+//! (connections refused) at a random point of the probe round and records,
+//! per region, when the first probe failed (from the worker's own log
+//! events, [`crate::observe`]), when the ranking marked it down (the
+//! ranking's `generated_at`), when that ranking was in the store (polled
+//! every 5 ms), and when the edge stopped choosing it. The timeline
+//! reported is when the *last* region reached each stage. Then `fast` is
+//! restored and the next trial waits until every edge uses it again.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use origin_router::config::{Config, OriginConfig, PoolConfig};
-use origin_router::decision::{ProbeRacer, Router};
+use origin_router::config::Config;
 use origin_router::document::{OriginState, RankingDocument};
-use origin_router::sample::{unix_millis_now, Outcome, Sample, UnixMillis};
-use origin_router::store::{EmbeddedStore, PoolRankings, RankingStore, StoreError, WriteOutcome};
-use origin_router_tests::{loopback, Mode, TestOrigin};
+use origin_router::sample::{unix_millis_now, UnixMillis};
+use origin_router::store::{EmbeddedStore, RankingStore};
+use origin_router_tests::stats::Percentiles;
 use rand::Rng;
 
-use crate::cli::CliError;
+use crate::observe::ProbeFailures;
+use crate::world::{self, Failure, OriginSpec, World, REGIONS};
+use crate::SimError;
 
 /// Options of the failover benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FailoverArgs {
     /// Kill-and-restore trials.
-    #[arg(long, default_value_t = 20)]
-    pub trials: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub trials: u64,
 }
 
-const REGIONS: [(&str, u8); 3] = [("us-east-1", 2), ("eu-west-1", 3), ("ap-southeast-1", 4)];
 const VICTIM: &str = "fast";
 
-/// Records when each ranking was written.
-struct TimedStore {
-    inner: EmbeddedStore,
-    writes: Mutex<Vec<(UnixMillis, RankingDocument)>>,
-}
+const ORIGINS: [OriginSpec; 4] = [
+    OriginSpec::new(VICTIM, 11, [5, 5, 5]),
+    OriginSpec::new("virginia", 12, [20, 60, 120]),
+    OriginSpec::new("ireland", 13, [60, 20, 90]),
+    OriginSpec::new("singapore", 14, [120, 90, 20]),
+];
 
-#[async_trait]
-impl RankingStore for TimedStore {
-    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
-        self.inner.read_pool(pool).await
-    }
-    async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
-        let outcome = self.inner.write(doc).await?;
-        if outcome == WriteOutcome::Written {
-            self.writes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((unix_millis_now(), doc.clone()));
-        }
-        Ok(outcome)
-    }
-    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_pools().await
-    }
-}
-
-fn delays(latencies: [u64; 3]) -> Mode {
-    crate::demo::region_delays(&REGIONS, latencies)
-}
-
-pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
+/// Runs the bench; `failures` must be installed in the global subscriber
+/// (the `sim` binary does so), or no trial can see its first failed probe.
+pub async fn run(args: FailoverArgs, failures: ProbeFailures) -> Result<(), SimError> {
     let dir = tempfile::Builder::new()
         .prefix("origin-router-failover")
         .tempdir()?;
-    let store = Arc::new(TimedStore {
-        inner: EmbeddedStore::new(dir.path()),
-        writes: Mutex::new(Vec::new()),
-    });
-    let origin_modes = [
-        (VICTIM, 11u8, [5u64, 5, 5]),
-        ("virginia", 12, [20, 60, 120]),
-        ("ireland", 13, [60, 20, 90]),
-        ("singapore", 14, [120, 90, 20]),
-    ];
-    let mut origins = Vec::new();
-    let mut pool = PoolConfig {
-        default_origin: Some("virginia".into()),
-        origins: Vec::new(),
-    };
-    for (name, host, latencies) in origin_modes {
-        let o = TestOrigin::start(SocketAddr::new(loopback(host), 0), delays(latencies)).await?;
-        pool.origins.push(OriginConfig::http(
-            name,
-            &loopback(host).to_string(),
-            o.port(),
-        ));
-        origins.push(o);
-    }
+    let world = World::start(&ORIGINS, Some("virginia")).await?;
     // Default settings throughout, except what a loopback simulation needs.
     let mut base = Config::default();
-    base.pools.insert("web".into(), pool);
+    base.pools.insert("web".into(), world.pool().clone());
     base.prober.metrics_listen = None;
     base.store.embedded_path = dir.path().to_path_buf();
     let base = base.validate().map_err(|p| format!("config: {p:?}"))?;
 
-    let (samples_tx, mut samples_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Sample>>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     let mut routers = Vec::new();
-    for (region, host) in REGIONS {
-        let mut c = base.clone();
-        c.prober.region = Some(region.into());
-        c.prober.worker_id = Some(format!("{region}-bench"));
-        c.prober.source_address = Some(loopback(host));
+    for region in REGIONS {
         let mut stop = stop_rx.clone();
-        let hooks = crate::worker::Hooks {
-            samples: Some(samples_tx.clone()),
-        };
-        workers.push(tokio::spawn(crate::worker::run_with(
-            c.clone(),
-            store.clone(),
-            hooks,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
-        let racer = Arc::new(ProbeRacer::from_config(&base)?);
-        routers.push((
-            region,
-            Router::new(Arc::new(base.clone()), region, store.clone(), racer),
-        ));
+        workers.push(world::spawn_worker(&base, region, "bench", async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        routers.push((region.name, world::router(&base, region, dir.path())?));
     }
-    // Failed samples of the victim: (region of the worker, detection time).
-    let failures: Arc<Mutex<Vec<(String, UnixMillis)>>> = Arc::default();
-    let sink = failures.clone();
-    tokio::spawn(async move {
-        while let Some(batch) = samples_rx.recv().await {
-            for s in batch.iter().filter(|s| s.origin == VICTIM) {
-                if let Outcome::Failed(f) = &s.outcome {
-                    let region = s.worker.trim_end_matches("-bench").to_string();
-                    sink.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((region, s.at + f.after.as_millis() as u64));
+    // Every ranking that reaches the store: (first seen, document).
+    let seen: Arc<Mutex<Vec<(UnixMillis, RankingDocument)>>> = Arc::default();
+    let watcher = {
+        let (seen, store) = (seen.clone(), EmbeddedStore::new(dir.path()));
+        tokio::spawn(async move {
+            let mut last: HashMap<String, u64> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tick.tick().await;
+                let Ok(read) = store.read_pool("web").await else {
+                    continue;
+                };
+                let now = unix_millis_now();
+                for doc in read.rankings {
+                    if last.insert(doc.region.clone(), doc.seq) != Some(doc.seq) {
+                        seen.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((now, doc));
+                    }
                 }
             }
-        }
-    });
+        })
+    };
     // Edge decisions every 10 ms: the latest choice per region.
     let choices: Arc<Mutex<HashMap<&'static str, (String, UnixMillis)>>> = Arc::default();
     let record = choices.clone();
@@ -171,7 +118,7 @@ pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
         let c = choices.lock().unwrap_or_else(|p| p.into_inner());
         REGIONS
             .iter()
-            .all(|(r, _)| c.get(r).is_some_and(|(o, _)| o == origin))
+            .all(|r| c.get(r.name).is_some_and(|(o, _)| o == origin))
     };
     let mut stages: [Vec<u64>; 4] = Default::default();
     for trial in 0..args.trials {
@@ -185,17 +132,17 @@ pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
         // Kill at a random point of the probe round.
         let phase = rand::rng().random_range(0..base.prober.interval.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(phase)).await;
-        failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        failures.clear();
         let t0 = unix_millis_now();
-        origins[0].set_mode(Mode::Stopped);
+        world.fail(VICTIM, Failure::Refused);
         let wait = tokio::time::Instant::now() + Duration::from_secs(30);
         let switched = loop {
             let done = {
                 let c = choices.lock().unwrap_or_else(|p| p.into_inner());
                 REGIONS
                     .iter()
-                    .map(|(r, _)| {
-                        c.get(r)
+                    .map(|r| {
+                        c.get(r.name)
                             .filter(|(o, at)| o != VICTIM && *at >= t0)
                             .map(|(_, at)| *at)
                     })
@@ -212,21 +159,13 @@ pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
         let per_region = |f: &dyn Fn(&str) -> Option<u64>| {
             REGIONS
                 .iter()
-                .map(|(r, _)| f(r))
+                .map(|r| f(r.name))
                 .collect::<Option<Vec<u64>>>()
                 .and_then(|v| v.into_iter().max())
         };
-        let first_fail = {
-            let f = failures.lock().unwrap_or_else(|p| p.into_inner());
-            per_region(&|r| {
-                f.iter()
-                    .filter(|(reg, at)| reg == r && *at >= t0)
-                    .map(|(_, at)| *at)
-                    .min()
-            })
-        };
+        let first_fail = per_region(&|r| failures.first(r, t0));
         let (state, published) = {
-            let w = store.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let w = seen.lock().unwrap_or_else(|p| p.into_inner());
             let marks = |r: &str| {
                 w.iter()
                     .filter(|(_, d)| d.region == r && d.generated_at >= t0)
@@ -258,13 +197,8 @@ pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
         for (stage, v) in stages.iter_mut().zip(row) {
             stage.push(v);
         }
-        origins[0].set_mode(delays([5, 5, 5]));
+        world.restore(VICTIM);
     }
-    let pct = |v: &Vec<u64>, p: f64| {
-        let mut v = v.clone();
-        v.sort_unstable();
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
     println!("\nstage (ms after the kill)        p50     p99     max");
     for (name, v) in [
         "first failed probe",
@@ -275,15 +209,17 @@ pub async fn run(args: FailoverArgs) -> Result<(), CliError> {
     .iter()
     .zip(&stages)
     {
+        let p = Percentiles::new(v.clone());
         println!(
             "{name:<28} {:>7} {:>7} {:>7}",
-            pct(v, 0.5),
-            pct(v, 0.99),
-            pct(v, 1.0)
+            p.p50().unwrap_or(0),
+            p.p99().unwrap_or(0),
+            p.max().unwrap_or(0)
         );
     }
     let _ = stop_tx.send(true);
     edges.abort();
+    watcher.abort();
     for w in workers {
         let _ = w.await;
     }

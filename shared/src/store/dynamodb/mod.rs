@@ -1,6 +1,6 @@
 //! The DynamoDB global table: one item per (pool, region), partition key
 //! `pool`, sort key `region`, native attributes (see
-//! [`RankingDocument::to_item`]), TTL on `expires_at`.
+//! [`codec`]), TTL on `expires_at`.
 //!
 //! Writes are conditional on `seq`, so a deposed leader's late write fails
 //! with `ConditionalCheckFailedException` and the newer ranking stays.
@@ -22,9 +22,24 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+pub mod codec;
+
 use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
-use crate::document::{RankingDocument, TTL_ATTRIBUTE};
+use crate::config::StoreConfig;
+use crate::document::RankingDocument;
 use crate::sample::unix_millis_now;
+use codec::TTL_ATTRIBUTE;
+
+/// How the SDK client behaves on a slow table. The prober takes the SDK's
+/// defaults (a slow write only delays publishing); the edge bounds every
+/// call by its `table_timeout`, since a viewer waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientTuning {
+    /// Connect timeout; the whole operation gets twice this.
+    pub timeout: Option<Duration>,
+    /// Attempts per call, the first included.
+    pub max_attempts: Option<u32>,
+}
 
 /// The rankings table.
 #[derive(Debug, Clone)]
@@ -43,24 +58,34 @@ impl DynamoStore {
         }
     }
 
-    /// A client from the standard AWS configuration chain.
-    pub async fn from_env(table: impl Into<String>, item_ttl: Duration) -> Self {
-        Self::from_env_in(table, item_ttl, None).await
-    }
-
-    /// A client from the standard AWS configuration chain, talking to the
-    /// replica in `region` (default: the configured region, `AWS_REGION`).
-    pub async fn from_env_in(
-        table: impl Into<String>,
-        item_ttl: Duration,
-        region: Option<String>,
-    ) -> Self {
+    /// A client for `config`'s table: endpoint and credentials from the
+    /// standard AWS configuration chain (or `store.dynamodb_endpoint`), the
+    /// replica nearest `region`, and the SDK's timeouts and retries as
+    /// `client` says. `None` when the config names no table.
+    pub async fn connect(config: &StoreConfig, region: &str, client: ClientTuning) -> Option<Self> {
+        let table = config.dynamodb_table.clone()?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region));
+        if let Some(replica) = super::replica_for(config, region) {
+            loader = loader.region(aws_config::Region::new(replica));
         }
-        let config = loader.load().await;
-        DynamoStore::new(Client::new(&config), table, item_ttl)
+        if let Some(endpoint) = &config.dynamodb_endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(timeout) = client.timeout {
+            loader = loader.timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(timeout)
+                    .operation_timeout(timeout * 2)
+                    .build(),
+            );
+        }
+        if let Some(attempts) = client.max_attempts {
+            loader = loader.retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
+            );
+        }
+        let sdk = loader.load().await;
+        Some(DynamoStore::new(Client::new(&sdk), table, config.item_ttl))
     }
 
     pub fn table(&self) -> &str {
@@ -174,7 +199,7 @@ impl RankingStore for DynamoStore {
                 Some(AttributeValue::S(r)) => r.chars().take(64).collect(),
                 _ => "?".to_string(),
             };
-            match RankingDocument::from_item(item) {
+            match codec::from_item(item) {
                 Ok(doc) if doc.pool == pool => out.rankings.push(doc),
                 Ok(doc) => out
                     .skipped
@@ -192,7 +217,7 @@ impl RankingStore for DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(doc.to_item(expires_at)))
+            .set_item(Some(codec::to_item(doc, expires_at)))
             .condition_expression("attribute_not_exists(#p) OR #s < :seq")
             .expression_attribute_names("#p", "pool")
             .expression_attribute_names("#s", "seq")

@@ -1,4 +1,4 @@
-//! `prober bench`: how many probes per second this worker sustains on this
+//! `sim bench`: how many probes per second this worker sustains on this
 //! machine, how far its first-byte times are from the origins' known delays,
 //! and its peak memory. Everything runs on loopback: local origins answer
 //! after a fixed delay, the worker's real round machinery (spawned probes,
@@ -22,13 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use origin_router::config::{Config, OriginConfig, PoolConfig};
-use origin_router::probe::{ProbeEngine, ProbeSettings};
+use origin_router::probe::{resolve, ProbeEngine, ProbeSettings};
 use origin_router::sample::Outcome;
+use origin_router_tests::stats::Percentiles;
 use origin_router_tests::{loopback, Mode, TestOrigin};
+use prober::round::{self, RoundSettings, Rounds};
 use tokio::time::Instant;
 
-use crate::cli::CliError;
-use crate::round::{self, RoundSettings, Rounds};
+use crate::SimError;
 
 /// Options of the benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,7 +70,7 @@ struct OriginHost {
 }
 
 impl OriginHost {
-    fn start(servers: u8, delay: Duration, realtime: bool) -> Result<OriginHost, CliError> {
+    fn start(servers: u8, delay: Duration, realtime: bool) -> Result<OriginHost, SimError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -109,7 +110,7 @@ impl OriginHost {
             })?;
         let addrs = ready_rx
             .recv()
-            .map_err(|_| CliError::from("the origin thread ended before starting"))??;
+            .map_err(|_| SimError::from("the origin thread ended before starting"))??;
         Ok(OriginHost {
             addrs,
             stop: Some(stop),
@@ -132,6 +133,7 @@ impl Drop for OriginHost {
 /// Runs the calling thread (the origins') at real-time priority, when
 /// allowed: the origins are the reference the prober is measured against,
 /// so when their answer is due they go first, as a separate host would.
+#[allow(unsafe_code)] // sched_setscheduler: neither std nor nix wraps it.
 fn realtime_priority() {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
@@ -159,7 +161,7 @@ impl LatencyHold {
     }
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+pub async fn run(args: BenchArgs) -> Result<(), SimError> {
     if args.origins == 0 || args.servers == 0 || args.seconds == 0 {
         return Err("--origins, --servers and --seconds must be above 0".into());
     }
@@ -213,9 +215,13 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         source_address: None,
         max_body: 1024,
     };
-    let engine = Arc::new(ProbeEngine::from_config(&config, probe_settings)?);
+    let engine = Arc::new(ProbeEngine::new(
+        probe_settings,
+        resolve::with_overrides(&config.resolve),
+        config.origins(),
+    )?);
     let rounds = Rounds::new(engine, round::targets(&config), settings, "bench", "bench");
-    let _ = crate::metrics::recorder();
+    let _ = prober::metrics::recorder();
 
     println!(
         "bench: {} origins on {} local servers ({}), delay {} ms, target {} probes/s, {} s, concurrency {}, idle states {}",
@@ -261,19 +267,13 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let cpu_after = thread_cpu();
     let Tally {
         probes,
-        mut errors_us,
+        errors_us,
         failures,
         skipped,
     } = tally;
     let failed = probes - errors_us.len();
-    errors_us.sort_unstable();
-    let pct = |p: f64| {
-        errors_us
-            .get(((errors_us.len() as f64 * p) as usize).min(errors_us.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let errors = Percentiles::new(errors_us);
+    let ms = |us: Option<u64>| us.unwrap_or(0) as f64 / 1000.0;
     println!(
         "probes:            {} in {:.2} s",
         probes,
@@ -287,9 +287,9 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     println!("skipped in flight: {skipped}");
     println!(
         "timing error (first byte - delay): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        pct(0.50),
-        pct(0.99),
-        errors_us.last().copied().unwrap_or(0) as f64 / 1000.0
+        ms(errors.p50()),
+        ms(errors.p99()),
+        ms(errors.max())
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let prober = after.prober.saturating_sub(before.prober);

@@ -1,7 +1,7 @@
 //! One invocation through the Lambda Runtime API: the edge binary against
 //! an echo handler on the same local Runtime API, plus the edge's start-up
 //! time to its first answer (one store read included) and its peak RSS.
-//! `cargo bench -p edge --bench runtime_api`
+//! `cargo bench -p sim --bench runtime_api`
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::Function;
 use origin_router_tests::services::{peak_rss_kib, thread_cpu};
+use origin_router_tests::stats::Percentiles;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
@@ -23,6 +24,7 @@ const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-reque
 /// drainer, and this harness has the other. Unpinned, the drainer's
 /// wake-up after each log line landed on the other CPU at random and the
 /// edge/echo ratio swung from 1.01 to 1.43 between runs.
+#[allow(unsafe_code)] // sched_setaffinity on another process's threads.
 fn pin_to_last_cpu(pid: u32) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
@@ -138,9 +140,24 @@ impl Timings {
     }
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+fn percentiles(v: Vec<Duration>) -> (Duration, Duration) {
+    let p = Percentiles::new(v);
+    (p.p50().unwrap_or_default(), p.p99().unwrap_or_default())
+}
+
+/// The shipped `edge` binary, built in this bench's profile: it belongs to
+/// another package, so cargo gives this bench no path to it.
+fn edge_binary() -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "edge", "--bin", "edge"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cannot build the edge binary");
+    let exe = std::env::current_exe().expect("the bench knows its path");
+    // target/release/deps/runtime_api-HASH -> target/release/edge
+    let dir = exe.parent().and_then(|d| d.parent()).expect("a target dir");
+    dir.join("edge").display().to_string()
 }
 
 /// CPU time a process has run, summed over its threads.
@@ -159,7 +176,8 @@ fn invocation(c: &mut Criterion) {
     let event: Value = serde_json::from_str(FIXTURE).unwrap();
     let edge_log = dir.path().join("edge.log");
     let echo_log = dir.path().join("echo.log");
-    let edge = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config, &edge_log));
+    let edge_bin = edge_binary();
+    let edge = rt.block_on(start(&edge_bin, &config, &edge_log));
     let echo = rt.block_on(start(
         env!("CARGO_BIN_EXE_echo-handler"),
         &config,
@@ -259,7 +277,7 @@ fn invocation(c: &mut Criterion) {
     let mut starts = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let f = rt.block_on(start(env!("CARGO_BIN_EXE_edge"), &config, &edge_log));
+        let f = rt.block_on(start(&edge_bin, &config, &edge_log));
         call(&f);
         starts.push(t.elapsed());
     }

@@ -1,17 +1,16 @@
 //! The live race: probe every origin of a pool at once and take the first
-//! that answers well. Used by the edge only when no fresh ranking exists
-//! (and by the prober CLI). Budgets from the original edge script: each
+//! that answers well. Used only when no fresh ranking exists. Budgets from the original edge script: each
 //! attempt 0.8 s, a watchdog at 0.9 s after which the caller uses the pool's
 //! default origin.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
+use origin_router::config::{Config, OriginConfig};
+use origin_router::probe::{resolve, ProbeEngine, ProbeSettings, TlsError};
+use origin_router::sample::{FailureClass, Outcome};
 use tokio::time::Instant;
-
-use crate::config::OriginConfig;
-use crate::probe::ProbeEngine;
-use crate::sample::{FailureClass, Outcome};
 
 /// How a race ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +27,45 @@ pub struct RaceOutcome {
     pub losers: Vec<(String, FailureClass)>,
 }
 
+/// Races a pool's origins live. A trait so the decision's tests and
+/// benchmarks can race without a network.
+#[async_trait]
+pub trait Racer: Send + Sync + 'static {
+    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome;
+}
+
+/// The real race: a probe of each origin with the per-attempt budget.
+pub struct ProbeRacer {
+    engine: ProbeEngine,
+}
+
+impl ProbeRacer {
+    pub fn new(engine: ProbeEngine) -> Self {
+        ProbeRacer { engine }
+    }
+
+    /// Attempts bounded by `edge.race_attempt_timeout`, names resolved
+    /// through `[resolve]` first, every origin's CA file loaded once.
+    pub fn from_config(config: &Config) -> Result<Self, TlsError> {
+        let settings = ProbeSettings::race_attempt(config.edge.race_attempt_timeout);
+        let engine = ProbeEngine::new(
+            settings,
+            resolve::with_overrides(&config.resolve),
+            config.origins(),
+        )?;
+        Ok(ProbeRacer::new(engine))
+    }
+}
+
+#[async_trait]
+impl Racer for ProbeRacer {
+    async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome {
+        race(&self.engine, origins, watchdog).await
+    }
+}
+
 /// Races `origins`; `engine` carries the per-attempt budget (see
-/// [`crate::probe::ProbeSettings::race_attempt`]).
+/// [`ProbeSettings::race_attempt`]).
 pub async fn race(
     engine: &ProbeEngine,
     origins: &[&OriginConfig],

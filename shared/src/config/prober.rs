@@ -1,0 +1,165 @@
+//! The regional prober worker: schedule, probe budgets, health thresholds,
+//! coordination timing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::Validator;
+
+/// The regional prober worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProberConfig {
+    /// AWS region this worker probes from. Default: `AWS_REGION`, else
+    /// `local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Unique worker id within the region. Default: host name plus pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Time between probe rounds. Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A cron expression with seconds (`*/5 * * * * *`) used instead of
+    /// `interval`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Budget for name resolution plus the TCP handshake. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Budget from the TCP connection to the complete answer, TLS handshake
+    /// included. Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// After a probe whose result differs from the origin's previous one,
+    /// the worker re-probes it this soon, up to `fall - 1` (or `rise - 1`)
+    /// times in the same round, so a state change is confirmed in well under
+    /// one interval (HAProxy's `fastinter`). Default: 250ms.
+    #[serde(with = "humantime_serde")]
+    pub fast_interval: Duration,
+    /// Consecutive successes that bring a down origin back. Default: 2.
+    pub rise: u32,
+    /// Consecutive failures that take an origin down. Default: 3.
+    pub fall: u32,
+    /// Probes in flight at once, across all origins. Default: 256.
+    pub concurrency: usize,
+    /// Probes are spread over this much time at the start of each round so
+    /// origins do not see bursts. Default: 200ms; must be below `interval`.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Local address probes connect from. Default: chosen by the OS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
+    /// Samples kept per worker and origin in Redis. Default: 32.
+    pub sample_retention: usize,
+    /// Leader lease lifetime; the leader renews it every round. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Address of the `/metrics` and `/healthz` endpoint. Default:
+    /// `127.0.0.1:9464`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long shutdown waits for in-flight probes. Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProberConfig {
+    fn default() -> Self {
+        ProberConfig {
+            region: None,
+            worker_id: None,
+            interval: Duration::from_secs(2),
+            schedule: None,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(250),
+            rise: 2,
+            fall: 3,
+            concurrency: 256,
+            jitter: Duration::from_millis(200),
+            source_address: None,
+            sample_retention: 32,
+            lease_ttl: Duration::from_secs(10),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ProberConfig {
+    /// How long a worker's silence is tolerated: three missed rounds plus
+    /// the longest a probe may take. Past it, a worker's samples no longer
+    /// vote in the ranking and its `/healthz` reports it stale.
+    pub fn max_silence(&self) -> Duration {
+        self.interval * 3 + self.connect_timeout + self.response_timeout
+    }
+}
+
+impl ProberConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        let p = self;
+        if let Some(region) = &p.region {
+            v.name("prober.region", region);
+        }
+        if let Some(id) = &p.worker_id {
+            v.name("prober.worker_id", id);
+        }
+        // Rounds are scheduled by tokio-cron-scheduler, whose repeated jobs
+        // count whole seconds.
+        if p.interval < Duration::from_secs(1) || p.interval.subsec_nanos() != 0 {
+            v.fail(
+                "prober.interval",
+                "must be a whole number of seconds, at least 1s",
+            );
+        }
+        if p.fast_interval.is_zero() || p.fast_interval >= p.interval {
+            v.fail(
+                "prober.fast_interval",
+                "must be above 0 and below prober.interval",
+            );
+        }
+        if let Some(cron) = &p.schedule {
+            let fields = cron.split_whitespace().count();
+            if !(6..=7).contains(&fields) {
+                v.fail(
+                "prober.schedule",
+                format!("`{cron}` is not a cron expression with seconds (6 fields, e.g. \"*/5 * * * * *\")"),
+            );
+            }
+        }
+        for (field, d) in [
+            ("connect_timeout", p.connect_timeout),
+            ("response_timeout", p.response_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(60) {
+                v.fail(format!("prober.{field}"), "must be above 0 and at most 60s");
+            }
+        }
+        for (field, n) in [("rise", p.rise), ("fall", p.fall)] {
+            if !(1..=100).contains(&n) {
+                v.fail(format!("prober.{field}"), format!("{n} is not in 1..=100"));
+            }
+        }
+        if !(1..=100_000).contains(&p.concurrency) {
+            v.fail(
+                "prober.concurrency",
+                format!("{} is not in 1..=100000", p.concurrency),
+            );
+        }
+        if p.jitter >= p.interval {
+            v.fail("prober.jitter", "must be below prober.interval");
+        }
+        if !(1..=10_000).contains(&p.sample_retention) {
+            v.fail("prober.sample_retention", "must be in 1..=10000");
+        }
+        if p.lease_ttl < Duration::from_secs(1) || p.lease_ttl <= p.interval {
+            v.fail(
+                "prober.lease_ttl",
+                "must be at least 1s and above prober.interval",
+            );
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! How samples become a ranking: the window, the decay and the switching
+//! margins (the engine is `crate::ranking`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::Validator;
+
+/// How samples become a ranking. See [`crate::ranking`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankingConfig {
+    /// Samples older than this are ignored. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A sample's weight in the smoothed latency halves every this much
+    /// time, so an origin that recovers is seen to recover. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// The top origin changes only if the challenger's score is better by
+    /// more than this fraction of the incumbent's... Default: 0.10.
+    pub switch_margin_relative: f64,
+    /// ...and by more than this much. Default: 5ms.
+    #[serde(with = "humantime_serde")]
+    pub switch_margin_absolute: Duration,
+    /// An up origin whose success ratio is below this is `degraded` and
+    /// ranked after healthy ones. Default: 0.9.
+    pub degraded_below: f64,
+}
+
+impl Default for RankingConfig {
+    fn default() -> Self {
+        RankingConfig {
+            window: Duration::from_secs(60),
+            half_life: Duration::from_secs(10),
+            switch_margin_relative: 0.10,
+            switch_margin_absolute: Duration::from_millis(5),
+            degraded_below: 0.9,
+        }
+    }
+}
+
+impl RankingConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        let r = self;
+        if r.window < Duration::from_secs(1) {
+            v.fail("ranking.window", "must be at least 1s");
+        }
+        if r.half_life.is_zero() {
+            v.fail("ranking.half_life", "must be above 0");
+        }
+        if !(r.switch_margin_relative.is_finite() && (0.0..1.0).contains(&r.switch_margin_relative))
+        {
+            v.fail(
+                "ranking.switch_margin_relative",
+                format!("{} is not in [0, 1)", r.switch_margin_relative),
+            );
+        }
+        if !(r.degraded_below.is_finite() && (0.0..=1.0).contains(&r.degraded_below)) {
+            v.fail(
+                "ranking.degraded_below",
+                format!("{} is not in [0, 1]", r.degraded_below),
+            );
+        }
+    }
+}

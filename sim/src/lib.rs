@@ -1,0 +1,22 @@
+//! Origin Router simulation: the offline demo and the benchmarks, run on
+//! this machine against the real prober worker and the real edge decision.
+//! Nothing here ships: the `prober` and `edge` binaries do not link it.
+//!
+//! - [`world`]: the one model of the simulated world (regions on loopback
+//!   addresses, origins with per-region delays, failure injection);
+//! - [`observe`]: watching real workers through their log events;
+//! - [`demo`]: the whole system, offline, with a failover to watch;
+//! - [`mod@bench`]: probe throughput, timing error and memory;
+//! - [`failover`]: the failover timeline, measured;
+//! - the `echo-handler` binary: the Runtime API benchmark's baseline.
+//!
+//! Percentiles come from one helper, `origin_router_tests::stats`.
+
+pub mod bench;
+pub mod demo;
+pub mod failover;
+pub mod observe;
+pub mod world;
+
+/// Errors of a simulation run, printed as `error: ...`.
+pub type SimError = Box<dyn std::error::Error + Send + Sync>;

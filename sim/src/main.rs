@@ -1,0 +1,64 @@
+//! `sim`: the Origin Router demo and benchmarks (see the crate docs).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sim::observe::ProbeFailures;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Origin Router on this machine: a demo of the whole system and the
+/// benchmarks behind BENCHMARKS.md. No network, AWS or Redis needed.
+#[derive(Debug, Parser)]
+#[command(name = "sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole system on this machine: local origins, one prober per
+    /// simulated region, edge decisions per region; fails the fastest origin
+    /// midway and shows the failover.
+    Demo(sim::demo::DemoArgs),
+    /// Measure probes per second, timing error and memory against local
+    /// origins.
+    Bench(sim::bench::BenchArgs),
+    /// Measure the failover timeline: origin death, first failed probe,
+    /// state change, ranking published, every edge switched.
+    BenchFailover(sim::failover::FailoverArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The runs print their own view, so logs show only errors (RUST_LOG
+    // changes that); the failover bench also reads the workers' failed
+    // probes from their log events.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let failures = ProbeFailures::of("fast");
+    let watch = failures
+        .clone()
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target().starts_with("prober")
+        }));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(logs).with(watch).init();
+    let result = match cli.command {
+        Command::Demo(args) => sim::demo::run(args).await,
+        Command::Bench(args) => sim::bench::run(args).await,
+        Command::BenchFailover(args) => sim::failover::run(args, failures).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

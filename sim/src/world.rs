@@ -1,0 +1,182 @@
+//! The one model of a simulated world that the demo and the failover bench
+//! share: regions (a prober and an edge each, told apart by the loopback
+//! address they connect from), origins whose answer time depends on which
+//! region asks, and failure injection.
+//!
+//! Loopback addresses stand in for places: 127.0.0.2-4 are the regions,
+//! 127.0.0.11 and up the origins. An origin answers a region after that
+//! region's delay, anyone else after 50 ms.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge::decision::Router;
+use edge::race::ProbeRacer;
+use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::probe::TlsError;
+use origin_router::store::{EmbeddedStore, RankingStore};
+use origin_router_tests::{loopback, Mode, TestOrigin};
+
+/// A simulated AWS region: its name, and the loopback host its probers
+/// and edge connect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub name: &'static str,
+    pub host: u8,
+}
+
+/// The three regions of every simulation.
+pub const REGIONS: [Region; 3] = [
+    Region {
+        name: "us-east-1",
+        host: 2,
+    },
+    Region {
+        name: "eu-west-1",
+        host: 3,
+    },
+    Region {
+        name: "ap-southeast-1",
+        host: 4,
+    },
+];
+
+/// An origin of the world: its id, its loopback host, and its answer time
+/// in ms from each of [`REGIONS`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginSpec {
+    pub id: &'static str,
+    pub host: u8,
+    pub latency_ms: [u64; 3],
+}
+
+impl OriginSpec {
+    pub const fn new(id: &'static str, host: u8, latency_ms: [u64; 3]) -> Self {
+        OriginSpec {
+            id,
+            host,
+            latency_ms,
+        }
+    }
+}
+
+/// How an injected failure shows itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Connections refused: the listener is gone.
+    Refused,
+}
+
+/// Running origins, one pool of them.
+pub struct World {
+    specs: Vec<OriginSpec>,
+    origins: Vec<TestOrigin>,
+    pool: PoolConfig,
+}
+
+impl World {
+    /// Starts every origin on its loopback host; `default_origin` is the
+    /// pool's default (else the first).
+    pub async fn start(
+        specs: &[OriginSpec],
+        default_origin: Option<&str>,
+    ) -> std::io::Result<World> {
+        let mut origins = Vec::new();
+        let mut pool = PoolConfig {
+            default_origin: default_origin.map(str::to_string),
+            origins: Vec::new(),
+        };
+        for spec in specs {
+            let ip = loopback(spec.host);
+            let origin = TestOrigin::start(SocketAddr::new(ip, 0), delays(spec.latency_ms)).await?;
+            pool.origins
+                .push(OriginConfig::http(spec.id, &ip.to_string(), origin.port()));
+            origins.push(origin);
+        }
+        Ok(World {
+            specs: specs.to_vec(),
+            origins,
+            pool,
+        })
+    }
+
+    /// The pool of every origin, as a config names it.
+    pub fn pool(&self) -> &PoolConfig {
+        &self.pool
+    }
+
+    pub fn specs(&self) -> &[OriginSpec] {
+        &self.specs
+    }
+
+    /// Makes origin `id` fail as `failure` says, at once.
+    pub fn fail(&self, id: &str, failure: Failure) {
+        if let Some(i) = self.index(id) {
+            match failure {
+                Failure::Refused => self.origins[i].set_mode(Mode::Stopped),
+            }
+        }
+    }
+
+    /// Brings origin `id` back to its normal per-region answer times.
+    pub fn restore(&self, id: &str) {
+        if let Some(i) = self.index(id) {
+            self.origins[i].set_mode(delays(self.specs[i].latency_ms));
+        }
+    }
+
+    fn index(&self, id: &str) -> Option<usize> {
+        self.specs.iter().position(|s| s.id == id)
+    }
+}
+
+/// Answer after `latency_ms[i]` for connections from region `i`'s host,
+/// 50 ms for anyone else.
+fn delays(latency_ms: [u64; 3]) -> Mode {
+    let delays: HashMap<IpAddr, Duration> = REGIONS
+        .iter()
+        .zip(latency_ms)
+        .map(|(region, ms)| (loopback(region.host), Duration::from_millis(ms)))
+        .collect();
+    Mode::DelayBySource {
+        delays,
+        default: Duration::from_millis(50),
+    }
+}
+
+/// `base` as the worker of `region` runs it: the region's name, a worker
+/// id, and probes from the region's loopback host.
+pub fn worker_config(base: &Config, region: Region, worker: &str) -> Config {
+    let mut config = base.clone();
+    config.prober.region = Some(region.name.into());
+    config.prober.worker_id = Some(format!("{}-{worker}", region.name));
+    config.prober.source_address = Some(loopback(region.host));
+    config
+}
+
+/// Starts the real prober worker of `region` (solo, the store `base`
+/// names) until `stop` completes.
+pub fn spawn_worker(
+    base: &Config,
+    region: Region,
+    worker: &str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), prober::WorkerError>> {
+    tokio::spawn(prober::run(worker_config(base, region, worker), stop))
+}
+
+/// The real edge decision of `region` over the embedded store at `path`.
+pub fn router(base: &Config, region: Region, path: &Path) -> Result<Router, TlsError> {
+    let store: Arc<dyn RankingStore> = Arc::new(EmbeddedStore::new(path));
+    let racer = Arc::new(ProbeRacer::from_config(base)?);
+    Ok(Router::new(
+        Arc::new(base.clone()),
+        region.name,
+        store,
+        racer,
+    ))
+}
