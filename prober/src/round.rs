@@ -19,6 +19,7 @@ use origin_router::sample::{unix_millis_now, Outcome, Sample};
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::identity::Identity;
 use crate::metrics::TargetMetrics;
@@ -194,11 +195,16 @@ impl Rounds {
                 continue;
             }
             let inner = self.inner.clone();
-            tasks.spawn(async move {
-                let samples = inner.probe_target(index).await;
-                inner.state[index].in_flight.store(false, Ordering::Release);
-                samples
-            });
+            // In the round's span, so each probe's log lines name the
+            // region and the worker.
+            tasks.spawn(
+                async move {
+                    let samples = inner.probe_target(index).await;
+                    inner.state[index].in_flight.store(false, Ordering::Release);
+                    samples
+                }
+                .in_current_span(),
+            );
         }
         if report.skipped_in_flight > 0 {
             metrics::counter!("origin_router_probes_skipped_in_flight_total")

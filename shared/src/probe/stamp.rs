@@ -191,9 +191,7 @@ mod sys {
     use std::io::{self, IoSliceMut};
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{
-        recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
-    };
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
     use nix::sys::time::TimeSpec;
     use tokio::net::TcpStream;
 
@@ -201,12 +199,18 @@ mod sys {
         setsockopt(stream, sockopt::ReceiveTimestampns, &true).is_ok()
     }
 
+    /// Room for one timestamp control message (`CMSG_SPACE` of a
+    /// `timespec` is 32 bytes on 64-bit Linux), on the stack.
+    const CONTROL_BYTES: usize = 64;
+
     /// One `recvmsg`: bytes read and the kernel's arrival stamp (ns since
     /// the epoch) of the data, if it sent one.
     pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
         let mut iov = [IoSliceMut::new(buf)];
-        let mut control = nix::cmsg_space!(TimeSpec);
-        let msg = recvmsg::<SockaddrStorage>(
+        let mut control = [0u8; CONTROL_BYTES];
+        debug_assert!(nix::cmsg_space!(TimeSpec).len() <= CONTROL_BYTES);
+        // A connected stream: no source address is asked for.
+        let msg = recvmsg::<()>(
             stream.as_raw_fd(),
             &mut iov,
             Some(&mut control),
