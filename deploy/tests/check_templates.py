@@ -18,15 +18,26 @@ for line in guide.splitlines():
     if m:
         documented[(m.group(1), m.group(2))] = set(re.findall(r"`([a-z0-9-]+:[A-Za-z*]+)`", m.group(3)))
 
+def branches(value):
+    """The items a value may be: both branches of an Fn::If (a conditional
+    statement grants its actions whenever its condition holds), none for
+    AWS::NoValue."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        for branch in value["Fn::If"][1:]:
+            yield from branches(branch)
+    elif value != {"Ref": "AWS::NoValue"}:
+        yield value
+
 def actions_of(role):
     found = set()
     props = role.get("Properties", {})
     for policy in props.get("Policies", []):
         statements = policy["PolicyDocument"]["Statement"]
-        for st in statements if isinstance(statements, list) else [statements]:
-            acts = st.get("Action", [])
-            for a in acts if isinstance(acts, list) else [acts]:
-                found.add(a)
+        for item in statements if isinstance(statements, list) else [statements]:
+            for st in branches(item):
+                acts = st.get("Action", [])
+                for a in acts if isinstance(acts, list) else [acts]:
+                    found.add(a)
     if props.get("ManagedPolicyArns"):
         found.add("<managed policy>")
     return found

@@ -22,6 +22,9 @@
 //   returns, and the line must be written within the invocation it is for.
 // - The binary's stdout is the function's own, so its lines reach Lambda's
 //   log directly, not through this process.
+// - A body the binary posts (answer, error, init error) is read up to
+//   MAX_BODY_BYTES and no further: a larger one fails its invocation with
+//   that cap named, and the binary is restarted, as after a timeout.
 
 const http = require('node:http');
 const path = require('node:path');
@@ -31,6 +34,13 @@ const API = '/2018-06-01/runtime';
 const DEFAULT_ANSWER_TIMEOUT_MS = 5000;
 // How long an answer waits for the binary to finish its invocation.
 const AFTER_ANSWER_GRACE_MS = 100;
+// The most this process reads of any body the binary posts. CloudFront
+// takes at most 1 MB from a Lambda@Edge function (a generated response, or
+// a request with its body), so no answer it would accept comes near this;
+// the half megabyte above that is slack for escaping, not a promise.
+// Unbounded, a runaway 300 MB answer took Node to 1.3 GB: past the
+// function's memory, which kills the container and every invocation in it.
+const MAX_BODY_BYTES = 1.5 * 1024 * 1024;
 
 class Bridge {
   constructor(options = {}) {
@@ -181,18 +191,25 @@ class Bridge {
       if (item) this.sendNext(res, item); else this.waiting.push(res);
       return;
     }
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString();
-      const done = url.match(/^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/);
-      if (req.method === 'POST' && done) {
-        const call = this.inflight.get(done[1]);
+    const done = req.method === 'POST'
+      && url.match(/^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/);
+    const initError = req.method === 'POST' && url === `${API}/init/error`;
+    const tooLarge = () => {
+      const what = !done ? 'init error' : done[2] === 'response' ? 'answer' : 'error report';
+      const reason = `edge binary's ${what} is larger than the bridge's cap `
+        + `of ${MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)`;
+      const call = done && this.take(done[1]);
+      // Failed at once, not held: the binary is killed below, so its
+      // invocation ends here.
+      if (call) call.reject(new Error(reason));
+      if (done || initError) this.restart(`restarted after ${reason}`);
+    };
+    this.readBody(req, tooLarge, (body) => {
+      if (done) {
+        const call = this.take(done[1]);
         res.writeHead(202, { 'Content-Type': 'application/json' });
         res.end('{"status":"OK"}');
         if (!call) return;
-        this.inflight.delete(done[1]);
-        clearTimeout(call.timer);
         if (done[2] === 'response') {
           let answer;
           try {
@@ -213,7 +230,7 @@ class Bridge {
         }
         return;
       }
-      if (req.method === 'POST' && url === `${API}/init/error`) {
+      if (initError) {
         res.writeHead(202);
         res.end();
         this.restart(`edge binary failed to start: ${body}`);
@@ -221,6 +238,46 @@ class Bridge {
       }
       res.writeHead(404);
       res.end();
+    });
+  }
+
+  // The invocation `id`, no longer waiting for the binary; undefined if it
+  // has already ended (timed out, or the binary restarted).
+  take(id) {
+    const call = this.inflight.get(id);
+    if (!call) return undefined;
+    this.inflight.delete(id);
+    clearTimeout(call.timer);
+    return call;
+  }
+
+  // Reads a body the binary posts, up to MAX_BODY_BYTES. Past the cap (by
+  // Content-Length, or counted as it arrives when the body is chunked) it
+  // drops what it holds and destroys the request, so the rest is never
+  // read, and tooLarge restarts the binary. Destroyed, not answered 413:
+  // closing a connection with its body unread resets it, so a 413 would
+  // seldom be read, and lambda_runtime exits on a reset post anyway.
+  // Restarting at once, not waiting for that exit, means the next event
+  // never goes to a binary on its way out.
+  readBody(req, tooLarge, done) {
+    let chunks = [];
+    let size = 0;
+    const refuse = () => {
+      chunks = null;
+      req.destroy();
+      tooLarge();
+    };
+    if (Number(req.headers['content-length']) > MAX_BODY_BYTES) {
+      refuse();
+      return;
+    }
+    req.on('data', (c) => {
+      if (!chunks) return;
+      size += c.length;
+      if (size > MAX_BODY_BYTES) refuse(); else chunks.push(c);
+    });
+    req.on('end', () => {
+      if (chunks) done(Buffer.concat(chunks).toString());
     });
   }
 
@@ -237,3 +294,4 @@ const bridge = new Bridge();
 
 exports.handler = async (event, context) => bridge.invoke(event, context);
 exports.Bridge = Bridge;
+exports.MAX_BODY_BYTES = MAX_BODY_BYTES;

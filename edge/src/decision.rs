@@ -108,7 +108,11 @@ pub fn choose<'p>(
         let Some(doc) = rankings.iter().find(|r| r.region == candidate) else {
             continue;
         };
-        let age_ms = doc.age_ms(now);
+        // A ranking from further ahead than the allowed clock skew comes
+        // from a runaway clock: it is never fresh, whatever it says.
+        let Some(age_ms) = doc.age_ms(now) else {
+            continue;
+        };
         if age_ms > max_age.as_millis() as u64 {
             continue;
         }
@@ -165,6 +169,11 @@ struct State {
     rankings: HashMap<String, Cached>,
     refreshing: HashMap<String, Instant>,
     race_winners: HashMap<String, (String, Instant)>,
+    /// When the last read of a pool failed or timed out (cleared by a
+    /// successful one): reads are then retried only in the background, at
+    /// most one per `cache_ttl`, so an outage costs a container about one
+    /// Query per `cache_ttl`, not one per request.
+    read_failed: HashMap<String, Instant>,
 }
 
 /// The stateful edge decision: cache, table, race. Cheap to share.
@@ -209,10 +218,16 @@ impl Router {
 
     /// Decides for `pool` at wall-clock `now`. An unknown pool is a
     /// passthrough with an empty origin.
+    ///
+    /// One deadline holds for the whole decision: `race_watchdog` after it
+    /// began. A table read gets at most what is left of it, the live race
+    /// the rest, so the pool's default origin is answered by then whatever
+    /// fails.
     pub async fn decide(&self, pool_name: &str, now: UnixMillis) -> Decision {
         let started = Instant::now();
         let inner = &self.inner;
         let edge = &inner.config.edge;
+        let deadline = started + edge.race_watchdog;
         let Some(pool) = inner.config.pools.get(pool_name) else {
             return Decision {
                 pool: pool_name.to_string(),
@@ -250,13 +265,24 @@ impl Router {
         };
 
         // 2-3: the cache, fresh or stale.
-        let cached = {
+        let (cached, winner, read_failed) = {
             let state = inner.lock();
-            state
-                .rankings
-                .get(pool_name)
-                .map(|c| (c.rankings.clone(), c.fetched.elapsed()))
+            (
+                state
+                    .rankings
+                    .get(pool_name)
+                    .map(|c| (c.rankings.clone(), c.fetched.elapsed())),
+                state
+                    .race_winners
+                    .get(pool_name)
+                    .filter(|(_, at)| at.elapsed() <= edge.race_cache_ttl)
+                    .map(|(id, _)| id.clone()),
+                state.read_failed.get(pool_name).map(|at| at.elapsed()),
+            )
         };
+        // A read within cache_ttl found nothing fresh: reading again now
+        // would find the same.
+        let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
                 let choice = self.choose(pool, &rankings, now);
@@ -264,6 +290,7 @@ impl Router {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
                     }
+                    cache_is_current = true;
                 } else if let Some(d) = decided(choice, Source::Stale) {
                     self.refresh_in_background(pool_name);
                     return d;
@@ -271,16 +298,49 @@ impl Router {
             }
         }
 
-        // 4: the table.
-        if let Some(rankings) = self.fetch(pool_name).await {
-            let choice = self.choose(pool, &rankings, now);
-            if let Some(d) = decided(choice, Source::Table) {
-                return d;
+        // The table is silent or failing: never wait for it again before
+        // cache_ttl has passed; after that, ask it in the background.
+        let read_in_foreground = match read_failed {
+            None => !cache_is_current,
+            Some(since) => {
+                if since > edge.cache_ttl {
+                    self.refresh_in_background(pool_name);
+                }
+                false
+            }
+        };
+
+        // A recent race winner answers before any read.
+        if let Some(winner) = winner.filter(|w| pool.origin(w).is_some()) {
+            if read_in_foreground {
+                self.refresh_in_background(pool_name);
+            }
+            return Decision {
+                pool: pool_name.to_string(),
+                origin: winner,
+                source: Source::Race,
+                ranking_region: None,
+                ranking_age_ms: None,
+                losers: Vec::new(),
+                elapsed: started.elapsed(),
+            };
+        }
+
+        // 4: the table, within what is left of the deadline.
+        if read_in_foreground {
+            let budget = edge
+                .table_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            if let Some(rankings) = self.fetch(pool_name, budget).await {
+                let choice = self.choose(pool, &rankings, now);
+                if let Some(d) = decided(choice, Source::Table) {
+                    return d;
+                }
             }
         }
 
-        // 5: the live race.
-        self.race(pool_name, pool, started).await
+        // 5: the live race, with the rest of the deadline.
+        self.race(pool_name, pool, started, deadline).await
     }
 
     fn choose<'p>(
@@ -303,16 +363,24 @@ impl Router {
     /// Reads the pool's rankings from the store within `table_timeout` and
     /// caches them. Bad items were already skipped by the store; they are
     /// logged here.
-    async fn fetch(&self, pool_name: &str) -> Option<Arc<Vec<RankingDocument>>> {
+    async fn fetch(&self, pool_name: &str, timeout: Duration) -> Option<Arc<Vec<RankingDocument>>> {
         let inner = &self.inner;
-        let timeout = inner.config.edge.table_timeout;
-        match tokio::time::timeout(timeout, inner.store.read_pool(pool_name)).await {
+        let result = tokio::time::timeout(timeout, inner.store.read_pool(pool_name)).await;
+        if !matches!(result, Ok(Ok(_))) {
+            inner
+                .lock()
+                .read_failed
+                .insert(pool_name.to_string(), Instant::now());
+        }
+        match result {
             Ok(Ok(read)) => {
                 for (region, reason) in &read.skipped {
                     tracing::warn!(pool = pool_name, region = %region, reason = %reason, "skipped an unreadable ranking");
                 }
                 let rankings = Arc::new(read.rankings);
-                inner.lock().rankings.insert(
+                let mut state = inner.lock();
+                state.read_failed.remove(pool_name);
+                state.rankings.insert(
                     pool_name.to_string(),
                     Cached {
                         rankings: rankings.clone(),
@@ -352,15 +420,21 @@ impl Router {
                 .insert(pool_name.to_string(), Instant::now());
         }
         let (router, pool) = (self.clone(), pool_name.to_string());
+        let timeout = self.inner.config.edge.table_timeout;
         tokio::spawn(async move {
-            router.fetch(&pool).await;
+            router.fetch(&pool, timeout).await;
             router.inner.lock().refreshing.remove(&pool);
         });
     }
 
-    async fn race(&self, pool_name: &str, pool: &PoolConfig, started: Instant) -> Decision {
+    async fn race(
+        &self,
+        pool_name: &str,
+        pool: &PoolConfig,
+        started: Instant,
+        deadline: Instant,
+    ) -> Decision {
         let inner = &self.inner;
-        let edge = &inner.config.edge;
         let decision = |origin: String, source: Source, losers| Decision {
             pool: pool_name.to_string(),
             origin,
@@ -370,17 +444,9 @@ impl Router {
             losers,
             elapsed: started.elapsed(),
         };
-        let cached = inner
-            .lock()
-            .race_winners
-            .get(pool_name)
-            .filter(|(_, at)| at.elapsed() <= edge.race_cache_ttl)
-            .map(|(id, _)| id.clone());
-        if let Some(winner) = cached {
-            return decision(winner, Source::Race, Vec::new());
-        }
         let origins: Vec<&OriginConfig> = pool.origins.iter().collect();
-        let outcome = inner.racer.race(&origins, edge.race_watchdog).await;
+        let watchdog = deadline.saturating_duration_since(Instant::now());
+        let outcome = inner.racer.race(&origins, watchdog).await;
         match outcome.winner {
             Some(winner) if pool.origin(&winner).is_some() => {
                 inner

@@ -5,7 +5,7 @@
 //! directly with fixtures and an in-memory store.
 
 use crate::decision::{Decision, Router, Source};
-use origin_router::config::{HostHeaderPolicy, OriginConfig};
+use origin_router::config::OriginConfig;
 use origin_router::sample::UnixMillis;
 use serde_json::Value;
 
@@ -133,9 +133,8 @@ pub fn rewrite(request: &mut Request, origin: &OriginConfig) {
         custom.port = origin.port();
         custom.protocol = origin.protocol.as_str().to_string();
     }
-    match &origin.host_header {
-        HostHeaderPolicy::Origin => request.set_header("host", "Host", &origin.host),
-        HostHeaderPolicy::Fixed(fixed) => request.set_header("host", "Host", fixed),
-        HostHeaderPolicy::Viewer => {}
+    // The same Host the probes send (`OriginConfig::host_header`).
+    if let Some(host) = origin.host_header() {
+        request.set_header("host", "Host", &host);
     }
 }

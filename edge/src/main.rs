@@ -13,7 +13,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "edge", version)]
 struct Args {
-    /// Validate this configuration and exit (used when packaging).
+    /// Validate this configuration for CloudFront and exit (used when
+    /// packaging): the checks every config gets, plus CloudFront's own
+    /// rules for custom origins (a DNS name, never an IP address).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Configuration file. Default: `ORIGIN_ROUTER_CONFIG`, else
@@ -46,6 +48,12 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        if let Err(problems) = config.check_for_cloudfront() {
+            for p in problems {
+                eprintln!("error: {}: {p}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
         println!("{}: ok ({} pools)", path.display(), config.pools.len());
         return ExitCode::SUCCESS;
     }

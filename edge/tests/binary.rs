@@ -293,3 +293,169 @@ async fn the_binary_decides_through_the_runtime_api() {
     let (_, d, _) = invoke(api, &edge, "fresh.test").await;
     assert_eq!(d["Origin"], "b");
 }
+
+/// The table's endpoint accepts connections and never answers, and every
+/// origin hangs: the binary answers the pool's default within its one
+/// deadline (0.9 s after the decision began, table read included), on
+/// every request, and later requests do not wait for the table again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_table_and_hanging_origins_cost_one_deadline() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    // Accept, then hold every connection open without a byte.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let hang1 = TestOrigin::start(SocketAddr::new(loopback(34), 0), Mode::Hang)
+        .await
+        .unwrap();
+    let hang2 = TestOrigin::start(SocketAddr::new(loopback(35), 0), Mode::BacklogFull)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [routing]
+            default_pool = "hang"
+            [pools.hang]
+            default_origin = "h2"
+            origins = [
+                {{ id = "h1", host = "{}", port = {}, protocol = "http" }},
+                {{ id = "h2", host = "{}", port = {}, protocol = "http" }},
+            ]
+            [store]
+            dynamodb_table = "rankings"
+            dynamodb_endpoint = "{endpoint}"
+            "#,
+            hang1.addr().ip(),
+            hang1.port(),
+            hang2.addr().ip(),
+            hang2.port(),
+        ),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = [
+        ("ORIGIN_ROUTER_CONFIG", config.display().to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
+        .await
+        .unwrap();
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let (request, d, t) = invoke(&edge.api, &edge, "anything.test").await;
+        assert_eq!(
+            (d["Source"].as_str(), d["Origin"].as_str()),
+            (Some("watchdog"), Some("h2"))
+        );
+        assert_eq!(request["origin"]["custom"]["port"], hang2.port());
+        took.push(t);
+    }
+    eprintln!("silent table, hanging origins: answered in {took:?}");
+    for t in &took {
+        assert!(*t < Duration::from_millis(1_500), "{took:?}");
+    }
+    holder.abort();
+}
+
+/// The embedded store as a hostile or unlucky machine leaves it: a ranking
+/// from a clock an hour ahead, a FIFO, a symlink to /dev/zero and a 100 MB
+/// file where rankings should be. The binary ignores each at once (a race
+/// decides those pools), still uses the good ranking beside them, and
+/// stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_files_in_the_embedded_store_are_ignored_at_once() {
+    let fast = TestOrigin::start(
+        SocketAddr::new(loopback(36), 0),
+        Mode::Delay(Duration::from_millis(5)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let pools = ["good", "future", "fifo", "zero", "big"];
+    let mut text = String::from("[routing.hosts]\n");
+    for p in pools {
+        text.push_str(&format!("\"{p}.test\" = \"{p}\"\n"));
+    }
+    for p in pools {
+        text.push_str(&format!(
+            "[pools.{p}]\norigins = [{{ id = \"fast\", host = \"{}\", port = {}, protocol = \"http\" }}, {{ id = \"other\", host = \"127.0.0.37\", port = 1025, protocol = \"http\" }}]\n",
+            fast.addr().ip(),
+            fast.port()
+        ));
+    }
+    text.push_str(&format!(
+        "[store]\nembedded_path = \"{}\"\n",
+        root.display()
+    ));
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(&config, text).unwrap();
+
+    let store = origin_router::store::EmbeddedStore::new(&root);
+    store
+        .write(&doc(
+            "good",
+            1,
+            vec![
+                entry("other", OriginState::Healthy, 1.0),
+                entry("fast", OriginState::Healthy, 9.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    for p in ["future", "fifo", "zero", "big"] {
+        std::fs::create_dir_all(root.join(p)).unwrap();
+    }
+    let file = |p: &str| root.join(p).join(format!("{REGION}.json"));
+    let mut future = doc(
+        "future",
+        i64::MAX as u64,
+        vec![entry("other", OriginState::Healthy, 1.0)],
+    );
+    future.generated_at = unix_millis_now() + 3_600_000;
+    std::fs::write(file("future"), future.to_json()).unwrap();
+    nix::unistd::mkfifo(&file("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", file("zero")).unwrap();
+    std::fs::write(file("big"), vec![b' '; 100 * 1024 * 1024]).unwrap();
+
+    let env: Vec<(String, String)> = vec![
+        ("ORIGIN_ROUTER_CONFIG".into(), config.display().to_string()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("RUST_LOG".into(), "error".into()),
+    ];
+    let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
+        .await
+        .unwrap();
+    let (_, d, _) = invoke(&edge.api, &edge, "good.test").await;
+    assert_eq!(
+        (d["Source"].as_str(), d["Origin"].as_str()),
+        (Some("table"), Some("other"))
+    );
+    for round in 0..3 {
+        for p in ["future", "fifo", "zero", "big"] {
+            let (_, d, took) = invoke(&edge.api, &edge, &format!("{p}.test")).await;
+            assert_eq!(d["Origin"], "fast", "{p}: {d}");
+            assert_ne!(d["Source"], "table", "{p}: {d}");
+            assert!(
+                took < Duration::from_millis(1_500),
+                "{p} round {round}: {took:?}"
+            );
+        }
+    }
+    let rss = origin_router_tests::services::peak_rss_kib(edge.pid()).unwrap_or(0);
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
+}

@@ -1,6 +1,10 @@
 //! Property tests: random and mutated events reach the handler, random and
 //! mutated table items reach the decoder. Nothing panics; whatever is
 //! accepted is valid.
+//!
+//! Every CI run tries 300 cases of each property. The long run, millions of
+//! documents and events (BENCHMARKS.md):
+//! `ORIGIN_ROUTER_FUZZ_CASES=1000000 cargo test --release -p edge --test fuzz`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +23,14 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
+
+/// Cases per property: `ORIGIN_ROUTER_FUZZ_CASES`, else 300.
+fn cases() -> u32 {
+    std::env::var("ORIGIN_ROUTER_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
 
 struct NoRace;
 
@@ -174,7 +186,7 @@ fn attribute() -> impl Strategy<Value = AttributeValue> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn random_json_never_panics_the_handler(event in json()) {
@@ -220,6 +232,43 @@ proptest! {
         }
         if let Ok(doc) = codec::from_item(item) {
             prop_assert!(doc.validate().is_ok());
+        }
+    }
+
+    /// Ranking documents as the embedded store or Redis hold them, one
+    /// field replaced or removed: decoding never panics, whatever decodes
+    /// is valid, and a choice made from it never leaves the bundled pool.
+    #[test]
+    fn mutated_json_documents_never_panic_and_never_redirect(
+        pick in any::<prop::sample::Index>(),
+        replacement in prop::option::of(json()),
+        now_offset in -4_000_000i64..4_000_000,
+    ) {
+        let a = RankedOrigin::measured("a", OriginState::Healthy, 3.5, 2);
+        let b = RankedOrigin::measured("b", OriginState::Down, 1.0, 2);
+        let doc = RankingDocument::new("web", "eu-west-1", 7, 1_780_000_000_000, vec![b, a]);
+        let mut value: Value = serde_json::from_str(&doc.to_json()).unwrap();
+        let mut all = Vec::new();
+        paths(&value, Vec::new(), &mut all);
+        let path = pick.get(&all).clone();
+        mutate(&mut value, &path, replacement);
+        let bytes = serde_json::to_vec(&value).unwrap();
+        if let Ok(doc) = RankingDocument::from_json(&bytes) {
+            prop_assert!(doc.validate().is_ok());
+            let config = router().config().clone();
+            let pool = &config.pools["web"];
+            let now = (1_780_000_000_000i64 + now_offset) as u64;
+            let choice = edge::decision::choose(
+                pool,
+                &[doc],
+                "eu-west-1",
+                &Default::default(),
+                Duration::from_secs(30),
+                now,
+            );
+            if let edge::decision::Choice::Ranked { origin, .. } | edge::decision::Choice::AllDown { origin, .. } = choice {
+                prop_assert!(pool.origin(&origin.id).is_some());
+            }
         }
     }
 

@@ -84,6 +84,9 @@ impl RankingStore for Store {
     async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
         self.inner.write(doc).await
     }
+    async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+        self.inner.delete(pool, region).await
+    }
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         self.inner.list_pools().await
     }
@@ -456,4 +459,107 @@ async fn a_slow_table_is_abandoned_after_its_timeout() {
         "250 ms table timeout, then a 50 ms race"
     );
     assert_eq!(h.decision.source, Source::Race);
+}
+
+/// A table that never answers and origins that all hang: the default
+/// origin comes by the one deadline of the decision (race_watchdog after it
+/// began), not after table_timeout plus race_watchdog.
+#[tokio::test(start_paused = true)]
+async fn one_deadline_holds_when_the_table_and_every_origin_hang() {
+    let store = Store::new();
+    *store.delay.lock().unwrap() = Duration::from_secs(3600);
+    let r = router(store.clone(), racer(Some("eu"), 5_000), "eu-west-1");
+    let started = tokio::time::Instant::now();
+    let d = handle(&r, event(), NOW).await.unwrap().decision;
+    assert_eq!(d.source, Source::Watchdog);
+    assert_eq!(d.origin, "us", "the pool's default origin");
+    assert_eq!(started.elapsed(), Duration::from_millis(900));
+    assert_eq!(store.reads(), 1);
+}
+
+/// A failing table is remembered for cache_ttl: meanwhile requests read
+/// nothing; after it, one background read per cache_ttl, never on the
+/// request's time. A cached race winner answers before any read. When the
+/// table answers again, its ranking is used.
+#[tokio::test(start_paused = true)]
+async fn a_silent_table_costs_one_read_per_cache_ttl_and_never_delays_a_request() {
+    let store = Store::new();
+    *store.delay.lock().unwrap() = Duration::from_secs(3600);
+    let race = racer(Some("eu"), 20);
+    let r = router(store.clone(), race.clone(), "eu-west-1");
+    let first = handle(&r, event(), NOW).await.unwrap().decision;
+    assert_eq!((first.source, first.origin.as_str()), (Source::Race, "eu"));
+    assert_eq!(
+        first.elapsed,
+        Duration::from_millis(270),
+        "250 ms read, 20 ms race"
+    );
+
+    // Three seconds of requests, one every 10 ms (cache_ttl is 1 s).
+    for i in 1..=300u64 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let d = handle(&r, event(), NOW + i * 10).await.unwrap().decision;
+        assert_eq!(
+            (d.source, d.origin.as_str()),
+            (Source::Race, "eu"),
+            "request {i}"
+        );
+        assert_eq!(d.elapsed, Duration::ZERO, "request {i} waited");
+    }
+    let reads = store.reads();
+    assert!((2..=4).contains(&reads), "{reads} reads in 3 s");
+    assert_eq!(race.races.load(Ordering::SeqCst), 1, "the winner is reused");
+
+    // The table comes back with a fresh ranking: within about one
+    // cache_ttl more, the edge routes by it.
+    *store.delay.lock().unwrap() = Duration::ZERO;
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW + 3_000,
+        vec![
+            entry("ap", OriginState::Healthy, 10.0),
+            entry("eu", OriginState::Healthy, 50.0),
+        ],
+    ));
+    let mut routed_by_table = None;
+    for i in 301..=600u64 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let d = handle(&r, event(), NOW + i * 10).await.unwrap().decision;
+        if d.origin == "ap" {
+            routed_by_table = Some(i);
+            break;
+        }
+    }
+    let at = routed_by_table.expect("the recovered table is used");
+    assert!(at <= 301 + 150, "after {} ms", (at - 300) * 10);
+}
+
+/// A ranking from a clock an hour ahead is never fresh (it would otherwise
+/// be "age 0" forever); one within the allowed skew is used.
+#[tokio::test(start_paused = true)]
+async fn a_ranking_from_the_future_is_stale_and_one_within_the_skew_is_fresh() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        i64::MAX as u64,
+        NOW + 3_600_000,
+        vec![entry("ap", OriginState::Healthy, 1.0)],
+    ));
+    let r = router(store.clone(), racer(Some("eu"), 20), "eu-west-1");
+    let d = handle(&r, event(), NOW).await.unwrap().decision;
+    assert_eq!(d.source, Source::Race, "{d:?}");
+    assert_ne!(d.origin, "ap");
+
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        7,
+        NOW + 5_000,
+        vec![entry("ap", OriginState::Healthy, 1.0)],
+    ));
+    let r = router(store.clone(), racer(Some("eu"), 20), "eu-west-1");
+    let d = handle(&r, event(), NOW).await.unwrap().decision;
+    assert_eq!((d.source, d.origin.as_str()), (Source::Table, "ap"));
+    assert_eq!(d.ranking_age_ms, Some(0));
 }

@@ -109,6 +109,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         source: Source,
     },
+    /// Delete the stored ranking of one pool in one region, whatever its
+    /// `seq`: the repair for an item a runaway clock or a hand-edit left
+    /// behind. The region's leader publishes a fresh one within a round.
+    ResetRanking {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        region: String,
+    },
     /// Create the DynamoDB table for local use and tests (in AWS the deploy
     /// templates own it).
     InitTable {
@@ -168,6 +177,31 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
             };
             rankings(&config, pool.as_deref(), region.as_deref(), format, source).await
         }
+        Command::ResetRanking {
+            config,
+            pool,
+            region,
+        } => {
+            let config = load(&config)?;
+            for (what, name) in [("pool", &pool), ("region", &region)] {
+                if !origin_router::config::is_name(name) {
+                    return Err(format!("{what} `{name}` is not a valid name").into());
+                }
+            }
+            let here = Identity::from_config(&config).region;
+            let store = store::open(&config.store, &here, ClientTuning::default()).await;
+            let deleted = store.delete(&pool, &region).await?;
+            println!(
+                "{} ranking of pool {pool} in region {region} ({})",
+                if deleted {
+                    "deleted the"
+                } else {
+                    "there was no"
+                },
+                store::describe(&config.store)
+            );
+            Ok(())
+        }
         Command::InitTable { config } => {
             let config = load(&config)?;
             let region = Identity::from_config(&config).region;
@@ -202,6 +236,13 @@ pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
     if let Ok(url) = std::env::var("ORIGIN_ROUTER_REDIS_URL") {
         config.store.redis_url = Some(url).filter(|u| !u.is_empty());
     }
+    // The AUTH token comes apart from the URL (the deploy template passes
+    // it from Secrets Manager, never in plain text in the task definition).
+    if let Ok(token) = std::env::var("ORIGIN_ROUTER_REDIS_AUTH") {
+        if let Some(url) = &config.store.redis_url {
+            config.store.redis_url = Some(with_auth(url, &token)?);
+        }
+    }
     if let Ok(table) = std::env::var("ORIGIN_ROUTER_DYNAMODB_TABLE") {
         config.store.dynamodb_table = Some(table).filter(|t| !t.is_empty());
     }
@@ -212,6 +253,35 @@ pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
             .collect();
         text.join("\n").into()
     })
+}
+
+/// `rediss://host:port/...` with `:TOKEN@` put in, the token
+/// percent-encoded. A URL that already carries credentials is an error
+/// rather than a guess.
+pub fn with_auth(url: &str, token: &str) -> Result<String, CliError> {
+    if token.is_empty() {
+        return Ok(url.to_string());
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("ORIGIN_ROUTER_REDIS_URL `{url}` has no scheme"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "ORIGIN_ROUTER_REDIS_AUTH is set but the Redis URL already has credentials".into(),
+        );
+    }
+    let encoded: String = token
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://:{encoded}@{rest}"))
 }
 
 /// One GET of a worker's health endpoint with reqwest: its connect and
@@ -333,6 +403,7 @@ async fn rankings(
                 .iter()
                 .map(|d| {
                     let mut v = serde_json::to_value(d).expect("documents serialize");
+                    // null: generated further ahead than the allowed skew.
                     v["age_ms"] = d.age_ms(now).into();
                     v
                 })
@@ -353,4 +424,24 @@ async fn rankings(
         eprintln!("skipped unreadable ranking {s}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auth_token_goes_into_the_url_encoded() {
+        assert_eq!(
+            with_auth("rediss://cache.example:6379", "s3cr3t").unwrap(),
+            "rediss://:s3cr3t@cache.example:6379"
+        );
+        assert_eq!(
+            with_auth("rediss://cache.example:6379/0", "a b@c").unwrap(),
+            "rediss://:a%20b%40c@cache.example:6379/0"
+        );
+        assert_eq!(with_auth("redis://h:1", "").unwrap(), "redis://h:1");
+        assert!(with_auth("rediss://user:pw@h:1", "t").is_err());
+        assert!(with_auth("no-scheme", "t").is_err());
+    }
 }

@@ -6,7 +6,8 @@
 //! retries with capped exponential backoff and full jitter, and always
 //! writes the *newest* pending ranking of a pool, so after an outage the
 //! table gets the current ranking, not a backlog. A write refused as stale
-//! (another leader published a newer one) is dropped.
+//! (another leader published a newer one) is dropped, and so is one the
+//! store rejects as invalid (it would be rejected on every retry).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,13 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
                 tracing::info!(pool = %doc.pool, seq = doc.seq, "ranking refused: the store holds a newer one");
                 false
             }
+            Ok(Err(e)) if e.is_permanent() => {
+                // Invalid on every attempt: retrying would block this
+                // pool's newer rankings behind it forever.
+                metrics::counter!("origin_router_publish_rejected_total", &labels).increment(1);
+                tracing::error!(pool = %doc.pool, seq = doc.seq, error = %e, "ranking rejected by the store; dropped");
+                false
+            }
             Ok(Err(e)) => {
                 metrics::counter!("origin_router_publish_failures_total", &labels).increment(1);
                 tracing::warn!(pool = %doc.pool, seq = doc.seq, error = %e, "publishing failed; will retry");
@@ -190,6 +198,9 @@ mod tests {
             }
             self.inner.write(doc).await
         }
+        async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+            self.inner.delete(pool, region).await
+        }
         async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
             self.inner.list_pools().await
         }
@@ -236,6 +247,38 @@ mod tests {
         assert_eq!(
             store.inner.read_pool("web").await.unwrap().rankings[0].seq,
             5
+        );
+    }
+
+    /// A ranking the store rejects as invalid (here: from a clock an hour
+    /// ahead) is dropped after one attempt, and the pool's next ranking is
+    /// published as usual.
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_ranking_is_dropped_not_retried_forever() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            down: AtomicBool::new(false),
+            attempts: AtomicUsize::new(0),
+        });
+        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        let mut future = doc(7);
+        future.generated_at = origin_router::sample::unix_millis_now() + 3_600_000;
+        publisher.submit(future);
+        assert!(publisher.flush(Duration::from_secs(10)).await);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(store.attempts.load(Ordering::SeqCst), 1, "not retried");
+        assert!(store
+            .inner
+            .read_pool("web")
+            .await
+            .unwrap()
+            .rankings
+            .is_empty());
+        publisher.submit(doc(8));
+        assert!(publisher.flush(Duration::from_secs(10)).await);
+        assert_eq!(
+            store.inner.read_pool("web").await.unwrap().rankings[0].seq,
+            8
         );
     }
 

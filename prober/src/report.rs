@@ -59,11 +59,14 @@ pub fn ranking_table(doc: &RankingDocument, now: UnixMillis) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pool {}  region {}  seq {}  age {:.1}s  workers {}",
+        "pool {}  region {}  seq {}  age {}  workers {}",
         doc.pool,
         doc.region,
         doc.seq,
-        doc.age_ms(now) as f64 / 1000.0,
+        match doc.age_ms(now) {
+            Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+            None => "FROM THE FUTURE (a runaway clock; edges ignore it)".to_string(),
+        },
         doc.workers
     );
     let _ = writeln!(

@@ -12,7 +12,7 @@
 //! overwrites anything newer; when Redis answers again, coordination
 //! resumes by itself. Without Redis configured the worker is its own leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -66,6 +66,9 @@ struct Worker {
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
     was_leader: std::sync::atomic::AtomicBool,
+    /// Whether this worker led at the last round Redis answered: in
+    /// degraded mode the last leader keeps the region's one view.
+    last_coordinated_role_leader: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a worker until `shutdown` completes, then stops within the
@@ -123,6 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
+        last_coordinated_role_leader: false.into(),
     });
     tracing::info!(
         region = %worker.id.region,
@@ -254,11 +258,15 @@ impl Worker {
                     }
                 };
                 self.set_leader(true).await;
-                self.publish(seq, &samples, now).await;
+                self.last_coordinated_role_leader
+                    .store(true, Ordering::Relaxed);
+                self.publish(seq, &samples, now, |_| true).await;
             }
             Ok(Role::Follower { leader }) => {
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
+                self.last_coordinated_role_leader
+                    .store(false, Ordering::Relaxed);
                 tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
             }
             Err(e) => {
@@ -267,14 +275,54 @@ impl Worker {
                 self.set_degraded(true, Some(&e));
                 self.set_leader(false).await;
                 let samples = self.local.snapshot(now, self.settings.window);
-                self.publish(self.degraded_seq.next(now), &samples, now)
+                // One view per region: the last leader goes on publishing;
+                // any other worker only for a pool whose stored ranking has
+                // gone silent (the last leader is gone too), so the region
+                // never flips between several workers' views.
+                let last_leader = self.last_coordinated_role_leader.load(Ordering::Relaxed);
+                let silent = if last_leader {
+                    None
+                } else {
+                    Some(self.silent_pools(now).await)
+                };
+                let publishes = |pool: &str| silent.as_ref().is_none_or(|s| s.contains(pool));
+                self.publish(self.degraded_seq.next(now), &samples, now, publishes)
                     .await;
             }
         }
     }
 
-    async fn publish(&self, seq: u64, samples: &[Sample], now: UnixMillis) {
-        for (name, pool) in &self.config.pools {
+    /// Pools whose stored ranking for this region is missing, or older
+    /// than three intervals: nobody publishes them.
+    async fn silent_pools(&self, now: UnixMillis) -> HashSet<String> {
+        let quiet_ms = self.config.prober.interval.as_millis() as u64 * 3;
+        let mut silent = HashSet::new();
+        for name in self.config.pools.keys() {
+            let read =
+                tokio::time::timeout(Duration::from_secs(1), self.store.read_pool(name)).await;
+            let fresh = match read {
+                Ok(Ok(read)) => read
+                    .region(&self.id.region)
+                    .and_then(|d| d.age_ms(now))
+                    .is_some_and(|age| age <= quiet_ms),
+                // The store cannot say: publishing is what it needs.
+                _ => false,
+            };
+            if !fresh {
+                silent.insert(name.clone());
+            }
+        }
+        silent
+    }
+
+    async fn publish(
+        &self,
+        seq: u64,
+        samples: &[Sample],
+        now: UnixMillis,
+        publishes: impl Fn(&str) -> bool,
+    ) {
+        for (name, pool) in self.config.pools.iter().filter(|(n, _)| publishes(n)) {
             let previous = self
                 .previous
                 .lock()

@@ -289,7 +289,7 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
         );
     }
     let leader = eventually(Duration::from_secs(15), || async {
-        redis_get(&redis.url(), LEADER_KEY).await
+        leader_worker(&redis.url()).await
     })
     .await
     .expect("a leader");
@@ -304,9 +304,7 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
     old.0.kill().unwrap();
     old.0.wait().unwrap();
     let new_leader = eventually(Duration::from_secs(10), || async {
-        redis_get(&redis.url(), LEADER_KEY)
-            .await
-            .filter(|l| *l != leader)
+        leader_worker(&redis.url()).await.filter(|l| *l != leader)
     })
     .await
     .expect("another worker takes over");
@@ -340,7 +338,7 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
-    let next = redis_get(&redis.url(), LEADER_KEY).await;
+    let next = leader_worker(&redis.url()).await;
     assert_ne!(
         next.as_deref(),
         Some(new_leader.as_str()),
@@ -400,5 +398,153 @@ async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
     assert!(
         scraped.is_some(),
         "missing per-origin metrics; /metrics said:\n{body}"
+    );
+}
+
+/// A ranking from a clock an hour ahead, with `seq = i64::MAX`, planted in
+/// the table as a runaway worker (or a hand-edit) would leave it: the real
+/// worker replaces it within a few rounds, since its seq is beyond the
+/// ceiling; `prober reset-ranking` deletes an item outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_table_item_is_replaced_and_reset_ranking_deletes_one() {
+    let moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let origins = origins([&[], &[], &[]]).await;
+    let c = config(&origins, "solo", None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&c, dir.path(), "solo");
+    let now = origin_router::sample::unix_millis_now();
+    let poisoned = origin_router::RankingDocument::new(
+        "web",
+        REGION,
+        i64::MAX as u64,
+        now + 3_600_000,
+        vec![origin_router::RankedOrigin::measured(
+            "b",
+            origin_router::OriginState::Healthy,
+            1.0,
+            1,
+        )],
+    );
+    dynamo_client(&moto)
+        .put_item()
+        .table_name(TABLE)
+        .set_item(Some(origin_router::store::codec::to_item(&poisoned, 0)))
+        .send()
+        .await
+        .unwrap();
+    let listed = run_ok(
+        prober(Some(&moto))
+            .args(["rankings", "--config"])
+            .arg(&path),
+    );
+    assert!(listed.contains("FROM THE FUTURE"), "{listed}");
+
+    let worker = Proc(
+        prober(Some(&moto))
+            .args(["run", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap(),
+    );
+    let repaired = eventually(Duration::from_secs(15), || async {
+        ranking(store.as_ref()).await.filter(|d| {
+            let now = origin_router::sample::unix_millis_now();
+            d.seq <= origin_router::document::seq_ceiling(now) && d.age_ms(now).is_some()
+        })
+    })
+    .await;
+    drop(worker);
+    assert!(
+        repaired.is_some(),
+        "the worker never replaced the poisoned item"
+    );
+
+    let out = run_ok(
+        prober(Some(&moto))
+            .args(["reset-ranking", "--config"])
+            .arg(&path)
+            .args(["web", REGION]),
+    );
+    assert!(out.contains("deleted the ranking of pool web"), "{out}");
+    assert!(ranking(store.as_ref()).await.is_none());
+    let out = run_ok(
+        prober(Some(&moto))
+            .args(["reset-ranking", "--config"])
+            .arg(&path)
+            .args(["web", REGION]),
+    );
+    assert!(out.contains("there was no ranking"), "{out}");
+    let bad = prober(Some(&moto))
+        .args(["reset-ranking", "--config"])
+        .arg(&path)
+        .args(["../web", REGION])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("pool `../web` is not a valid name"));
+}
+
+/// The same repair in the configuration a new user starts with: the
+/// embedded store, no Redis, no AWS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_embedded_ranking_is_replaced_by_a_solo_worker() {
+    let origin = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Ok)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let text = format!(
+        r#"
+        [pools.web]
+        origins = [{{ id = "only", host = "127.0.0.1", port = {}, protocol = "http" }}]
+        [prober]
+        region = "{REGION}"
+        [store]
+        embedded_path = "{}"
+        "#,
+        origin.port(),
+        root.display()
+    );
+    let path = dir.path().join("solo.toml");
+    std::fs::write(&path, text).unwrap();
+    let now = origin_router::sample::unix_millis_now();
+    let poisoned = origin_router::RankingDocument::new(
+        "web",
+        REGION,
+        i64::MAX as u64,
+        now + 3_600_000,
+        vec![origin_router::RankedOrigin::measured(
+            "only",
+            origin_router::OriginState::Down,
+            1.0,
+            1,
+        )],
+    );
+    std::fs::create_dir_all(root.join("web")).unwrap();
+    std::fs::write(root.join(format!("web/{REGION}.json")), poisoned.to_json()).unwrap();
+    let store = origin_router::store::EmbeddedStore::new(&root);
+    let _worker = Proc(
+        prober(None)
+            .args(["run", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap(),
+    );
+    let repaired = eventually(Duration::from_secs(15), || async {
+        use origin_router::store::RankingStore;
+        let read = store.read_pool("web").await.ok()?;
+        read.region(REGION)
+            .filter(|d| {
+                d.seq < i64::MAX as u64
+                    && d.top()
+                        .is_some_and(|t| t.state == origin_router::OriginState::Healthy)
+            })
+            .cloned()
+    })
+    .await;
+    assert!(
+        repaired.is_some(),
+        "the worker never replaced the poisoned file"
     );
 }

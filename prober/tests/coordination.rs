@@ -98,7 +98,7 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
     }
     assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
     assert_eq!(
-        redis_get(&redis.url(), LEADER_KEY).await.as_deref(),
+        leader_worker(&redis.url()).await.as_deref(),
         Some(leaders[0].as_str())
     );
 
@@ -130,7 +130,7 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
         w.await.unwrap().unwrap();
     }
     assert_eq!(
-        redis_get(&redis.url(), LEADER_KEY).await,
+        leader_worker(&redis.url()).await,
         None,
         "the leader released its lease"
     );
@@ -171,6 +171,61 @@ async fn a_deposed_leader_cannot_overwrite_a_newer_ranking() {
     assert_eq!(
         ranking(store.as_ref()).await.unwrap().origins[0].id,
         "b-choice"
+    );
+}
+
+/// Two processes started by mistake with one `worker_id`: the lease's
+/// nonce keeps them apart, so exactly one leads.
+#[tokio::test]
+async fn a_duplicated_worker_id_cannot_make_two_leaders() {
+    let redis = RedisServer::start().await.unwrap();
+    let ttl = Duration::from_secs(5);
+    let first = RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8).unwrap();
+    let second = RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8).unwrap();
+    let now = origin_router::sample::unix_millis_now();
+    for _ in 0..3 {
+        let roles = [
+            first.lead(now).await.unwrap(),
+            second.lead(now).await.unwrap(),
+        ];
+        let leaders = roles
+            .iter()
+            .filter(|r| matches!(r, Role::Leader { .. }))
+            .count();
+        assert_eq!(leaders, 1, "{roles:?}");
+    }
+    // The follower still learns who leads, by worker id.
+    assert!(matches!(
+        second.lead(now).await.unwrap(),
+        Role::Follower { leader: Some(l) } if l == "twin"
+    ));
+}
+
+/// `seq` comes from Redis' clock, not the caller's: a worker whose clock
+/// runs an hour ahead gets a number near Redis' time, and a stored seq
+/// that a runaway clock pushed far ahead is reset to Redis' time.
+#[tokio::test]
+async fn fencing_numbers_follow_redis_time_not_the_worker_clock() {
+    let redis = RedisServer::start().await.unwrap();
+    let ttl = Duration::from_secs(5);
+    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8).unwrap();
+    let real_now = origin_router::sample::unix_millis_now();
+    let an_hour_ahead = real_now + 3_600_000;
+    let Role::Leader { seq } = a.lead(an_hour_ahead).await.unwrap() else {
+        panic!("a leads")
+    };
+    let ceiling = origin_router::document::seq_ceiling(real_now);
+    assert!(seq <= ceiling, "seq {seq} is above {ceiling}");
+    assert!(seq >= real_now.saturating_sub(60_000) * 1000, "{seq}");
+
+    let poisoned = (i64::MAX as u64).to_string();
+    redis_set(&redis.url(), "origin-router:{eu-west-1}:seq", &poisoned).await;
+    let Role::Leader { seq: after } = a.lead(real_now).await.unwrap() else {
+        panic!("a still leads")
+    };
+    assert!(
+        after <= origin_router::document::seq_ceiling(origin_router::sample::unix_millis_now()),
+        "{after}"
     );
 }
 
@@ -242,7 +297,7 @@ async fn redis_and_table_outages_are_survived() {
     .expect("rankings while Redis is down");
     redis.restart().await.unwrap();
     let leader = eventually(Duration::from_secs(10), || async {
-        redis_get(&redis.url(), LEADER_KEY).await
+        leader_worker(&redis.url()).await
     })
     .await;
     assert!(leader.is_some(), "coordination resumes without a restart");

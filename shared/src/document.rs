@@ -12,18 +12,34 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::is_name;
-pub use crate::config::MAX_ORIGINS;
+pub use crate::config::{MAX_LATENCY_MS, MAX_ORIGINS, MAX_SCORE_MS};
 use crate::sample::{FailureClass, UnixMillis};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Largest JSON document accepted.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
-/// Latencies above an hour are not measurements.
-const MAX_LATENCY_MS: f64 = 3_600_000.0;
 /// 2020-01-01 and 2200-01-01: timestamps outside are corrupt.
 const MIN_TIME: UnixMillis = 1_577_836_800_000;
 const MAX_TIME: UnixMillis = 7_258_118_400_000;
+
+/// A ranking whose `generated_at` runs further ahead of a reader's or a
+/// writer's clock than this comes from a clock that has run away: an edge
+/// treats it as stale (never as age 0), and no store accepts it.
+pub use crate::sample::MAX_CLOCK_SKEW_MS;
+
+/// Fencing numbers are milliseconds times this (see the prober's `coord`):
+/// room for 1,000 rankings per millisecond, still time-ordered.
+pub const SEQ_PER_MS: u64 = 1_000;
+
+/// The largest `seq` a store accepts or keeps at wall-clock `now`: the
+/// fencing number of a ranking made `MAX_CLOCK_SKEW_MS` from now. A stored
+/// ranking above it was written by a runaway clock (or by hand) and may be
+/// replaced by any sane writer, so one bad write cannot freeze a region.
+pub fn seq_ceiling(now: UnixMillis) -> u64 {
+    now.saturating_add(MAX_CLOCK_SKEW_MS)
+        .saturating_mul(SEQ_PER_MS)
+}
 
 /// The ranking of one pool's origins as seen from one region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,9 +173,41 @@ impl RankingDocument {
         }
     }
 
-    /// Age of the ranking at `now` (zero if it claims to be from the future).
-    pub fn age_ms(&self, now: UnixMillis) -> u64 {
-        now.saturating_sub(self.generated_at)
+    /// Age of the ranking at `now`: zero when it is up to
+    /// [`MAX_CLOCK_SKEW_MS`] ahead of `now`, `None` when it claims to come
+    /// from further in the future (a runaway clock: never fresh).
+    pub fn age_ms(&self, now: UnixMillis) -> Option<u64> {
+        if self.generated_at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return None;
+        }
+        Some(now.saturating_sub(self.generated_at))
+    }
+
+    /// Checks the ranking against the writer's clock: `generated_at` at
+    /// most [`MAX_CLOCK_SKEW_MS`] ahead of `now`, `seq` at most
+    /// [`seq_ceiling`]. A store refuses a ranking that fails this.
+    pub fn check_clock(&self, now: UnixMillis) -> Result<(), DocumentError> {
+        if self.age_ms(now).is_none() {
+            return Err(invalid(
+                "generated_at",
+                format!(
+                    "{} is {} ms ahead of this clock (more than the {MAX_CLOCK_SKEW_MS} ms skew allowed)",
+                    self.generated_at,
+                    self.generated_at - now
+                ),
+            ));
+        }
+        if self.seq > seq_ceiling(now) {
+            return Err(invalid(
+                "seq",
+                format!(
+                    "{} is above {}, the fencing number of a ranking made {MAX_CLOCK_SKEW_MS} ms from now",
+                    self.seq,
+                    seq_ceiling(now)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The best-ranked origin.
@@ -224,7 +272,7 @@ impl RankingDocument {
                 return Err(invalid(at("id"), format!("`{}` appears twice", o.id)));
             }
             for (f, v, max) in [
-                ("score", o.score, 1e9),
+                ("score", o.score, MAX_SCORE_MS),
                 ("latency_ms", o.latency_ms, MAX_LATENCY_MS),
             ] {
                 if let Some(v) = v {

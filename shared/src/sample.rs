@@ -26,6 +26,17 @@ pub fn unix_millis_now() -> UnixMillis {
         .unwrap_or(0)
 }
 
+/// How far a timestamp made by another process (a sample's `at`, a
+/// ranking's `generated_at`) may run ahead of this clock: the clock skew
+/// tolerated between hosts. Further ahead is a runaway clock, never
+/// trusted. Ten seconds is far above what NTP-synchronised hosts drift
+/// (milliseconds) and far below a ranking's useful life.
+pub const MAX_CLOCK_SKEW_MS: u64 = 10_000;
+
+/// Longest phase or failure time a sample may report: no probe budget
+/// reaches it, so more is corrupt.
+const MAX_SAMPLE_DURATION: Duration = Duration::from_secs(3600);
+
 /// Why a probe or race attempt failed. Every failure is exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureClass {
@@ -182,6 +193,42 @@ pub struct Sample {
     pub at: UnixMillis,
     /// Timings, or the failure.
     pub outcome: Outcome,
+}
+
+impl Sample {
+    /// Checks a sample that came from another process (Redis): names in
+    /// the safe alphabet, `at` no further ahead of `now` than the allowed
+    /// skew, durations plausible. A sample that fails is skipped, never
+    /// ranked.
+    pub fn check(&self, now: UnixMillis) -> Result<(), String> {
+        for (field, value) in [
+            ("origin", &self.origin),
+            ("pool", &self.pool),
+            ("worker", &self.worker),
+        ] {
+            if !crate::config::is_name(value) {
+                return Err(format!("{field} is not a valid name"));
+            }
+        }
+        if self.at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(format!(
+                "at {} is {} ms ahead of this clock",
+                self.at,
+                self.at - now
+            ));
+        }
+        let longest = match &self.outcome {
+            Outcome::Ok(t) => [t.dns, t.connect, t.tls, t.first_byte, t.total]
+                .into_iter()
+                .max()
+                .unwrap_or_default(),
+            Outcome::Failed(f) => f.after,
+        };
+        if longest > MAX_SAMPLE_DURATION {
+            return Err(format!("a duration of {longest:?} is not a measurement"));
+        }
+        Ok(())
+    }
 }
 
 /// The result of a probe.

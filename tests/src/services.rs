@@ -224,6 +224,22 @@ pub async fn redis_get(url: &str, key: &str) -> Option<String> {
         .ok()?
 }
 
+/// Sets a Redis string key (tests that plant a bad value). Panics when
+/// Redis does not answer: the test cannot go on.
+pub async fn redis_set(url: &str, key: &str, value: &str) {
+    let client = redis::Client::open(url).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET works");
+}
+
 /// A DynamoDB API server (moto_server) on 127.0.0.1.
 pub struct MotoServer {
     port: u16,

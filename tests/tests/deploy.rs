@@ -90,7 +90,7 @@ async fn edge_package_layout_and_its_bundled_bridge_answer() {
             "web",
             "us-east-1",
             1,
-            origin_router::sample::unix_millis_now() + 20_000,
+            origin_router::sample::unix_millis_now() + 5_000,
             vec![ranked("eu", 3.0), ranked("us", 9.0)],
         ))
         .await
@@ -169,4 +169,23 @@ fn package_refuses_a_bad_config() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("pools.web.origins: at least one origin is required"));
     assert!(!dir.path().join("x.zip").exists());
+
+    // Valid for a local run, but not an origin CloudFront can use: an IP
+    // address as the origin's domain name. Packaging refuses it by name.
+    let ip = dir.path().join("ip.toml");
+    std::fs::write(
+        &ip,
+        "[pools.web]\norigins = [{ id = \"a\", host = \"192.0.2.10\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
+        .arg(&ip)
+        .arg(dir.path().join("y.zip"))
+        .env("EDGE_BINARY", edge_binary())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("pools.web.origins[0].host"), "{stderr}");
+    assert!(!dir.path().join("y.zip").exists());
 }

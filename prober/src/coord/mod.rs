@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use origin_router::document::RankingDocument;
 use origin_router::sample::{Sample, UnixMillis};
 
-pub use self::redis::{read_rankings as redis_rankings, RedisCoordinator};
+pub use self::redis::{read_rankings as redis_rankings, worker_of, RedisCoordinator};
 
 /// This worker's role for the current round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub struct LocalSeq {
 
 impl LocalSeq {
     pub fn next(&self, now: UnixMillis) -> u64 {
-        let floor = now.saturating_mul(1000);
+        let floor = now.saturating_mul(origin_router::document::SEQ_PER_MS);
         let mut current = self.last.load(Ordering::Acquire);
         loop {
             let next = floor.max(current + 1);

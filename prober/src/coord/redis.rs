@@ -3,7 +3,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `origin-router:{R}:leader` | string, PX lease | the leader's worker id |
+//! | `origin-router:{R}:leader` | string, PX lease | the leader: `WORKER#NONCE` |
 //! | `origin-router:{R}:seq` | string | last fencing number handed out |
 //! | `origin-router:{R}:workers` | zset | worker id, scored by last share (ms) |
 //! | `origin-router:{R}:samples:{W}` | list | worker W's rounds, newest first, `ID\nJSON` |
@@ -11,7 +11,14 @@
 //!
 //! The lease is renewed, and `seq` handed out, by one Lua script that first
 //! checks the caller still holds the lease: renewal and fencing are atomic,
-//! and only the holder can renew.
+//! and only the holder can renew. `seq` is made from Redis' clock (`TIME`),
+//! one clock for the whole region, so no worker's runaway clock can push
+//! it ahead; a stored `seq` further ahead than the allowed skew (written
+//! before, by a runaway clock) is reset to Redis' time.
+//!
+//! The lease value carries a nonce drawn by each process, so two workers
+//! started by mistake with one `worker_id` are still two contenders: only
+//! one of them can hold the lease.
 //!
 //! Redis values are never trusted: an entry that does not parse is skipped
 //! with a log line (once), and never stops the ranking.
@@ -22,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use origin_router::document::RankingDocument;
+use origin_router::document::{RankingDocument, MAX_CLOCK_SKEW_MS, SEQ_PER_MS};
 use origin_router::sample::{Sample, UnixMillis};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
@@ -39,9 +46,11 @@ if holder ~= ARGV[1] then
   return {0, holder}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local t = redis.call('TIME')
+local floor = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * tonumber(ARGV[3])
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if current > floor + tonumber(ARGV[4]) then current = floor end
 local nxt = current + 1
-local floor = tonumber(ARGV[3]) or 0
 if floor > nxt then nxt = floor end
 local text = string.format('%d', nxt)
 redis.call('SET', KEYS[2], text)
@@ -60,6 +69,8 @@ pub struct RedisCoordinator {
     conn: ConnectionManager,
     region: String,
     worker: String,
+    /// `worker#nonce`: what this process writes into the lease.
+    lease_value: String,
     lease_ttl: Duration,
     retention: usize,
     batch_counter: AtomicU64,
@@ -67,6 +78,11 @@ pub struct RedisCoordinator {
     parsed: Mutex<HashMap<String, Arc<Vec<Sample>>>>,
     lead_script: redis::Script,
     release_script: redis::Script,
+}
+
+/// The worker id in a lease value (`worker#nonce`).
+pub fn worker_of(lease_value: &str) -> &str {
+    lease_value.split('#').next().unwrap_or_default()
 }
 
 fn key(region: &str, rest: &str) -> String {
@@ -106,6 +122,7 @@ impl RedisCoordinator {
             conn: connection(url)?,
             region: region.to_string(),
             worker: worker.to_string(),
+            lease_value: format!("{worker}#{:016x}", rand::random::<u64>()),
             lease_ttl,
             retention: retention.max(1),
             batch_counter: AtomicU64::new(0),
@@ -128,8 +145,22 @@ impl RedisCoordinator {
         {
             return batch.clone();
         }
+        let now = origin_router::sample::unix_millis_now();
         let batch = match serde_json::from_str::<Vec<Sample>>(json) {
-            Ok(samples) => samples.into_iter().filter(|s| s.worker == worker).collect(),
+            Ok(samples) => {
+                let (good, bad): (Vec<Sample>, Vec<Sample>) = samples
+                    .into_iter()
+                    .partition(|s| s.worker == worker && s.check(now).is_ok());
+                if let Some(s) = bad.first() {
+                    let why = if s.worker != worker {
+                        format!("worker `{}` in worker `{worker}`'s list", s.worker)
+                    } else {
+                        s.check(now).err().unwrap_or_default()
+                    };
+                    tracing::warn!(region = %self.region, %worker, batch = %id, skipped = bad.len(), reason = %why, "skipping implausible samples from Redis");
+                }
+                good
+            }
             Err(e) => {
                 tracing::warn!(region = %self.region, %worker, batch = %id, error = %e, "skipping an unreadable Redis sample entry");
                 Vec::new()
@@ -181,15 +212,17 @@ impl Coordinator for RedisCoordinator {
             .map_err(err("share"))
     }
 
-    async fn lead(&self, now: UnixMillis) -> Result<Role, CoordError> {
+    /// `now` is not used: the fencing number comes from Redis' clock.
+    async fn lead(&self, _now: UnixMillis) -> Result<Role, CoordError> {
         let mut conn = self.conn.clone();
         let (held, value): (i64, String) = self
             .lead_script
             .key(key(&self.region, "leader"))
             .key(key(&self.region, "seq"))
-            .arg(&self.worker)
+            .arg(&self.lease_value)
             .arg(self.lease_ttl.as_millis() as u64)
-            .arg(now.saturating_mul(1000))
+            .arg(SEQ_PER_MS)
+            .arg(MAX_CLOCK_SKEW_MS * SEQ_PER_MS)
             .invoke_async(&mut conn)
             .await
             .map_err(err("lead"))?;
@@ -201,7 +234,7 @@ impl Coordinator for RedisCoordinator {
             Ok(Role::Leader { seq })
         } else {
             Ok(Role::Follower {
-                leader: Some(value),
+                leader: Some(worker_of(&value).to_string()),
             })
         }
     }
@@ -247,7 +280,7 @@ impl Coordinator for RedisCoordinator {
         let mut conn = self.conn.clone();
         self.release_script
             .key(key(&self.region, "leader"))
-            .arg(&self.worker)
+            .arg(&self.lease_value)
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())

@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::config::{Config, OriginConfig, PoolConfig};
 use origin_router::document::RankingDocument;
 use origin_router::store::{DynamoStore, RankingStore};
-pub use origin_router_tests::services::redis_get;
 use origin_router_tests::services::MotoServer;
+pub use origin_router_tests::services::{redis_get, redis_set};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 
 pub const REGION: &str = "eu-west-1";
@@ -29,6 +29,14 @@ pub fn dynamo_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .build();
     aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// The worker holding the region's lease (the lease value is
+/// `worker#nonce`).
+pub async fn leader_worker(url: &str) -> Option<String> {
+    redis_get(url, LEADER_KEY)
+        .await
+        .map(|v| prober::coord::worker_of(&v).to_string())
 }
 
 /// The test credentials and region for workers that open the table from

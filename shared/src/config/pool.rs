@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -12,6 +12,38 @@ use super::validate::{is_host_name, Validator};
 
 /// Most origins one pool may hold (and one ranking document may rank).
 pub const MAX_ORIGINS: usize = 64;
+
+/// Largest score a ranking document accepts, ms. The ranking document
+/// validates with this constant and [`MAX_LATENCY_MS`], so the weight range
+/// below and the document's limits cannot drift apart.
+pub const MAX_SCORE_MS: f64 = 1e9;
+/// Largest latency a ranking document accepts, ms (an hour: anything above
+/// is not a measurement).
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
+/// Smallest origin weight. A score is latency / weight, so any latency a
+/// document accepts keeps its score within [`MAX_SCORE_MS`] for every
+/// weight in [`MIN_WEIGHT`, `MAX_WEIGHT`] (checked at compile time below).
+pub const MIN_WEIGHT: f64 = 0.01;
+/// Largest origin weight.
+pub const MAX_WEIGHT: f64 = 1000.0;
+const _: () = assert!(MAX_LATENCY_MS / MIN_WEIGHT <= MAX_SCORE_MS);
+
+/// [`is_cloudfront_port`]'s rule, as messages state it.
+pub(crate) const CLOUDFRONT_PORTS: &str =
+    "custom origins: HTTP 80, 443 or 1024-65535; HTTPS 443 or 1024-65535";
+
+/// Longest `health_path`, bytes.
+pub const MAX_HEALTH_PATH: usize = 1024;
+/// Largest `ca_file`, bytes (1 MiB).
+pub const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// CloudFront's rule for custom origin ports (CloudFront Developer Guide,
+/// "Values that you specify when you create or update a distribution",
+/// origin settings, HTTP port and HTTPS port): HTTP 80, 443 or
+/// 1024-65535; HTTPS 443 or 1024-65535.
+pub fn is_cloudfront_port(protocol: Protocol, port: u16) -> bool {
+    port >= 1024 || port == 443 || (protocol == Protocol::Http && port == 80)
+}
 
 /// A named set of origins that serve the same content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +79,15 @@ pub struct OriginConfig {
     /// Unique within its pool; `[A-Za-z0-9_.-]`, 1 to 64 characters.
     pub id: String,
     /// DNS name or IP address the edge sends requests to and probers probe.
+    /// [`super::Config::validate`] accepts IP addresses (local tests and the
+    /// offline demo use loopback origins); CloudFront accepts only a DNS
+    /// name of at most 253 characters as a custom origin, which
+    /// [`super::Config::check_for_cloudfront`] enforces for the edge
+    /// package.
     pub host: String,
-    /// TCP port, 1 to 65535. Default: 443 for https, 80 for http.
+    /// TCP port. Default: 443 for https, 80 for http. Only ports CloudFront
+    /// connects to a custom origin on are accepted: HTTP 80, 443 or
+    /// 1024-65535; HTTPS 443 or 1024-65535.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -58,7 +97,9 @@ pub struct OriginConfig {
     /// `http` or `https`. Default: `https`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Path probed for health. Default: `/`.
+    /// Path probed for health. Default: `/`. An HTTP request target
+    /// (path and optional query) starting with `/`, at most 1024 bytes, with
+    /// no whitespace, control characters or `#` fragment.
     #[serde(default = "default_health_path")]
     pub health_path: String,
     /// `HEAD` or `GET`. Default: `HEAD`.
@@ -77,14 +118,19 @@ pub struct OriginConfig {
     #[serde(default)]
     pub host_header: HostHeaderPolicy,
     /// Preference weight: the ranking score is latency divided by weight, so
-    /// 2.0 makes an origin look twice as fast. Default: 1.0; range (0, 1000].
+    /// 2.0 makes an origin look twice as fast. Default: 1.0; range
+    /// [0.01, 1000], so no latency a ranking document accepts (up to an
+    /// hour) gives a score above its limit (1e9 ms).
     #[serde(default = "default_weight")]
     pub weight: f64,
-    /// TLS server name (SNI and certificate check). Default: `host`.
+    /// TLS server name (SNI and certificate check). Default: `host`. A DNS
+    /// host name or an IP address, as rustls accepts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
     /// Extra PEM CA certificates trusted for this origin (private CAs,
-    /// test origins). Default: only the bundled web PKI roots.
+    /// test origins). Default: only the bundled web PKI roots. A readable
+    /// file of at most 1 MiB holding at least one PEM certificate, every
+    /// one of which parses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
 }
@@ -127,12 +173,22 @@ impl OriginConfig {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
 
-    /// The Host header a probe sends.
-    pub fn probe_host_header(&self) -> String {
+    /// The Host header a viewer's request carries to this origin under its
+    /// policy, `None` for `viewer` (the viewer's own is kept). The edge
+    /// sets it and probes send it, so an origin is measured answering the
+    /// requests it will get.
+    pub fn host_header(&self) -> Option<String> {
         match &self.host_header {
-            HostHeaderPolicy::Fixed(fixed) => fixed.clone(),
-            _ => self.host_with_port(),
+            HostHeaderPolicy::Origin => Some(self.host_with_port()),
+            HostHeaderPolicy::Fixed(fixed) => Some(fixed.clone()),
+            HostHeaderPolicy::Viewer => None,
         }
+    }
+
+    /// The Host header a probe sends: [`Self::host_header`], or for the
+    /// `viewer` policy (no viewer here) the origin's own.
+    pub fn probe_host_header(&self) -> String {
+        self.host_header().unwrap_or_else(|| self.host_with_port())
     }
 
     /// `host` or `host:port` when the port is not the protocol's default.
@@ -305,14 +361,19 @@ impl PoolConfig {
                     format!("`{}` is not a host name or IP address", o.host),
                 );
             }
-            if !o.health_path.starts_with('/') || o.health_path.chars().any(char::is_whitespace) {
+            if let Some(problem) = health_path_problem(&o.health_path) {
                 v.fail(
                     format!("{at}.health_path"),
-                    format!(
-                        "`{}` must start with / and contain no spaces",
-                        o.health_path
-                    ),
+                    format!("`{}` {problem}", clip(&o.health_path)),
                 );
+            }
+            if let Some(port) = o.port {
+                if !is_cloudfront_port(o.protocol, port) {
+                    v.fail(
+                        format!("{at}.port"),
+                        format!("{port} is not a port CloudFront connects to ({CLOUDFRONT_PORTS})"),
+                    );
+                }
             }
             if o.body_contains.is_some() && o.method != HealthMethod::Get {
                 v.fail(
@@ -320,10 +381,13 @@ impl PoolConfig {
                     "needs method = \"GET\" (HEAD has no body)",
                 );
             }
-            if !(o.weight.is_finite() && o.weight > 0.0 && o.weight <= 1000.0) {
+            if !(o.weight.is_finite() && (MIN_WEIGHT..=MAX_WEIGHT).contains(&o.weight)) {
                 v.fail(
                     format!("{at}.weight"),
-                    format!("{} is not in (0, 1000]", o.weight),
+                    format!(
+                        "{} is not in [{MIN_WEIGHT}, {MAX_WEIGHT}] (score = latency / weight must stay within the ranking's {MAX_SCORE_MS} ms for latencies up to {MAX_LATENCY_MS} ms)",
+                        o.weight
+                    ),
                 );
             }
             if o.protocol == Protocol::Http && (o.ca_file.is_some() || o.tls_server_name.is_some())
@@ -333,11 +397,22 @@ impl PoolConfig {
                     "ca_file and tls_server_name need protocol = \"https\"",
                 );
             }
+            if let Some(name) = &o.tls_server_name {
+                if !is_server_name(name) {
+                    v.fail(
+                        format!("{at}.tls_server_name"),
+                        format!(
+                            "`{}` is not a TLS server name (a DNS host name or an IP address)",
+                            clip(name)
+                        ),
+                    );
+                }
+            }
             if let Some(path) = &o.ca_file {
-                if !path.is_file() {
+                if let Err(problem) = check_ca_file(path) {
                     v.fail(
                         format!("{at}.ca_file"),
-                        format!("{} is not a readable file", path.display()),
+                        format!("{}: {problem}", path.display()),
                     );
                 }
             }
@@ -359,6 +434,78 @@ impl PoolConfig {
             }
         }
     }
+}
+
+/// Why `path` is not a usable health-check request target, if it is not.
+fn health_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some("must start with /".into());
+    }
+    if path.len() > MAX_HEALTH_PATH {
+        return Some(format!("is {} bytes, above {MAX_HEALTH_PATH}", path.len()));
+    }
+    if path.chars().any(char::is_control) {
+        return Some("contains a control character".into());
+    }
+    if path.chars().any(char::is_whitespace) {
+        return Some("contains whitespace".into());
+    }
+    if path.contains('#') {
+        return Some("contains a # fragment, which is never sent to a server".into());
+    }
+    if let Err(e) = path.parse::<http::uri::PathAndQuery>() {
+        return Some(format!("is not an HTTP request target: {e}"));
+    }
+    None
+}
+
+/// A TLS server name rustls accepts: a DNS host name or an IP address.
+fn is_server_name(name: &str) -> bool {
+    match rustls::pki_types::ServerName::try_from(name) {
+        Ok(rustls::pki_types::ServerName::IpAddress(_)) => true,
+        Ok(_) => is_host_name(name),
+        Err(_) => false,
+    }
+}
+
+/// Reads a CA file the way the probe engine will: every PEM certificate in
+/// it must parse as a trust anchor, and there must be at least one.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    if size > MAX_CA_FILE {
+        return Err(format!("is {size} bytes, above the 1 MiB limit"));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut count = 0;
+    for (i, cert) in rustls_pemfile::certs(&mut pem.as_slice()).enumerate() {
+        let cert = cert.map_err(|e| format!("is not valid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate {} does not parse: {e}", i + 1))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
+}
+
+/// At most 64 characters of `s` with control characters escaped, for
+/// messages.
+fn clip(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Ports are read as any integer so that an out-of-range one is reported as

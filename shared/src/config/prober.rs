@@ -6,7 +6,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::Validator;
+use super::validate::{fmt_duration, Validator};
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+/// `interval`: whole seconds within [1s, 5m].
+pub(crate) const INTERVAL_MIN: Duration = SECOND;
+pub(crate) const INTERVAL_MAX: Duration = Duration::from_secs(5 * 60);
+/// `connect_timeout` and `response_timeout`: [1ms, 60s].
+const TIMEOUT_MAX: Duration = MINUTE;
+/// `lease_ttl`: [1s, 10m].
+const LEASE_TTL_MAX: Duration = Duration::from_secs(10 * 60);
+/// `shutdown_grace`: [0s, 5m].
+const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// The regional prober worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,24 +32,27 @@ pub struct ProberConfig {
     /// Unique worker id within the region. Default: host name plus pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
-    /// Time between probe rounds. Default: 2s.
+    /// Time between probe rounds. Default: 2s; whole seconds within
+    /// [1s, 5m] (the leader's lease, at most 10m, must outlive a round).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// A cron expression with seconds (`*/5 * * * * *`) used instead of
     /// `interval`. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    /// Budget for name resolution plus the TCP handshake. Default: 1s.
+    /// Budget for name resolution plus the TCP handshake. Default: 1s;
+    /// range [1ms, 60s].
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Budget from the TCP connection to the complete answer, TLS handshake
-    /// included. Default: 2s.
+    /// included. Default: 2s; range [1ms, 60s].
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
     /// After a probe whose result differs from the origin's previous one,
     /// the worker re-probes it this soon, up to `fall - 1` (or `rise - 1`)
     /// times in the same round, so a state change is confirmed in well under
-    /// one interval (HAProxy's `fastinter`). Default: 250ms.
+    /// one interval (HAProxy's `fastinter`). Default: 250ms; range
+    /// [1ms, 1m] and below `interval`.
     #[serde(with = "humantime_serde")]
     pub fast_interval: Duration,
     /// Consecutive successes that bring a down origin back. Default: 2.
@@ -46,7 +62,8 @@ pub struct ProberConfig {
     /// Probes in flight at once, across all origins. Default: 256.
     pub concurrency: usize,
     /// Probes are spread over this much time at the start of each round so
-    /// origins do not see bursts. Default: 200ms; must be below `interval`.
+    /// origins do not see bursts. Default: 200ms; range [0s, 1m] and below
+    /// `interval`.
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
     /// Local address probes connect from. Default: chosen by the OS.
@@ -54,14 +71,16 @@ pub struct ProberConfig {
     pub source_address: Option<IpAddr>,
     /// Samples kept per worker and origin in Redis. Default: 32.
     pub sample_retention: usize,
-    /// Leader lease lifetime; the leader renews it every round. Default: 10s.
+    /// Leader lease lifetime; the leader renews it every round. Default: 10s;
+    /// range [1s, 10m] and above `interval`.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// Address of the `/metrics` and `/healthz` endpoint. Default:
     /// `127.0.0.1:9464`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// How long shutdown waits for in-flight probes. Default: 3s.
+    /// How long shutdown waits for in-flight probes. Default: 3s; range
+    /// [0s, 5m].
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -93,8 +112,14 @@ impl ProberConfig {
     /// How long a worker's silence is tolerated: three missed rounds plus
     /// the longest a probe may take. Past it, a worker's samples no longer
     /// vote in the ranking and its `/healthz` reports it stale.
+    ///
+    /// At most 17m for a validated config (3 × 5m + 2 × 60s); saturating
+    /// arithmetic, so it cannot panic whatever the values.
     pub fn max_silence(&self) -> Duration {
-        self.interval * 3 + self.connect_timeout + self.response_timeout
+        self.interval
+            .saturating_mul(3)
+            .saturating_add(self.connect_timeout)
+            .saturating_add(self.response_timeout)
     }
 }
 
@@ -109,16 +134,29 @@ impl ProberConfig {
         }
         // Rounds are scheduled by tokio-cron-scheduler, whose repeated jobs
         // count whole seconds.
-        if p.interval < Duration::from_secs(1) || p.interval.subsec_nanos() != 0 {
+        // The fields compared with the interval are, only when it is in its
+        // range: one wrong value gives one message.
+        let interval_ok = v.duration("prober.interval", p.interval, INTERVAL_MIN, INTERVAL_MAX);
+        if interval_ok && p.interval.subsec_nanos() != 0 {
             v.fail(
                 "prober.interval",
-                "must be a whole number of seconds, at least 1s",
+                format!(
+                    "{} is not a whole number of seconds",
+                    fmt_duration(p.interval)
+                ),
             );
         }
-        if p.fast_interval.is_zero() || p.fast_interval >= p.interval {
+        if v.duration("prober.fast_interval", p.fast_interval, MS, MINUTE)
+            && interval_ok
+            && p.fast_interval >= p.interval
+        {
             v.fail(
                 "prober.fast_interval",
-                "must be above 0 and below prober.interval",
+                format!(
+                    "{} is not below prober.interval ({})",
+                    fmt_duration(p.fast_interval),
+                    fmt_duration(p.interval)
+                ),
             );
         }
         if let Some(cron) = &p.schedule {
@@ -134,9 +172,7 @@ impl ProberConfig {
             ("connect_timeout", p.connect_timeout),
             ("response_timeout", p.response_timeout),
         ] {
-            if d.is_zero() || d > Duration::from_secs(60) {
-                v.fail(format!("prober.{field}"), "must be above 0 and at most 60s");
-            }
+            v.duration(&format!("prober.{field}"), d, MS, TIMEOUT_MAX);
         }
         for (field, n) in [("rise", p.rise), ("fall", p.fall)] {
             if !(1..=100).contains(&n) {
@@ -149,17 +185,40 @@ impl ProberConfig {
                 format!("{} is not in 1..=100000", p.concurrency),
             );
         }
-        if p.jitter >= p.interval {
-            v.fail("prober.jitter", "must be below prober.interval");
+        if v.duration("prober.jitter", p.jitter, Duration::ZERO, MINUTE)
+            && interval_ok
+            && p.jitter >= p.interval
+        {
+            v.fail(
+                "prober.jitter",
+                format!(
+                    "{} is not below prober.interval ({})",
+                    fmt_duration(p.jitter),
+                    fmt_duration(p.interval)
+                ),
+            );
         }
         if !(1..=10_000).contains(&p.sample_retention) {
             v.fail("prober.sample_retention", "must be in 1..=10000");
         }
-        if p.lease_ttl < Duration::from_secs(1) || p.lease_ttl <= p.interval {
+        if v.duration("prober.lease_ttl", p.lease_ttl, SECOND, LEASE_TTL_MAX)
+            && interval_ok
+            && p.lease_ttl <= p.interval
+        {
             v.fail(
                 "prober.lease_ttl",
-                "must be at least 1s and above prober.interval",
+                format!(
+                    "{} is not above prober.interval ({}): the leader renews it once a round",
+                    fmt_duration(p.lease_ttl),
+                    fmt_duration(p.interval)
+                ),
             );
         }
+        v.duration(
+            "prober.shutdown_grace",
+            p.shutdown_grace,
+            Duration::ZERO,
+            SHUTDOWN_GRACE_MAX,
+        );
     }
 }

@@ -5,23 +5,37 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::Validator;
+use super::validate::{fmt_duration, Validator};
+
+/// `window`: [1s, 1day] (and at least 2 × `prober.interval`, checked by
+/// `Config::validate`).
+const WINDOW_MIN: Duration = Duration::from_secs(1);
+const WINDOW_MAX: Duration = Duration::from_secs(86_400);
+/// `half_life`: [100ms, 1h] and at most `window`.
+const HALF_LIFE_MIN: Duration = Duration::from_millis(100);
+const HALF_LIFE_MAX: Duration = Duration::from_secs(3_600);
+/// `switch_margin_absolute`: [0s, 10s].
+const MARGIN_MAX: Duration = Duration::from_secs(10);
 
 /// How samples become a ranking. See [`crate::ranking`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RankingConfig {
-    /// Samples older than this are ignored. Default: 60s.
+    /// Samples older than this are ignored. Default: 60s; range [1s, 1day],
+    /// and at least 2 × `prober.interval` (so a window always holds two
+    /// rounds).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// A sample's weight in the smoothed latency halves every this much
-    /// time, so an origin that recovers is seen to recover. Default: 10s.
+    /// time, so an origin that recovers is seen to recover. Default: 10s;
+    /// range [100ms, 1h], and at most `window` (a longer half-life never
+    /// decays within the window).
     #[serde(with = "humantime_serde")]
     pub half_life: Duration,
     /// The top origin changes only if the challenger's score is better by
     /// more than this fraction of the incumbent's... Default: 0.10.
     pub switch_margin_relative: f64,
-    /// ...and by more than this much. Default: 5ms.
+    /// ...and by more than this much. Default: 5ms; range [0s, 10s].
     #[serde(with = "humantime_serde")]
     pub switch_margin_absolute: Duration,
     /// An up origin whose success ratio is below this is `degraded` and
@@ -44,12 +58,30 @@ impl Default for RankingConfig {
 impl RankingConfig {
     pub(crate) fn validate(&self, v: &mut Validator) {
         let r = self;
-        if r.window < Duration::from_secs(1) {
-            v.fail("ranking.window", "must be at least 1s");
+        let window_ok = v.duration("ranking.window", r.window, WINDOW_MIN, WINDOW_MAX);
+        if v.duration(
+            "ranking.half_life",
+            r.half_life,
+            HALF_LIFE_MIN,
+            HALF_LIFE_MAX,
+        ) && window_ok
+            && r.half_life > r.window
+        {
+            v.fail(
+                "ranking.half_life",
+                format!(
+                    "{} is above ranking.window ({})",
+                    fmt_duration(r.half_life),
+                    fmt_duration(r.window)
+                ),
+            );
         }
-        if r.half_life.is_zero() {
-            v.fail("ranking.half_life", "must be above 0");
-        }
+        v.duration(
+            "ranking.switch_margin_absolute",
+            r.switch_margin_absolute,
+            Duration::ZERO,
+            MARGIN_MAX,
+        );
         if !(r.switch_margin_relative.is_finite() && (0.0..1.0).contains(&r.switch_margin_relative))
         {
             v.fail(

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::validate::Validator;
 
+/// Largest `item_ttl`: `1year` (365.25 days, humantime's year).
+const ITEM_TTL_MAX: Duration = Duration::from_secs(31_557_600);
+
 /// Where rankings and coordination state live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,7 +35,8 @@ pub struct StoreConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
     /// Items expire (DynamoDB TTL) this long after they were written.
-    /// Default: 1day.
+    /// Default: 1day; range [1m, 1year] (a year as humantime counts it,
+    /// 365.25 days).
     #[serde(with = "humantime_serde")]
     pub item_ttl: Duration,
 }
@@ -86,8 +90,11 @@ impl StoreConfig {
         for (i, r) in self.table_regions.iter().enumerate() {
             v.name(&format!("store.table_regions[{i}]"), r);
         }
-        if self.item_ttl < Duration::from_secs(60) {
-            v.fail("store.item_ttl", "must be at least 1m");
-        }
+        v.duration(
+            "store.item_ttl",
+            self.item_ttl,
+            Duration::from_secs(60),
+            ITEM_TTL_MAX,
+        );
     }
 }

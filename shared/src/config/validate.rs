@@ -2,7 +2,14 @@
 //! the config and everything that turns names into file names, Redis keys
 //! and metric labels.
 
+use std::time::Duration;
+
 use super::Problem;
+
+/// A duration as the config file writes it (`1m 30s`, `250ms`).
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    humantime_serde::re::humantime::format_duration(d).to_string()
+}
 
 /// Accumulates problems with their field paths, so one run of
 /// `check-config` lists every problem at once.
@@ -17,6 +24,32 @@ impl Validator {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// Checks `min <= d <= max` (both inclusive); the message names the
+    /// value and the documented range, e.g. `500000000000years is not
+    /// within [1ms, 25s]`. Returns whether `d` is in range. Comparisons
+    /// only: no arithmetic on `d`, so no value can overflow here.
+    pub(crate) fn duration(
+        &mut self,
+        path: &str,
+        d: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> bool {
+        let ok = (min..=max).contains(&d);
+        if !ok {
+            self.fail(
+                path,
+                format!(
+                    "{} is not within [{}, {}]",
+                    fmt_duration(d),
+                    fmt_duration(min),
+                    fmt_duration(max)
+                ),
+            );
+        }
+        ok
     }
 
     /// Names (pools, origin ids, regions, workers) become file names, Redis

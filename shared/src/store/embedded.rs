@@ -2,22 +2,41 @@
 //! `ROOT/POOL/REGION.json`, shared by a prober and edge processes on the
 //! same machine.
 //!
-//! Writers take an exclusive lock on `ROOT/.lock` (so the seq check and the
-//! replace are one step across processes), write a temporary file in the same
-//! directory, fsync it and rename it over the old one. Rename is atomic, so a
-//! reader opens either the old document or the new one, never a torn one;
-//! readers take no lock and never wait for a writer.
+//! Writers take an exclusive lock on `ROOT/POOL/.lock` (so the seq check
+//! and the replace are one step across processes), write a temporary file
+//! in the same directory, fsync it and rename it over the old one. Rename
+//! is atomic, so a reader opens either the old document or the new one,
+//! never a torn one; readers take no lock and never wait for a writer.
+//!
+//! Nothing in the directory is trusted, since anything that can write there
+//! can steer traffic:
+//! - the root must be a directory owned by this user that neither group
+//!   nor others can write (it is created `0700`); anything else is refused
+//!   with [`StoreError::Unsafe`], naming the problem;
+//! - files are opened without following symlinks and without blocking
+//!   (`O_NOFOLLOW | O_NONBLOCK`), must be regular files, and are read up to
+//!   the document limit: a symlink, a FIFO, a device or an oversize file is
+//!   skipped with a reason, never followed, waited on or read whole;
+//! - locks are per pool and waited on for at most [`LOCK_WAIT`]: a stuck
+//!   writer of one pool never holds back another pool, or a shutdown.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use nix::fcntl::OFlag;
 
-use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
+use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::is_name;
-use crate::document::RankingDocument;
+use crate::document::{RankingDocument, MAX_JSON_BYTES};
+use crate::sample::unix_millis_now;
+
+/// Longest a writer waits for another writer's lock on the same pool.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Rankings as files under a directory.
 #[derive(Debug, Clone)]
@@ -27,14 +46,65 @@ pub struct EmbeddedStore {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `open(2)` flags for every file of the store: never follow a link,
+/// never block on a FIFO or device, never leak into a child process.
+fn no_follow_no_block() -> i32 {
+    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits()
+}
+
 impl EmbeddedStore {
-    /// A store rooted at `root` (created on first write).
+    /// A store rooted at `root` (created `0700` on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         EmbeddedStore { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Checks that the root is private; `Ok(false)` when it does not exist.
+    fn check_root(&self) -> Result<bool, StoreError> {
+        let meta = match fs::symlink_metadata(&self.root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(&self.root, e)),
+        };
+        let unsafe_root = |why: String| StoreError::Unsafe {
+            path: self.root.display().to_string(),
+            why,
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_root(
+                "is not a directory (a symlink or a file is never followed)".into(),
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(unsafe_root(format!(
+                "is owned by uid {}, not by this user (uid {me})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(unsafe_root(format!(
+                "is writable by group or others (mode {:o}); chmod 700 it",
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Creates the root `0700` if missing, then checks it.
+    fn ensure_root(&self) -> Result<(), StoreError> {
+        if !self.check_root()? {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(|e| io_error(&self.root, e))?;
+            self.check_root()?;
+        }
+        Ok(())
     }
 
     fn pool_dir(&self, pool: &str) -> Result<PathBuf, StoreError> {
@@ -47,23 +117,35 @@ impl EmbeddedStore {
     fn read_pool_blocking(&self, pool: &str) -> Result<PoolRankings, StoreError> {
         let dir = self.pool_dir(pool)?;
         let mut out = PoolRankings::default();
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        if !self.check_root()? {
+            return Ok(out);
+        }
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                out.skipped.push((
+                    pool.to_string(),
+                    "the pool's entry is not a directory".into(),
+                ));
+                return Ok(out);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(source) => return Err(io_error(&dir, source)),
-        };
+        }
+        let entries = fs::read_dir(&dir).map_err(|e| io_error(&dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io_error(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(region) = name.strip_suffix(".json").filter(|r| is_name(r)) else {
-                continue; // temporary files and strangers
+                continue; // temporary files, the lock and strangers
             };
             match read_doc(&entry.path()) {
-                Ok(doc) if doc.pool == pool && doc.region == region => out.rankings.push(doc),
-                Ok(doc) => out.skipped.push((
+                Ok(Some(doc)) if doc.pool == pool && doc.region == region => out.rankings.push(doc),
+                Ok(Some(doc)) => out.skipped.push((
                     region.to_string(),
                     format!("file holds pool `{}` region `{}`", doc.pool, doc.region),
                 )),
+                Ok(None) => {}
                 Err(reason) => out.skipped.push((region.to_string(), reason)),
             }
         }
@@ -72,21 +154,29 @@ impl EmbeddedStore {
     }
 
     fn write_blocking(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        let now = unix_millis_now();
         doc.validate()?;
+        doc.check_clock(now)?;
         let dir = self.pool_dir(&doc.pool)?;
-        fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-        let lock_path = self.root.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error(&lock_path, e))?;
-        lock.lock().map_err(|e| io_error(&lock_path, e))?;
-
+        self.ensure_root()?;
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::Unsafe {
+                    path: dir.display().to_string(),
+                    why: "is not a directory".into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_error(&dir, e))?,
+            Err(e) => return Err(io_error(&dir, e)),
+        }
+        let _lock = lock_pool(&dir)?;
         let path = dir.join(format!("{}.json", doc.region));
-        if let Ok(stored) = read_doc(&path) {
-            if stored.seq >= doc.seq {
+        if let Ok(Some(stored)) = read_doc(&path) {
+            if !may_replace(&stored, doc, now) {
                 return Ok(WriteOutcome::Stale);
             }
         }
@@ -97,7 +187,12 @@ impl EmbeddedStore {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut file = File::create(&tmp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(no_follow_no_block())
+                .open(&tmp)?;
             file.write_all(doc.to_json().as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)
@@ -107,19 +202,37 @@ impl EmbeddedStore {
             return Err(io_error(&path, e));
         }
         Ok(WriteOutcome::Written)
-        // `lock` is released when the file handle drops.
+    }
+
+    fn delete_blocking(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+        let dir = self.pool_dir(pool)?;
+        if !is_name(region) {
+            return Err(StoreError::InvalidName(region.chars().take(64).collect()));
+        }
+        if !self.check_root()? || !dir.is_dir() {
+            return Ok(false);
+        }
+        let _lock = lock_pool(&dir)?;
+        let path = dir.join(format!("{region}.json"));
+        // remove_file unlinks whatever is there (a file, a link, a FIFO)
+        // without opening or following it.
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(&path, e)),
+        }
     }
 
     fn list_pools_blocking(&self) -> Result<Vec<String>, StoreError> {
-        let entries = match fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(io_error(&self.root, source)),
-        };
+        if !self.check_root()? {
+            return Ok(Vec::new());
+        }
+        let entries = fs::read_dir(&self.root).map_err(|e| io_error(&self.root, e))?;
         let mut pools = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if is_name(&name) && entry.path().is_dir() {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_name(&name) && is_dir {
                 pools.push(name);
             }
         }
@@ -128,9 +241,80 @@ impl EmbeddedStore {
     }
 }
 
-fn read_doc(path: &Path) -> Result<RankingDocument, String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    RankingDocument::from_json(&bytes).map_err(|e| e.to_string())
+/// Takes the pool's writer lock, waiting at most [`LOCK_WAIT`]; released
+/// when the returned file drops.
+fn lock_pool(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(no_follow_no_block())
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    let regular = lock.metadata().map_err(|e| io_error(&path, e))?.is_file();
+    if !regular {
+        return Err(StoreError::Unsafe {
+            path: path.display().to_string(),
+            why: "is not a regular file".into(),
+        });
+    }
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io_error(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("another writer held the lock for {LOCK_WAIT:?}"),
+                    ),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+        }
+    }
+}
+
+/// Reads one ranking file: `Ok(None)` for something that is not a file of
+/// ours to read (a directory), `Err` with the reason for anything hostile
+/// or broken.
+fn read_doc(path: &Path) -> Result<Option<RankingDocument>, String> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow_no_block())
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err("is a symbolic link (never followed)".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file (a FIFO, socket or device is never read)".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_JSON_BYTES {
+        return Err(format!(
+            "is larger than the {MAX_JSON_BYTES}-byte document limit"
+        ));
+    }
+    RankingDocument::from_json(&bytes)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -163,6 +347,11 @@ impl RankingStore for EmbeddedStore {
         blocking(move || store.write_blocking(&doc)).await
     }
 
+    async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+        let (store, pool, region) = (self.clone(), pool.to_string(), region.to_string());
+        blocking(move || store.delete_blocking(&pool, &region)).await
+    }
+
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         let store = self.clone();
         blocking(move || store.list_pools_blocking()).await
@@ -180,6 +369,138 @@ mod tests {
     async fn embedded_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         super::super::contract::check(&EmbeddedStore::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn embedded_store_repairs_a_poisoned_ranking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::new(dir.path());
+        let web = dir.path().join("web");
+        super::super::contract::poisoned_ranking_is_repaired(&store, |d| {
+            fs::create_dir_all(&web).unwrap();
+            fs::write(web.join("eu-west-1.json"), d.to_json()).unwrap();
+        })
+        .await;
+    }
+
+    /// A symlink (to a huge or endless file), a FIFO nobody writes, an
+    /// oversize file and a directory in place of a ranking: each is
+    /// skipped with its reason, at once, and the good ranking is still
+    /// read. Writes over them replace the entry rather than follow it.
+    #[tokio::test]
+    async fn hostile_files_are_skipped_at_once_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::new(dir.path());
+        store.write(&sample_doc()).await.unwrap();
+        let web = dir.path().join("web");
+        std::os::unix::fs::symlink("/dev/zero", web.join("us-east-1.json")).unwrap();
+        nix::unistd::mkfifo(
+            &web.join("ap-south-1.json"),
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        fs::write(web.join("us-west-2.json"), vec![b' '; 100 * 1024 * 1024]).unwrap();
+        fs::create_dir(web.join("sa-east-1.json")).unwrap();
+
+        let started = Instant::now();
+        let read = store.read_pool("web").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(read.rankings, vec![sample_doc()]);
+        let why = |region: &str| {
+            read.skipped
+                .iter()
+                .find(|(r, _)| r == region)
+                .map(|(_, w)| w.clone())
+                .unwrap_or_else(|| panic!("{region} not skipped: {:?}", read.skipped))
+        };
+        assert!(why("us-east-1").contains("symbolic link"));
+        assert!(why("ap-south-1").contains("not a regular file"));
+        assert!(why("us-west-2").contains("larger than"));
+        assert_eq!(read.skipped.len(), 3, "{:?}", read.skipped);
+
+        // A write replaces the link itself; /dev/zero is untouched.
+        let mut doc = sample_doc();
+        doc.region = "us-east-1".into();
+        doc.seq = 1;
+        assert_eq!(store.write(&doc).await.unwrap(), WriteOutcome::Written);
+        assert!(fs::symlink_metadata(web.join("us-east-1.json"))
+            .unwrap()
+            .is_file());
+        // So does one over the FIFO, without waiting on it.
+        doc.region = "ap-south-1".into();
+        assert_eq!(store.write(&doc).await.unwrap(), WriteOutcome::Written);
+    }
+
+    /// The root must be this user's and private: a directory others can
+    /// write, or a symlink to one, is refused with a clear error; a new
+    /// root is created 0700.
+    #[tokio::test]
+    async fn a_store_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = EmbeddedStore::new(&open)
+            .write(&sample_doc())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        let err = EmbeddedStore::new(&open)
+            .read_pool("web")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unsafe { .. }), "{err}");
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = EmbeddedStore::new(&link)
+            .write(&sample_doc())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+
+        let fresh = dir.path().join("a/b");
+        EmbeddedStore::new(&fresh)
+            .write(&sample_doc())
+            .await
+            .unwrap();
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    /// A writer that holds one pool's lock (stuck, or hostile) holds back
+    /// neither another pool nor, past LOCK_WAIT, its own pool's writers.
+    #[tokio::test]
+    async fn a_held_lock_holds_back_only_its_pool_and_only_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::new(dir.path());
+        store.write(&sample_doc()).await.unwrap();
+        let held = File::open(dir.path().join("web/.lock")).unwrap();
+        held.lock().unwrap();
+
+        let mut api = sample_doc();
+        api.pool = "api".into();
+        let started = Instant::now();
+        assert_eq!(store.write(&api).await.unwrap(), WriteOutcome::Written);
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        let mut newer = sample_doc();
+        newer.seq += 1;
+        let started = Instant::now();
+        let err = store.write(&newer).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(err.to_string().contains("held the lock"), "{err}");
+        assert!(waited >= LOCK_WAIT && waited < LOCK_WAIT * 3, "{waited:?}");
+        // Reads never wait for the lock.
+        assert_eq!(store.read_pool("web").await.unwrap().rankings.len(), 1);
     }
 
     #[tokio::test]
@@ -249,6 +570,7 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("web"))
             .unwrap()
             .flatten()
+            .filter(|e| e.file_name() != ".lock")
             .collect();
         assert_eq!(leftovers.len(), 1, "temporary files left behind");
     }

@@ -5,8 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
+use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::document::RankingDocument;
+use crate::sample::unix_millis_now;
 
 /// Rankings in a map behind a mutex.
 #[derive(Debug, Default)]
@@ -52,14 +53,26 @@ impl RankingStore for MemoryStore {
     }
 
     async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        let now = unix_millis_now();
         doc.validate()?;
+        doc.check_clock(now)?;
         let mut docs = self.lock();
         let key = (doc.pool.clone(), doc.region.clone());
-        if docs.get(&key).is_some_and(|stored| stored.seq >= doc.seq) {
+        if docs
+            .get(&key)
+            .is_some_and(|stored| !may_replace(stored, doc, now))
+        {
             return Ok(WriteOutcome::Stale);
         }
         docs.insert(key, doc.clone());
         Ok(WriteOutcome::Written)
+    }
+
+    async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .remove(&(pool.to_string(), region.to_string()))
+            .is_some())
     }
 
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
@@ -74,5 +87,11 @@ mod tests {
     #[tokio::test]
     async fn memory_store_contract() {
         super::super::contract::check(&super::MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_repairs_a_poisoned_ranking() {
+        let store = super::MemoryStore::new();
+        super::super::contract::poisoned_ranking_is_repaired(&store, |d| store.put(d)).await;
     }
 }

@@ -22,7 +22,8 @@ pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
 use crate::config::StoreConfig;
-use crate::document::RankingDocument;
+use crate::document::{seq_ceiling, RankingDocument};
+use crate::sample::UnixMillis;
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,9 @@ impl PoolRankings {
 }
 
 /// A store failure (as opposed to a refused stale write).
+///
+/// [`StoreError::is_permanent`] tells a publisher whether a retry can help:
+/// an invalid ranking is invalid on every attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
@@ -65,6 +69,26 @@ pub enum StoreError {
     Dynamo(String),
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    #[error("{path}: refusing an unsafe store location: {why}")]
+    Unsafe { path: String, why: String },
+}
+
+impl StoreError {
+    /// The same write would fail the same way again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Invalid(_) | StoreError::InvalidName(_) | StoreError::Unsafe { .. }
+        )
+    }
+}
+
+/// Whether a write of `doc` may replace `stored` at `now`: only a newer
+/// `seq`, unless the stored one is above [`seq_ceiling`] (a runaway clock
+/// wrote it; any sane writer may repair it). Every backend decides with
+/// this rule, DynamoDB in its condition expression.
+pub fn may_replace(stored: &RankingDocument, doc: &RankingDocument, now: UnixMillis) -> bool {
+    stored.seq < doc.seq || stored.seq > seq_ceiling(now)
 }
 
 /// A place rankings are published to and read from.
@@ -73,9 +97,15 @@ pub trait RankingStore: Send + Sync + 'static {
     /// Every region's ranking of `pool`.
     async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError>;
 
-    /// Stores `doc` if its `seq` is newer than the stored ranking's for the
-    /// same (pool, region).
+    /// Stores `doc` if [`may_replace`] allows it over the stored ranking of
+    /// the same (pool, region). A ranking that fails validation or
+    /// [`RankingDocument::check_clock`] is an error, never stored.
     async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError>;
+
+    /// Removes the ranking of (pool, region), whatever its `seq`; returns
+    /// whether there was one. The operator's repair for a poisoned item
+    /// (`prober reset-ranking`).
+    async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError>;
 
     /// Pools that have at least one ranking.
     async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
@@ -164,5 +194,53 @@ pub(crate) mod contract {
         let mut pools = store.list_pools().await.unwrap();
         pools.sort();
         assert_eq!(pools, ["api", "web"]);
+
+        // A runaway clock's ranking is refused, as an invalid one: from an
+        // hour ahead, or with a seq beyond the ceiling.
+        let now = crate::sample::unix_millis_now();
+        let mut future = newer.clone();
+        future.seq = 44;
+        future.generated_at = now + 3_600_000;
+        let err = store.write(&future).await.unwrap_err();
+        assert!(
+            err.is_permanent() && err.to_string().contains("generated_at"),
+            "{err}"
+        );
+        let mut runaway = newer.clone();
+        runaway.seq = seq_ceiling(now) + 1_000_000;
+        let err = store.write(&runaway).await.unwrap_err();
+        assert!(
+            err.is_permanent() && err.to_string().contains("seq"),
+            "{err}"
+        );
+
+        // Delete removes one (pool, region), whatever its seq.
+        assert!(store.delete("web", "eu-west-1").await.unwrap());
+        assert!(!store.delete("web", "eu-west-1").await.unwrap());
+        let read = store.read_pool("web").await.unwrap();
+        assert_eq!(read.rankings.len(), 1);
+        assert_eq!(read.rankings[0].region, "us-east-1");
+    }
+
+    /// A stored ranking whose seq a runaway clock pushed beyond the
+    /// ceiling is replaced by the next sane write; `plant` stores it
+    /// without the store's checks.
+    pub async fn poisoned_ranking_is_repaired(
+        store: &dyn RankingStore,
+        plant: impl FnOnce(RankingDocument),
+    ) {
+        let mut poisoned = sample_doc();
+        poisoned.seq = i64::MAX as u64;
+        plant(poisoned);
+        assert_eq!(
+            store.read_pool("web").await.unwrap().rankings[0].seq,
+            i64::MAX as u64
+        );
+        let now = crate::sample::unix_millis_now();
+        let mut sane = sample_doc();
+        sane.seq = now * crate::document::SEQ_PER_MS;
+        sane.generated_at = now;
+        assert_eq!(store.write(&sane).await.unwrap(), WriteOutcome::Written);
+        assert_eq!(store.read_pool("web").await.unwrap().rankings[0], sane);
     }
 }

@@ -26,7 +26,7 @@ pub mod codec;
 
 use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::StoreConfig;
-use crate::document::RankingDocument;
+use crate::document::{seq_ceiling, RankingDocument};
 use crate::sample::unix_millis_now;
 use codec::TTL_ATTRIBUTE;
 
@@ -211,17 +211,25 @@ impl RankingStore for DynamoStore {
     }
 
     async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        let now = unix_millis_now();
         doc.validate()?;
-        let expires_at = unix_millis_now() / 1000 + self.item_ttl.as_secs();
+        doc.check_clock(now)?;
+        let expires_at = now / 1000 + self.item_ttl.as_secs();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(codec::to_item(doc, expires_at)))
-            .condition_expression("attribute_not_exists(#p) OR #s < :seq")
+            // `super::may_replace`, as a condition: a newer seq, or a stored
+            // seq above the ceiling (a runaway clock's write, repaired).
+            .condition_expression("attribute_not_exists(#p) OR #s < :seq OR #s > :ceiling")
             .expression_attribute_names("#p", "pool")
             .expression_attribute_names("#s", "seq")
             .expression_attribute_values(":seq", AttributeValue::N(doc.seq.to_string()))
+            .expression_attribute_values(
+                ":ceiling",
+                AttributeValue::N(seq_ceiling(now).to_string()),
+            )
             .send()
             .await;
         match result {
@@ -233,6 +241,20 @@ impl RankingStore for DynamoStore {
             }
             Err(e) => Err(dynamo_error(e)),
         }
+    }
+
+    async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pool", AttributeValue::S(pool.to_string()))
+            .key("region", AttributeValue::S(region.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(deleted.attributes.is_some_and(|a| !a.is_empty()))
     }
 
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {

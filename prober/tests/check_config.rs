@@ -1,0 +1,124 @@
+//! `prober check-config` through the real binary: each bad configuration of
+//! issue 12 exits non-zero naming its field(s) on stderr, without a panic;
+//! a good one exits 0 and prints the effective config.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const POOL: &str = "[pools.web]\norigins = [{ id = \"a\", host = \"a.example.net\" }]\n";
+
+/// A pool whose one origin carries `fields` too.
+fn origin_with(fields: &str) -> String {
+    format!("[pools.web]\norigins = [{{ id = \"a\", host = \"a.example.net\", {fields} }}]\n")
+}
+
+fn with_pool(extra: &str) -> String {
+    format!("{POOL}{extra}\n")
+}
+
+fn check_config(dir: &Path, name: &str, text: &str) -> Output {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_prober"))
+        .arg("check-config")
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_good_config_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_config(dir.path(), "good", POOL);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("race_watchdog = \"900ms\""), "{stdout}");
+}
+
+#[test]
+fn the_issues_bad_configs_fail_naming_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "race_attempt_timeout",
+            with_pool("[edge]\nrace_attempt_timeout = \"500000000000years\""),
+            vec!["edge.race_attempt_timeout: 500000000000years is not within [1ms, 25s]"],
+        ),
+        (
+            "interval",
+            with_pool("[prober]\ninterval = \"100000000000years\""),
+            vec!["prober.interval: 100000000000years is not within [1s, 5m]"],
+        ),
+        (
+            "weight",
+            origin_with("weight = 1e-12"),
+            vec!["pools.web.origins[0].weight"],
+        ),
+        (
+            "tls_server_name",
+            origin_with("tls_server_name = \"bad name!\""),
+            vec!["pools.web.origins[0].tls_server_name"],
+        ),
+        (
+            "health_path",
+            origin_with("health_path = \"/health\\u0001\""),
+            vec!["pools.web.origins[0].health_path", "control character"],
+        ),
+        (
+            "ca_file",
+            origin_with(&format!("ca_file = '{}'", not_pem.display())),
+            vec![
+                "pools.web.origins[0].ca_file",
+                "not-a-ca.pem",
+                "holds no PEM certificate",
+            ],
+        ),
+        (
+            "hosts",
+            with_pool("[routing]\nhosts = { \"WWW.example.com\" = \"web\" }"),
+            vec!["routing.hosts.\"WWW.example.com\": is not lower case"],
+        ),
+        (
+            "race_watchdog",
+            with_pool("[edge]\nrace_watchdog = \"500ms\""),
+            vec!["edge.race_watchdog: 500ms is below edge.race_attempt_timeout (800ms)"],
+        ),
+        (
+            "table_timeout",
+            with_pool("[edge]\ntable_timeout = \"10m\""),
+            vec!["edge.table_timeout: 10m is not within [1ms, 5s]"],
+        ),
+        (
+            "cache_ttl",
+            with_pool("[edge]\ncache_ttl = \"1m\""),
+            vec!["edge.cache_ttl: 1m is above edge.ranking_max_age (30s)"],
+        ),
+        (
+            "window",
+            with_pool("[ranking]\nwindow = \"3s\""),
+            vec!["ranking.window: 3s is below 2 × prober.interval (2s)"],
+        ),
+        (
+            "port",
+            origin_with("port = 8"),
+            vec!["pools.web.origins[0].port: 8 is not a port CloudFront connects to"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let out = check_config(dir.path(), name, &text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted:\n{text}");
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        for want in expected {
+            assert!(
+                stderr.contains(want),
+                "{name}: missing `{want}` in:\n{stderr}"
+            );
+        }
+    }
+}
