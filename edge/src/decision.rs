@@ -302,10 +302,9 @@ impl Router {
         // cache_ttl has passed; after that, ask it in the background.
         let read_in_foreground = match read_failed {
             None => !cache_is_current,
-            Some(since) => {
-                if since > edge.cache_ttl {
-                    self.refresh_in_background(pool_name);
-                }
+            Some(_) => {
+                // Skipped within cache_ttl of the failure.
+                self.refresh_in_background(pool_name);
                 false
             }
         };
@@ -341,6 +340,22 @@ impl Router {
 
         // 5: the live race, with the rest of the deadline.
         self.race(pool_name, pool, started, deadline).await
+    }
+
+    /// Reads every pool's rankings once, concurrently, each bounded by
+    /// `table_timeout`: run at start-up, so the first viewer finds them
+    /// cached, and the SDK's one-time set-up (credentials, HTTP client)
+    /// is paid before any request rather than inside one's deadline. A
+    /// failed read is remembered as any other.
+    pub async fn warm_up(&self) {
+        let timeout = self.inner.config.edge.table_timeout;
+        let reads = self
+            .inner
+            .config
+            .pools
+            .keys()
+            .map(|pool| self.fetch(pool, timeout));
+        futures::future::join_all(reads).await;
     }
 
     fn choose<'p>(
@@ -405,14 +420,23 @@ impl Router {
     }
 
     /// Starts one background refresh per pool; the caller never waits.
+    /// At most one at a time per pool, and none within `cache_ttl` of a
+    /// failed read: a table that fails fast (throttling, access denied)
+    /// sees about one Query per `cache_ttl` from a container, whichever
+    /// path asks.
     fn refresh_in_background(&self, pool_name: &str) {
         {
+            let edge = &self.inner.config.edge;
             let mut state = self.inner.lock();
             let busy = state
                 .refreshing
                 .get(pool_name)
-                .is_some_and(|since| since.elapsed() < self.inner.config.edge.table_timeout * 4);
-            if busy {
+                .is_some_and(|since| since.elapsed() < edge.table_timeout * 4);
+            let failed_lately = state
+                .read_failed
+                .get(pool_name)
+                .is_some_and(|at| at.elapsed() <= edge.cache_ttl);
+            if busy || failed_lately {
                 return;
             }
             state

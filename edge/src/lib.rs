@@ -56,6 +56,7 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
     let store = store::open(&config.store, &region, tuning).await;
     let racer = Arc::new(ProbeRacer::from_config(&config)?);
     let router = Router::new(Arc::new(config), region.clone(), store, racer);
+    router.warm_up().await;
     tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");
     let region = Arc::new(region);
     let log = Arc::new(DecisionLog::stdout());

@@ -260,14 +260,29 @@ proptest! {
             let now = (1_780_000_000_000i64 + now_offset) as u64;
             let choice = edge::decision::choose(
                 pool,
-                &[doc],
+                std::slice::from_ref(&doc),
                 "eu-west-1",
                 &Default::default(),
                 Duration::from_secs(30),
                 now,
             );
-            if let edge::decision::Choice::Ranked { origin, .. } | edge::decision::Choice::AllDown { origin, .. } = choice {
-                prop_assert!(pool.origin(&origin.id).is_some());
+            match choice {
+                // Ranked: an entry of the document, up, and of the pool.
+                edge::decision::Choice::Ranked { origin, age_ms, .. } => {
+                    let e = doc.entry(&origin.id);
+                    prop_assert!(e.is_some_and(|e| e.state != OriginState::Down), "{doc:?}");
+                    prop_assert!(age_ms <= 30_000);
+                    prop_assert!(doc.generated_at <= now + origin_router::document::MAX_CLOCK_SKEW_MS);
+                }
+                // All down: every entry of the pool in it is down.
+                edge::decision::Choice::AllDown { .. } => {
+                    prop_assert!(doc
+                        .origins
+                        .iter()
+                        .filter(|e| pool.origin(&e.id).is_some())
+                        .all(|e| e.state == OriginState::Down));
+                }
+                edge::decision::Choice::NoFreshRanking => {}
             }
         }
     }

@@ -55,6 +55,8 @@ struct Store {
     reads: AtomicUsize,
     delay: std::sync::Mutex<Duration>,
     skipped: std::sync::Mutex<Vec<(String, String)>>,
+    /// Reads fail at once (throttling, access denied).
+    fail: std::sync::Mutex<bool>,
 }
 
 impl Store {
@@ -64,6 +66,7 @@ impl Store {
             reads: AtomicUsize::new(0),
             delay: std::sync::Mutex::new(Duration::ZERO),
             skipped: std::sync::Mutex::new(Vec::new()),
+            fail: std::sync::Mutex::new(false),
         })
     }
     fn reads(&self) -> usize {
@@ -75,6 +78,9 @@ impl Store {
 impl RankingStore for Store {
     async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if *self.fail.lock().unwrap() {
+            return Err(StoreError::Dynamo("ThrottlingException: slow down".into()));
+        }
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
         let mut read = self.inner.read_pool(pool).await?;
@@ -562,4 +568,45 @@ async fn a_ranking_from_the_future_is_stale_and_one_within_the_skew_is_fresh() {
     let d = handle(&r, event(), NOW).await.unwrap().decision;
     assert_eq!((d.source, d.origin.as_str()), (Source::Table, "ap"));
     assert_eq!(d.ranking_age_ms, Some(0));
+}
+
+/// Serving a stale ranking while the table fails fast: the background
+/// refreshes stop for cache_ttl after each failure, so the table sees about
+/// one Query per cache_ttl, not one per request.
+#[tokio::test(start_paused = true)]
+async fn a_table_failing_fast_behind_a_stale_ranking_is_not_hammered() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("us", OriginState::Healthy, 50.0),
+        ],
+    ));
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    assert_eq!(
+        handle(&r, event(), NOW).await.unwrap().decision.source,
+        Source::Table
+    );
+    // The table now fails at once, every time.
+    store.inner.clear();
+    *store.fail.lock().unwrap() = true;
+    tokio::time::advance(Duration::from_millis(1_100)).await;
+    let before = store.reads();
+    // Five seconds of requests, one every 10 ms, all served stale.
+    for i in 0..500u64 {
+        let d = handle(&r, event(), NOW + 1_100 + i * 10)
+            .await
+            .unwrap()
+            .decision;
+        assert_eq!((d.source, d.origin.as_str()), (Source::Stale, "eu"));
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    let reads = store.reads() - before;
+    assert!(
+        (3..=7).contains(&reads),
+        "{reads} reads in 5 s with cache_ttl 1 s"
+    );
 }

@@ -9,7 +9,8 @@
 //! (another leader published a newer one) is dropped, and so is one the
 //! store rejects as invalid (it would be rejected on every retry).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,29 +100,52 @@ impl Drop for Publisher {
 }
 
 async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Shared>) {
-    let mut failures: u32 = 0;
+    // Each pool backs off on its own: (failures in a row, not before). One
+    // pool that keeps failing (a stuck lock, a throttled key) never holds
+    // back the others, which are taken in turn after the last one tried.
+    let mut backoffs: HashMap<String, (u32, Instant)> = HashMap::new();
+    let mut last_pool = String::new();
     loop {
-        let next = {
+        let now = Instant::now();
+        let ready = |pool: &String| backoffs.get(pool).is_none_or(|(_, at)| *at <= now);
+        let (next, wait) = {
             let mut pending = shared.pending();
-            let pool = pending.keys().next().cloned();
+            let after = pending
+                .range::<String, _>((Bound::Excluded(&last_pool), Bound::Unbounded))
+                .map(|(k, _)| k);
+            let pool = after.chain(pending.keys()).find(|p| ready(p)).cloned();
+            // Nothing ready: sleep until the first pool's backoff ends.
+            let wait = pending
+                .keys()
+                .filter_map(|p| backoffs.get(p).map(|(_, at)| *at))
+                .min();
             let doc = pool.and_then(|p| pending.remove(&p));
             if doc.is_some() {
                 *shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             }
-            doc
+            (doc, wait)
         };
         let Some(doc) = next else {
-            shared.idle.notify_waiters();
-            shared.notify.notified().await;
+            match wait {
+                Some(at) => {
+                    // A new ranking of a ready pool wakes the loop early.
+                    let _ = tokio::time::timeout_at(at, shared.notify.notified()).await;
+                }
+                None => {
+                    last_pool.clear();
+                    shared.idle.notify_waiters();
+                    shared.notify.notified().await;
+                }
+            }
             continue;
         };
+        last_pool.clone_from(&doc.pool);
         let started = Instant::now();
         let result = tokio::time::timeout(WRITE_TIMEOUT, store.write(&doc)).await;
         let elapsed = started.elapsed();
         let labels = [("region", region.clone()), ("pool", doc.pool.clone())];
         let retry = match result {
             Ok(Ok(WriteOutcome::Written)) => {
-                failures = 0;
                 metrics::histogram!("origin_router_publish_seconds", &labels)
                     .record(elapsed.as_secs_f64());
                 tracing::debug!(pool = %doc.pool, seq = doc.seq, elapsed_ms = elapsed.as_millis() as u64, "ranking published");
@@ -151,14 +175,20 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
             }
         };
         if retry {
+            let failures = backoffs
+                .get(&doc.pool)
+                .map_or(0, |(n, _)| *n)
+                .saturating_add(1);
+            backoffs.insert(
+                doc.pool.clone(),
+                (failures, Instant::now() + backoff(failures)),
+            );
             // Put it back unless a newer ranking of the pool arrived.
             shared.pending().entry(doc.pool.clone()).or_insert(doc);
+        } else {
+            backoffs.remove(&doc.pool);
         }
         *shared.in_progress.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        if retry {
-            failures = failures.saturating_add(1);
-            tokio::time::sleep(backoff(failures)).await;
-        }
     }
 }
 
@@ -280,6 +310,55 @@ mod tests {
             store.inner.read_pool("web").await.unwrap().rankings[0].seq,
             8
         );
+    }
+
+    /// Fails every write of one pool, delegates the others.
+    struct OnePoolDown {
+        inner: MemoryStore,
+        pool: &'static str,
+    }
+
+    #[async_trait]
+    impl RankingStore for OnePoolDown {
+        async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+            self.inner.read_pool(pool).await
+        }
+        async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+            if doc.pool == self.pool {
+                return Err(StoreError::Dynamo("ThrottlingException".into()));
+            }
+            self.inner.write(doc).await
+        }
+        async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
+            self.inner.delete(pool, region).await
+        }
+        async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.list_pools().await
+        }
+    }
+
+    /// A pool whose writes keep failing (it sorts first) never holds back
+    /// another pool's rankings.
+    #[tokio::test(start_paused = true)]
+    async fn one_failing_pool_never_starves_another() {
+        let store = Arc::new(OnePoolDown {
+            inner: MemoryStore::new(),
+            pool: "api",
+        });
+        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        for seq in 1..=5 {
+            let mut api = doc(seq);
+            api.pool = "api".into();
+            publisher.submit(api);
+            publisher.submit(doc(seq));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let web = store.inner.read_pool("web").await.unwrap();
+            assert_eq!(
+                web.rankings.first().map(|d| d.seq),
+                Some(seq),
+                "round {seq}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,9 +66,10 @@ struct Worker {
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
     was_leader: std::sync::atomic::AtomicBool,
-    /// Whether this worker led at the last round Redis answered: in
-    /// degraded mode the last leader keeps the region's one view.
-    last_coordinated_role_leader: std::sync::atomic::AtomicBool,
+    /// When this worker last held the lease (wall clock, ms; 0: never):
+    /// in degraded mode the last leader keeps the region's one view, but
+    /// only for one lease lifetime, after which another worker may lead.
+    last_led_at: AtomicU64,
 }
 
 /// Runs a worker until `shutdown` completes, then stops within the
@@ -126,7 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
-        last_coordinated_role_leader: false.into(),
+        last_led_at: AtomicU64::new(0),
     });
     tracing::info!(
         region = %worker.id.region,
@@ -258,15 +259,13 @@ impl Worker {
                     }
                 };
                 self.set_leader(true).await;
-                self.last_coordinated_role_leader
-                    .store(true, Ordering::Relaxed);
+                self.last_led_at.store(now, Ordering::Relaxed);
                 self.publish(seq, &samples, now, |_| true).await;
             }
             Ok(Role::Follower { leader }) => {
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
-                self.last_coordinated_role_leader
-                    .store(false, Ordering::Relaxed);
+                self.last_led_at.store(0, Ordering::Relaxed);
                 tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
             }
             Err(e) => {
@@ -275,11 +274,15 @@ impl Worker {
                 self.set_degraded(true, Some(&e));
                 self.set_leader(false).await;
                 let samples = self.local.snapshot(now, self.settings.window);
-                // One view per region: the last leader goes on publishing;
-                // any other worker only for a pool whose stored ranking has
-                // gone silent (the last leader is gone too), so the region
-                // never flips between several workers' views.
-                let last_leader = self.last_coordinated_role_leader.load(Ordering::Relaxed);
+                // One view per region: the last leader goes on publishing
+                // for one lease lifetime (after it, a worker that still
+                // reaches Redis may lead); any other worker only for a pool
+                // whose stored ranking has gone silent (the last leader is
+                // gone too), so the region never flips between views.
+                let led_at = self.last_led_at.load(Ordering::Relaxed);
+                let last_leader = led_at > 0
+                    && now.saturating_sub(led_at)
+                        <= self.config.prober.lease_ttl.as_millis() as u64;
                 let silent = if last_leader {
                     None
                 } else {
@@ -293,9 +296,12 @@ impl Worker {
     }
 
     /// Pools whose stored ranking for this region is missing, or older
-    /// than three intervals: nobody publishes them.
+    /// than three intervals (or two thirds of the edges' `ranking_max_age`,
+    /// if less, so the edges never see it stale first): nobody publishes
+    /// them.
     async fn silent_pools(&self, now: UnixMillis) -> HashSet<String> {
-        let quiet_ms = self.config.prober.interval.as_millis() as u64 * 3;
+        let quiet_ms = (self.config.prober.interval.as_millis() as u64 * 3)
+            .min(self.config.edge.ranking_max_age.as_millis() as u64 * 2 / 3);
         let mut silent = HashSet::new();
         for name in self.config.pools.keys() {
             let read =

@@ -101,7 +101,10 @@ impl LocalSamples {
     }
 }
 
-/// Fencing numbers made by this process: `max(last + 1, now_ms * 1000)`.
+/// Fencing numbers made by this process: `max(last + 1, now_ms * 1000)`,
+/// where a `last` further ahead than the allowed clock skew (the clock ran
+/// ahead, then came back) is forgotten: otherwise every ranking for as long
+/// as the clock ran ahead would carry a seq the stores refuse.
 #[derive(Debug, Default)]
 pub struct LocalSeq {
     last: AtomicU64,
@@ -110,9 +113,11 @@ pub struct LocalSeq {
 impl LocalSeq {
     pub fn next(&self, now: UnixMillis) -> u64 {
         let floor = now.saturating_mul(origin_router::document::SEQ_PER_MS);
+        let ceiling = origin_router::document::seq_ceiling(now);
         let mut current = self.last.load(Ordering::Acquire);
         loop {
-            let next = floor.max(current + 1);
+            let base = if current > ceiling { 0 } else { current };
+            let next = floor.max(base + 1);
             match self
                 .last
                 .compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire)
@@ -174,6 +179,18 @@ mod tests {
         assert_eq!(a, 1_000_000);
         assert!(a < b && b < c && c < d);
         assert_eq!(d, 2_000_000);
+    }
+
+    #[test]
+    fn local_seq_forgets_a_clock_that_ran_an_hour_ahead() {
+        let seq = LocalSeq::default();
+        let now = 1_800_000_000_000;
+        let ahead = seq.next(now + 3_600_000);
+        let back = seq.next(now);
+        assert!(back < ahead);
+        assert_eq!(back, now * 1000);
+        assert!(back <= origin_router::document::seq_ceiling(now));
+        assert!(seq.next(now) > back, "still strictly increasing");
     }
 
     #[test]

@@ -49,7 +49,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local floor = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * tonumber(ARGV[3])
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if current > floor + tonumber(ARGV[4]) then current = floor end
+if current ~= current or current < 0 or current > floor + tonumber(ARGV[4]) then current = floor end
 local nxt = current + 1
 if floor > nxt then nxt = floor end
 local text = string.format('%d', nxt)

@@ -697,6 +697,18 @@ mod tests {
                 "is 1048577 bytes, above the 1 MiB limit",
             ),
             (dir.path().join("missing.pem"), "cannot read"),
+            (
+                std::path::PathBuf::from("/dev/zero"),
+                "is not a regular file",
+            ),
+            (
+                {
+                    let fifo = dir.path().join("fifo.pem");
+                    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+                    fifo
+                },
+                "is not a regular file",
+            ),
         ];
         for (path, problem) in cases {
             let expected = format!(

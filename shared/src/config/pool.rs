@@ -471,13 +471,29 @@ fn is_server_name(name: &str) -> bool {
 /// Reads a CA file the way the probe engine will: every PEM certificate in
 /// it must parse as a trust anchor, and there must be at least one.
 fn check_ca_file(path: &Path) -> Result<(), String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read: {e}"))?
-        .len();
-    if size > MAX_CA_FILE {
-        return Err(format!("is {size} bytes, above the 1 MiB limit"));
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without blocking (a FIFO would hang the check) and read at
+    // most one byte past the limit (/dev/zero reports a size of 0).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
     }
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(format!(
+            "is {} bytes, above the 1 MiB limit",
+            std::fs::metadata(path).map_or(pem.len() as u64, |m| m.len())
+        ));
+    }
     let mut roots = rustls::RootCertStore::empty();
     let mut count = 0;
     for (i, cert) in rustls_pemfile::certs(&mut pem.as_slice()).enumerate() {

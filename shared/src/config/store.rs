@@ -15,7 +15,12 @@ const ITEM_TTL_MAX: Duration = Duration::from_secs(31_557_600);
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Directory of the embedded store, used when no table is configured.
-    /// Default: `origin-router` in the system temp directory.
+    /// It must belong to the user running the prober and edge and be
+    /// writable by nobody else (the store refuses it otherwise). Default:
+    /// `origin-router` in this user's state directory (`$XDG_STATE_HOME`,
+    /// else `~/.local/state`), or `origin-router-UID` in the system temp
+    /// directory when there is no home: never a name another local user
+    /// could create first.
     pub embedded_path: PathBuf,
     /// DynamoDB table name. Default: none (embedded store).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,10 +46,21 @@ pub struct StoreConfig {
     pub item_ttl: Duration,
 }
 
+fn default_embedded_path() -> PathBuf {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return state.join("origin-router");
+    }
+    if let Some(home) = std::env::var_os("HOME").and_then(absolute) {
+        return home.join(".local/state/origin-router");
+    }
+    std::env::temp_dir().join(format!("origin-router-{}", nix::unistd::geteuid().as_raw()))
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            embedded_path: std::env::temp_dir().join("origin-router"),
+            embedded_path: default_embedded_path(),
             dynamodb_table: None,
             dynamodb_endpoint: None,
             table_regions: Vec::new(),

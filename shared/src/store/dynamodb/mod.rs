@@ -221,8 +221,13 @@ impl RankingStore for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(codec::to_item(doc, expires_at)))
             // `super::may_replace`, as a condition: a newer seq, or a stored
-            // seq above the ceiling (a runaway clock's write, repaired).
-            .condition_expression("attribute_not_exists(#p) OR #s < :seq OR #s > :ceiling")
+            // seq above the ceiling (a runaway clock's write, repaired), or
+            // no numeric seq at all (a hand-planted item no reader can
+            // decode must not freeze the region either).
+            .condition_expression(
+                "attribute_not_exists(#p) OR attribute_not_exists(#s) OR NOT attribute_type(#s, :number) OR #s < :seq OR #s > :ceiling",
+            )
+            .expression_attribute_values(":number", AttributeValue::S("N".into()))
             .expression_attribute_names("#p", "pool")
             .expression_attribute_names("#s", "seq")
             .expression_attribute_values(":seq", AttributeValue::N(doc.seq.to_string()))
