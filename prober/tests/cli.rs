@@ -401,6 +401,21 @@ async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
     );
 }
 
+/// What a worker whose clock ran an hour ahead (or a hand-edit) leaves in
+/// the store: `generated_at` an hour from now, `seq = i64::MAX`, one origin.
+fn runaway_ranking(
+    origin: &str,
+    state: origin_router::OriginState,
+) -> origin_router::RankingDocument {
+    origin_router::RankingDocument::new(
+        "web",
+        REGION,
+        i64::MAX as u64,
+        origin_router::sample::unix_millis_now() + 3_600_000,
+        vec![origin_router::RankedOrigin::measured(origin, state, 1.0, 1)],
+    )
+}
+
 /// A ranking from a clock an hour ahead, with `seq = i64::MAX`, planted in
 /// the table as a runaway worker (or a hand-edit) would leave it: the real
 /// worker replaces it within a few rounds, since its seq is beyond the
@@ -413,19 +428,7 @@ async fn a_poisoned_table_item_is_replaced_and_reset_ranking_deletes_one() {
     let c = config(&origins, "solo", None, None);
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&c, dir.path(), "solo");
-    let now = origin_router::sample::unix_millis_now();
-    let poisoned = origin_router::RankingDocument::new(
-        "web",
-        REGION,
-        i64::MAX as u64,
-        now + 3_600_000,
-        vec![origin_router::RankedOrigin::measured(
-            "b",
-            origin_router::OriginState::Healthy,
-            1.0,
-            1,
-        )],
-    );
+    let poisoned = runaway_ranking("b", origin_router::OriginState::Healthy);
     dynamo_client(&moto)
         .put_item()
         .table_name(TABLE)
@@ -508,19 +511,7 @@ async fn a_poisoned_embedded_ranking_is_replaced_by_a_solo_worker() {
     );
     let path = dir.path().join("solo.toml");
     std::fs::write(&path, text).unwrap();
-    let now = origin_router::sample::unix_millis_now();
-    let poisoned = origin_router::RankingDocument::new(
-        "web",
-        REGION,
-        i64::MAX as u64,
-        now + 3_600_000,
-        vec![origin_router::RankedOrigin::measured(
-            "only",
-            origin_router::OriginState::Down,
-            1.0,
-            1,
-        )],
-    );
+    let poisoned = runaway_ranking("only", origin_router::OriginState::Down);
     std::fs::create_dir_all(root.join("web")).unwrap();
     std::fs::write(root.join(format!("web/{REGION}.json")), poisoned.to_json()).unwrap();
     let store = origin_router::store::EmbeddedStore::new(&root);
