@@ -355,6 +355,12 @@ async fn a_silent_table_and_hanging_origins_cost_one_deadline() {
     let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
         .await
         .unwrap();
+    // Timed from a started process: its start-up read of the silent table
+    // is not a request's.
+    assert!(
+        edge.api.wait_ready(Duration::from_secs(10)).await,
+        "the edge starts"
+    );
     let (mut took, mut decided) = (Vec::new(), Vec::new());
     for _ in 0..4 {
         let (request, d, t) = invoke(&edge.api, &edge, "anything.test").await;
