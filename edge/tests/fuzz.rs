@@ -2,9 +2,9 @@
 //! mutated table items reach the decoder. Nothing panics; whatever is
 //! accepted is valid.
 //!
-//! Every CI run tries 300 cases of each property. The long run, millions of
-//! documents and events (BENCHMARKS.md):
-//! `ORIGIN_ROUTER_FUZZ_CASES=1000000 cargo test --release -p edge --test fuzz`.
+//! Every CI run tries 300 cases of each property. The long run, 1.2 million
+//! generated events and ranking documents (BENCHMARKS.md):
+//! `ORIGIN_ROUTER_FUZZ_CASES=200000 cargo test -p edge --test fuzz -- --test-threads=1`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
