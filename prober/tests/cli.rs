@@ -346,6 +346,27 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
     );
 }
 
+/// The config a new user starts with, written to `dir/solo.toml`: one
+/// origin on 127.0.0.1:`port`, the embedded store at `dir/store`, no Redis,
+/// no AWS; `prober_extra` is added to `[prober]`.
+fn new_user_config(dir: &std::path::Path, port: u16, prober_extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+        [pools.web]
+        origins = [{{ id = "only", host = "127.0.0.1", port = {port}, protocol = "http" }}]
+        [prober]
+        region = "{REGION}"
+        {prober_extra}
+        [store]
+        embedded_path = "{}"
+        "#,
+        dir.join("store").display()
+    );
+    let path = dir.join("solo.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A new user's first worker: one origin, the embedded store, no Redis,
 /// no AWS. Its `/metrics` carries every per-origin probe metric (their
 /// handles are made when the worker starts, so the recorder must be in
@@ -357,21 +378,11 @@ async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let text = format!(
-        r#"
-        [pools.web]
-        origins = [{{ id = "only", host = "127.0.0.1", port = {}, protocol = "http" }}]
-        [prober]
-        region = "{REGION}"
-        metrics_listen = "127.0.0.1:{port}"
-        [store]
-        embedded_path = "{}"
-        "#,
+    let path = new_user_config(
+        dir.path(),
         origin.port(),
-        dir.path().join("store").display()
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
     );
-    let path = dir.path().join("solo.toml");
-    std::fs::write(&path, text).unwrap();
     let _worker = Proc(
         prober(None)
             .args(["run", "--config"])
@@ -497,20 +508,7 @@ async fn a_poisoned_embedded_ranking_is_replaced_by_a_solo_worker() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let text = format!(
-        r#"
-        [pools.web]
-        origins = [{{ id = "only", host = "127.0.0.1", port = {}, protocol = "http" }}]
-        [prober]
-        region = "{REGION}"
-        [store]
-        embedded_path = "{}"
-        "#,
-        origin.port(),
-        root.display()
-    );
-    let path = dir.path().join("solo.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = new_user_config(dir.path(), origin.port(), "");
     let poisoned = runaway_ranking("only", origin_router::OriginState::Down);
     std::fs::create_dir_all(root.join("web")).unwrap();
     std::fs::write(root.join(format!("web/{REGION}.json")), poisoned.to_json()).unwrap();
