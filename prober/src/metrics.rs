@@ -6,6 +6,8 @@
 //! - `probes_total{region,pool,origin,result}`: `ok` or the failure class;
 //! - `probe_failures_total{region,pool,origin,class}`: failures by class
 //!   (`connect_timeout` and `response_timeout` apart);
+//! - `probe_budget_seconds{region,pool,origin}`: the budget the origin's
+//!   next probe runs under (adaptive, or connect plus response timeout);
 //! - `ranking_changes_total{region,pool}`: top origin changed;
 //! - `publish_seconds{region,pool}`, `publish_failures_total{region,pool}`,
 //!   `publish_stale_total{region,pool}`: publishing to the store;
@@ -76,6 +78,7 @@ pub struct TargetMetrics {
     ok: Counter,
     failures: [Counter; 8],
     failed_results: [Counter; 8],
+    budget: metrics::Gauge,
 }
 
 impl TargetMetrics {
@@ -98,7 +101,19 @@ impl TargetMetrics {
             ok: result("ok"),
             failures: FailureClass::NAMES.map(class),
             failed_results: FailureClass::NAMES.map(result),
+            budget: metrics::gauge!(
+                "origin_router_probe_budget_seconds",
+                "region" => region.to_string(),
+                "pool" => pool.to_string(),
+                "origin" => origin.to_string()
+            ),
         }
+    }
+
+    /// The budget the next probe runs under: the adaptive one, or `fixed`
+    /// (connect plus response timeout) when there is none.
+    pub fn set_budget(&self, budget: Option<std::time::Duration>, fixed: std::time::Duration) {
+        self.budget.set(budget.unwrap_or(fixed).as_secs_f64());
     }
 
     pub fn record(&self, outcome: &Outcome) {

@@ -7,13 +7,16 @@
 //! When a probe's result differs from the origin's previous one, the origin
 //! is re-probed `fast_interval` later, up to `fall - 1` (or `rise - 1`) times
 //! in the same round, as HAProxy's `fastinter` does: a dead origin collects
-//! its `fall` failures within one round instead of `fall` rounds.
+//! its `fall` failures within one round instead of `fall` rounds. How long
+//! each probe may take and when a result needs confirming is the origin's
+//! [`Pacing`]: adaptive budgets, latency steps confirmed like failures, and
+//! a round that does not wait for the probes of origins that are down.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use origin_router::config::{Config, OriginConfig, ProberConfig};
+use origin_router::config::{Config, OriginConfig};
 use origin_router::probe::{resolve, ProbeEngine, ProbeSettings, TlsError};
 use origin_router::sample::{unix_millis_now, Outcome, Sample};
 use rand::Rng;
@@ -23,6 +26,7 @@ use tracing::Instrument;
 
 use crate::identity::Identity;
 use crate::metrics::TargetMetrics;
+use crate::pacing::{Pacing, PacingSettings};
 
 /// One origin to probe, with its pool.
 #[derive(Debug, Clone)]
@@ -45,14 +49,16 @@ pub fn targets(config: &Config) -> Vec<ProbeTarget> {
         .collect()
 }
 
-const UNKNOWN: u8 = 0;
-const LAST_OK: u8 = 1;
-const LAST_FAILED: u8 = 2;
-
 struct TargetState {
     in_flight: AtomicBool,
-    last: AtomicU8,
+    pacing: Mutex<Pacing>,
     metrics: TargetMetrics,
+}
+
+impl TargetState {
+    fn pacing(&self) -> std::sync::MutexGuard<'_, Pacing> {
+        self.pacing.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Round options.
@@ -60,19 +66,15 @@ struct TargetState {
 pub struct RoundSettings {
     pub concurrency: usize,
     pub jitter: Duration,
-    pub fast_interval: Duration,
-    pub rise: u32,
-    pub fall: u32,
+    pub pacing: PacingSettings,
 }
 
-impl From<&ProberConfig> for RoundSettings {
-    fn from(prober: &ProberConfig) -> Self {
+impl RoundSettings {
+    pub fn from_config(config: &Config) -> Self {
         RoundSettings {
-            concurrency: prober.concurrency,
-            jitter: prober.jitter,
-            fast_interval: prober.fast_interval,
-            rise: prober.rise,
-            fall: prober.fall,
+            concurrency: config.prober.concurrency,
+            jitter: config.prober.jitter,
+            pacing: PacingSettings::from_config(config),
         }
     }
 }
@@ -88,7 +90,7 @@ pub fn rounds_for(config: &Config, id: &Identity) -> Result<Rounds, TlsError> {
     Ok(Rounds::new(
         Arc::new(engine),
         targets(config),
-        RoundSettings::from(&config.prober),
+        RoundSettings::from_config(config),
         &id.region,
         &id.worker,
     ))
@@ -107,6 +109,9 @@ struct Inner {
     limit: Semaphore,
     settings: RoundSettings,
     worker: String,
+    /// Samples of probes the round that started them did not wait for
+    /// (origins that were down): the next round to end takes them.
+    late: Mutex<Vec<Sample>>,
 }
 
 /// What a round did.
@@ -129,7 +134,7 @@ impl Rounds {
             .iter()
             .map(|t| TargetState {
                 in_flight: AtomicBool::new(false),
-                last: AtomicU8::new(UNKNOWN),
+                pacing: Mutex::new(Pacing::new(settings.pacing)),
                 metrics: TargetMetrics::new(region, &t.pool, &t.origin.id),
             })
             .collect();
@@ -141,6 +146,7 @@ impl Rounds {
                 limit: Semaphore::new(settings.concurrency.max(1)),
                 settings,
                 worker: worker.to_string(),
+                late: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -195,16 +201,33 @@ impl Rounds {
                 continue;
             }
             let inner = self.inner.clone();
+            // With adaptive pacing, a down origin is probed with the full
+            // budgets and the round does not wait for it: its samples go
+            // to the next round, so it never delays the others' rankings.
+            let waited =
+                !self.inner.settings.pacing.adaptive || self.inner.state[index].pacing().is_up();
             // In the round's span, so each probe's log lines name the
             // region and the worker.
-            tasks.spawn(
-                async move {
-                    let samples = inner.probe_target(index).await;
-                    inner.state[index].in_flight.store(false, Ordering::Release);
+            let probe = async move {
+                let samples = inner.probe_target(index).await;
+                inner.state[index].in_flight.store(false, Ordering::Release);
+                if waited {
                     samples
+                } else {
+                    inner
+                        .late
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(samples);
+                    Vec::new()
                 }
-                .in_current_span(),
-            );
+            }
+            .in_current_span();
+            if waited {
+                tasks.spawn(probe);
+            } else {
+                tokio::spawn(probe);
+            }
         }
         if report.skipped_in_flight > 0 {
             metrics::counter!("origin_router_probes_skipped_in_flight_total")
@@ -217,6 +240,9 @@ impl Rounds {
         while let Some(done) = tasks.join_next().await {
             collect(&mut report, done);
         }
+        report.samples.extend(std::mem::take(
+            &mut *self.inner.late.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
         report
     }
 }
@@ -232,22 +258,26 @@ impl Inner {
     async fn probe_target(&self, index: usize) -> Vec<Sample> {
         let target = &self.targets[index];
         let state = &self.state[index];
-        let s = self.settings;
-        let most = s.rise.max(s.fall).max(1) as usize;
         let mut samples = Vec::with_capacity(1);
-        let mut confirmations_left = 0u32;
         loop {
-            let outcome = {
+            let budget = state.pacing().budget();
+            let fixed = self.engine.settings();
+            state
+                .metrics
+                .set_budget(budget, fixed.connect_timeout + fixed.response_timeout);
+            let (outcome, took) = {
                 let _permit = self
                     .limit
                     .acquire()
                     .await
                     .expect("semaphore is never closed");
                 let at = unix_millis_now();
+                let started = tokio::time::Instant::now();
                 // Boxed so the probe's state (about 5 KiB: connection, TLS,
                 // HTTP) is allocated only once it holds a permit; a task
                 // still waiting for one stays small.
-                let outcome = Box::pin(self.engine.probe(&target.origin)).await;
+                let outcome = Box::pin(self.engine.probe_within(&target.origin, budget)).await;
+                let took = started.elapsed();
                 state.metrics.record(&outcome);
                 samples.push(Sample {
                     origin: target.origin.id.clone(),
@@ -256,27 +286,20 @@ impl Inner {
                     at,
                     outcome,
                 });
-                &samples.last().expect("just pushed").outcome
+                (&samples.last().expect("just pushed").outcome, took)
             };
-            log_outcome(target, outcome);
-            let ok = outcome.is_ok();
-            let previous = state
-                .last
-                .swap(if ok { LAST_OK } else { LAST_FAILED }, Ordering::AcqRel);
-            if previous != UNKNOWN && (previous == LAST_OK) != ok {
-                confirmations_left = if ok { s.rise } else { s.fall }.saturating_sub(1);
-            } else {
-                confirmations_left = confirmations_left.saturating_sub(1);
+            log_outcome(target, outcome, budget);
+            let next = state.pacing().record(outcome, took, samples.len());
+            match next {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return samples,
             }
-            if confirmations_left == 0 || samples.len() >= most {
-                return samples;
-            }
-            tokio::time::sleep(s.fast_interval).await;
         }
     }
 }
 
-fn log_outcome(target: &ProbeTarget, outcome: &Outcome) {
+fn log_outcome(target: &ProbeTarget, outcome: &Outcome, budget: Option<Duration>) {
+    let budget_ms = budget.map(|b| b.as_millis() as u64);
     match outcome {
         Outcome::Ok(t) => tracing::debug!(
             pool = %target.pool,
@@ -292,6 +315,7 @@ fn log_outcome(target: &ProbeTarget, outcome: &Outcome) {
             pool = %target.pool,
             origin = %target.origin.id,
             class = %f.class,
+            budget_ms,
             after_us = f.after.as_micros() as u64,
             detail = %f.detail,
             "probe failed"

@@ -122,3 +122,59 @@ fn the_issues_bad_configs_fail_naming_their_fields() {
         }
     }
 }
+
+/// The adaptive budgets' contradictions: each exits non-zero naming the
+/// fields involved.
+#[test]
+fn contradictory_budget_settings_fail_naming_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "floor_above_response_timeout",
+            with_pool("[prober]\nbudget_floor = \"3s\"\nresponse_timeout = \"2s\""),
+            vec!["prober.budget_floor: 3s is above prober.response_timeout (2s)"],
+        ),
+        (
+            "floor_zero",
+            with_pool("[prober]\nbudget_floor = \"0s\""),
+            vec!["prober.budget_floor: 0s is not within [1ms, 1m]"],
+        ),
+        (
+            "confirmations_longer_than_a_round",
+            with_pool("[prober]\ninterval = \"1s\"\nfast_interval = \"600ms\"\nfall = 3"),
+            vec!["prober.fast_interval", "is not below prober.interval (1s)"],
+        ),
+        (
+            "step_factor_too_small",
+            with_pool("[ranking]\nstep_factor = 1.1"),
+            vec!["ranking.step_factor: 1.1 is neither 0 (off) nor in [1.5, 100]"],
+        ),
+        (
+            "step_factor_nan",
+            with_pool("[ranking]\nstep_factor = nan"),
+            vec!["ranking.step_factor: NaN"],
+        ),
+        (
+            "adaptive_not_a_bool",
+            with_pool("[prober]\nadaptive_budget = \"yes\""),
+            vec!["adaptive_budget"],
+        ),
+    ];
+    for (name, text, wanted) in cases {
+        let out = check_config(dir.path(), name, &text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        for w in wanted {
+            assert!(stderr.contains(w), "{name}: `{w}` not in {stderr}");
+        }
+    }
+    // Step following off, fixed budgets: a valid configuration.
+    let off = with_pool("[prober]\nadaptive_budget = false\n[ranking]\nstep_factor = 0");
+    let out = check_config(dir.path(), "off", &off);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -537,3 +537,110 @@ async fn a_poisoned_embedded_ranking_is_replaced_by_a_solo_worker() {
         "the worker never replaced the poisoned file"
     );
 }
+
+/// Two origins in the configuration a new user starts with (embedded
+/// store, no Redis, every prober and ranking setting at its default).
+fn two_origin_config(dir: &std::path::Path, a: u16, b: u16) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+        [pools.web]
+        origins = [
+            {{ id = "a", host = "127.0.0.1", port = {a}, protocol = "http" }},
+            {{ id = "b", host = "127.0.0.1", port = {b}, protocol = "http" }},
+        ]
+        [prober]
+        region = "{REGION}"
+        metrics_listen = "127.0.0.1:{}"
+        [store]
+        embedded_path = "{}"
+        "#,
+        free_port(),
+        dir.join("store").display()
+    );
+    let path = dir.join("two.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// How long the shipped worker takes, with default settings, to take `a`
+/// off the top after `fail` is applied to it. With fixed budgets a hung
+/// origin needs `fall` response timeouts (at least 3 x 2 s) and a 10x
+/// slower one several half-lives; adaptive budgets and step following do
+/// it within about one round. The bound (6 s) sits between the two.
+async fn time_to_leave_the_top(fail: Mode, a_mode: Mode, b_mode: Mode) -> Duration {
+    use origin_router::store::RankingStore;
+    let a = TestOrigin::start("127.0.0.1:0".parse().unwrap(), a_mode)
+        .await
+        .unwrap();
+    let b = TestOrigin::start("127.0.0.1:0".parse().unwrap(), b_mode)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_origin_config(dir.path(), a.port(), b.port());
+    let store = origin_router::store::EmbeddedStore::new(dir.path().join("store"));
+    let _worker = Proc(
+        prober(None)
+            .args(["run", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap(),
+    );
+    let top = || async {
+        let read = store.read_pool("web").await.ok()?;
+        let doc = read.region(REGION)?.clone();
+        Some(doc)
+    };
+    // Three rounds with `a` healthy on top: its latency is learnt.
+    let mut seqs = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settled = None;
+    while Instant::now() < deadline {
+        let on_top = top().await.filter(|doc| {
+            doc.top()
+                .is_some_and(|t| t.id == "a" && t.state == origin_router::OriginState::Healthy)
+        });
+        match on_top {
+            Some(doc) => {
+                seqs.insert(doc.seq);
+                if seqs.len() >= 3 {
+                    settled = Some(());
+                    break;
+                }
+            }
+            None => seqs.clear(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled.is_some(),
+        "`a` never settled on top: {:?}",
+        top().await
+    );
+    a.set_mode(fail);
+    let failed_at = Instant::now();
+    let left = eventually(Duration::from_secs(20), || async {
+        let doc = top().await?;
+        doc.top().is_some_and(|t| t.id != "a").then_some(doc)
+    })
+    .await;
+    assert!(left.is_some(), "`a` never left the top: {:?}", top().await);
+    failed_at.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_origin_leaves_the_top_about_as_fast_as_a_dead_one() {
+    let took =
+        time_to_leave_the_top(Mode::Hang, Mode::Ok, Mode::Delay(Duration::from_millis(20))).await;
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10x_slower_origin_leaves_the_top_within_a_round_or_two() {
+    let took = time_to_leave_the_top(
+        Mode::Delay(Duration::from_millis(100)),
+        Mode::Delay(Duration::from_millis(10)),
+        Mode::Delay(Duration::from_millis(80)),
+    )
+    .await;
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use origin_router::config::Config;
 use origin_router::probe::{resolve, ProbeEngine, ProbeSettings};
 use origin_router_tests::{loopback, Mode, TestOrigin};
+use prober::pacing::PacingSettings;
 use prober::round::{self, RoundSettings, Rounds};
 
 async fn rounds_over(origins: &[&TestOrigin]) -> Rounds {
@@ -36,9 +37,15 @@ async fn rounds_over(origins: &[&TestOrigin]) -> Rounds {
     let settings = RoundSettings {
         concurrency: 16,
         jitter: Duration::ZERO,
-        fast_interval: Duration::from_millis(50),
-        rise: 1,
-        fall: 1,
+        pacing: PacingSettings {
+            adaptive: false,
+            floor: Duration::from_millis(150),
+            ceiling: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(50),
+            rise: 1,
+            fall: 1,
+            step_factor: 0.0,
+        },
     };
     Rounds::new(engine, round::targets(&config), settings, "test", "w")
 }

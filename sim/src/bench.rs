@@ -26,6 +26,7 @@ use origin_router::probe::{resolve, ProbeEngine, ProbeSettings};
 use origin_router::sample::Outcome;
 use origin_router_tests::stats::Percentiles;
 use origin_router_tests::{loopback, Mode, TestOrigin};
+use prober::pacing::PacingSettings;
 use prober::round::{self, RoundSettings, Rounds};
 use tokio::time::Instant;
 
@@ -204,9 +205,16 @@ pub async fn run(args: BenchArgs) -> Result<(), SimError> {
         // Spread each round's probes over the whole round, as an operator
         // with many origins sets `prober.jitter` close to the interval.
         jitter: round_every,
-        fast_interval: Duration::from_millis(250),
-        rise: 1,
-        fall: 1,
+        pacing: PacingSettings {
+            // Fixed budgets: this bench measures the probe engine's cost.
+            adaptive: false,
+            floor: Duration::from_millis(150),
+            ceiling: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(250),
+            rise: 1,
+            fall: 1,
+            step_factor: 0.0,
+        },
     };
     let probe_settings = ProbeSettings {
         connect_timeout: Duration::from_secs(1),

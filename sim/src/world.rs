@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use edge::decision::Router;
 use edge::race::ProbeRacer;
-use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::config::{Config, OriginConfig, PoolConfig, Protocol};
 use origin_router::probe::TlsError;
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::{loopback, Mode, TestOrigin};
@@ -45,13 +45,14 @@ pub const REGIONS: [Region; 3] = [
     },
 ];
 
-/// An origin of the world: its id, its loopback host, and its answer time
-/// in ms from each of [`REGIONS`], in order.
+/// An origin of the world: its id, its loopback host, its answer time in
+/// ms from each of [`REGIONS`], in order, and whether it speaks HTTPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginSpec {
     pub id: &'static str,
     pub host: u8,
     pub latency_ms: [u64; 3],
+    pub https: bool,
 }
 
 impl OriginSpec {
@@ -60,15 +61,63 @@ impl OriginSpec {
             id,
             host,
             latency_ms,
+            https: false,
+        }
+    }
+
+    /// The same origin over HTTPS, its certificate from a CA of its own
+    /// that the config trusts (`ca_file`).
+    pub const fn https(self) -> Self {
+        OriginSpec {
+            https: true,
+            ..self
         }
     }
 }
 
-/// How an injected failure shows itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an injected failure shows itself: the classes production sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Failure {
     /// Connections refused: the listener is gone.
     Refused,
+    /// Accepts connections, reads the request, never answers (how an
+    /// overloaded origin usually fails).
+    Hang,
+    /// The TCP handshake never completes: the accept backlog is full.
+    Blackhole,
+    /// Answers 503 at once.
+    #[value(name = "http_5xx")]
+    Http5xx,
+    /// Reads the request and resets the connection.
+    Reset,
+    /// Presents a certificate that fails verification (HTTPS origins).
+    Tls,
+    /// Answers, 10x slower than before.
+    Slow,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 7] = [
+        Failure::Refused,
+        Failure::Hang,
+        Failure::Blackhole,
+        Failure::Http5xx,
+        Failure::Reset,
+        Failure::Tls,
+        Failure::Slow,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Hang => "hang",
+            Failure::Blackhole => "blackhole",
+            Failure::Http5xx => "http_5xx",
+            Failure::Reset => "reset",
+            Failure::Tls => "tls",
+            Failure::Slow => "slow",
+        }
+    }
 }
 
 /// Running origins, one pool of them.
@@ -76,6 +125,8 @@ pub struct World {
     specs: Vec<OriginSpec>,
     origins: Vec<TestOrigin>,
     pool: PoolConfig,
+    /// CA certificates of the HTTPS origins.
+    _certs: tempfile::TempDir,
 }
 
 impl World {
@@ -90,17 +141,30 @@ impl World {
             default_origin: default_origin.map(str::to_string),
             origins: Vec::new(),
         };
+        let certs = tempfile::Builder::new()
+            .prefix("origin-router-world")
+            .tempdir()?;
         for spec in specs {
             let ip = loopback(spec.host);
-            let origin = TestOrigin::start(SocketAddr::new(ip, 0), delays(spec.latency_ms)).await?;
-            pool.origins
-                .push(OriginConfig::http(spec.id, &ip.to_string(), origin.port()));
+            let addr = SocketAddr::new(ip, 0);
+            let origin = if spec.https {
+                TestOrigin::start_tls(addr, delays(spec.latency_ms), &[&ip.to_string()]).await?
+            } else {
+                TestOrigin::start(addr, delays(spec.latency_ms)).await?
+            };
+            let mut config = OriginConfig::http(spec.id, &ip.to_string(), origin.port());
+            if spec.https {
+                config.protocol = Protocol::Https;
+                config.ca_file = Some(origin.write_ca(certs.path())?);
+            }
+            pool.origins.push(config);
             origins.push(origin);
         }
         Ok(World {
             specs: specs.to_vec(),
             origins,
             pool,
+            _certs: certs,
         })
     }
 
@@ -113,12 +177,20 @@ impl World {
         &self.specs
     }
 
-    /// Makes origin `id` fail as `failure` says, at once.
+    /// Makes origin `id` fail as `failure` says, at once (for new
+    /// connections; `tls` needs an HTTPS origin).
     pub fn fail(&self, id: &str, failure: Failure) {
         if let Some(i) = self.index(id) {
-            match failure {
-                Failure::Refused => self.origins[i].set_mode(Mode::Stopped),
-            }
+            let mode = match failure {
+                Failure::Refused => Mode::Stopped,
+                Failure::Hang => Mode::Hang,
+                Failure::Blackhole => Mode::BacklogFull,
+                Failure::Http5xx => Mode::Status(503),
+                Failure::Reset => Mode::Reset,
+                Failure::Tls => Mode::UntrustedCertificate,
+                Failure::Slow => delays(self.specs[i].latency_ms.map(|ms| ms * 10)),
+            };
+            self.origins[i].set_mode(mode);
         }
     }
 

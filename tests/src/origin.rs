@@ -49,6 +49,9 @@ pub enum Mode {
     BacklogFull,
     /// The listener is closed: connections are refused.
     Stopped,
+    /// A TLS origin presents a certificate from a CA nobody trusts (as
+    /// after a botched certificate rotation); an HTTP origin answers 200.
+    UntrustedCertificate,
 }
 
 /// A running test origin. Dropping it stops it.
@@ -71,11 +74,24 @@ struct Stats {
 pub struct TlsIdentity {
     ca_pem: String,
     acceptor: tokio_rustls::TlsAcceptor,
+    /// The same names, from another CA: what [`Mode::UntrustedCertificate`]
+    /// presents.
+    impostor: tokio_rustls::TlsAcceptor,
 }
 
 impl TlsIdentity {
     /// A fresh CA and a certificate for `names` (DNS names or IPs).
     pub fn generate(names: &[&str]) -> TlsIdentity {
+        let (ca_pem, acceptor) = Self::issue(names);
+        let (_, impostor) = Self::issue(names);
+        TlsIdentity {
+            ca_pem,
+            acceptor,
+            impostor,
+        }
+    }
+
+    fn issue(names: &[&str]) -> (String, tokio_rustls::TlsAcceptor) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().expect("key generation");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -101,10 +117,10 @@ impl TlsIdentity {
             .with_no_client_auth()
             .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
             .expect("server config");
-        TlsIdentity {
-            ca_pem: ca_cert.pem(),
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        }
+        (
+            ca_cert.pem(),
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        )
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -250,7 +266,12 @@ async fn supervise(
                                 match tls {
                                     None => serve(stream, peer, mode, stats).await,
                                     Some(tls) => {
-                                        if let Ok(stream) = tls.acceptor.accept(stream).await {
+                                        let acceptor = if matches!(mode.borrow().0, Mode::UntrustedCertificate) {
+                                            &tls.impostor
+                                        } else {
+                                            &tls.acceptor
+                                        };
+                                        if let Ok(stream) = acceptor.accept(stream).await {
                                             serve(stream, peer, mode, stats).await;
                                         }
                                     }
@@ -325,7 +346,7 @@ async fn serve<S>(
             .or_default() += 1;
         let (current, since) = mode.borrow().clone();
         let status = match current {
-            Mode::Ok => 200,
+            Mode::Ok | Mode::UntrustedCertificate => 200,
             Mode::Delay(d) => {
                 precise_sleep(d).await;
                 200

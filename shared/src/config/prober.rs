@@ -48,6 +48,23 @@ pub struct ProberConfig {
     /// included. Default: 2s; range [1ms, 60s].
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// Derive each origin's probe budget from its own recent latency and
+    /// variation (as TCP derives its retransmission timeout), so a hung or
+    /// slowed origin is known to fail about as fast as one that refuses
+    /// connections; see `origin_router::probe::budget`. While on: a probe
+    /// of an up origin is cut at its budget (a timeout failure), re-probes
+    /// are spaced `fast_interval` from start to start, a latency step
+    /// (beyond `ranking.step_factor`) is confirmed by re-probes like a
+    /// changed result, and a round publishes without waiting for probes of
+    /// origins that are down. Off: every probe gets `connect_timeout` and
+    /// `response_timeout`, as before. Default: true.
+    pub adaptive_budget: bool,
+    /// The least an adaptive budget can be: an origin's answers slower than
+    /// this count as failures only if they are also slower than its own
+    /// latency allows. Default: 150ms; range [1ms, 60s] and at most
+    /// `response_timeout` (the most a budget can be).
+    #[serde(with = "humantime_serde")]
+    pub budget_floor: Duration,
     /// After a probe whose result differs from the origin's previous one,
     /// the worker re-probes it this soon, up to `fall - 1` (or `rise - 1`)
     /// times in the same round, so a state change is confirmed in well under
@@ -94,6 +111,8 @@ impl Default for ProberConfig {
             schedule: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
+            adaptive_budget: true,
+            budget_floor: Duration::from_millis(150),
             fast_interval: Duration::from_millis(250),
             rise: 2,
             fall: 3,
@@ -174,9 +193,42 @@ impl ProberConfig {
         ] {
             v.duration(&format!("prober.{field}"), d, MS, TIMEOUT_MAX);
         }
+        let budget_ok = v.duration("prober.budget_floor", p.budget_floor, MS, TIMEOUT_MAX);
+        if budget_ok
+            && (MS..=TIMEOUT_MAX).contains(&p.response_timeout)
+            && p.budget_floor > p.response_timeout
+        {
+            v.fail(
+                "prober.budget_floor",
+                format!(
+                    "{} is above prober.response_timeout ({}): a budget is never above the response timeout, so it could never reach its floor",
+                    fmt_duration(p.budget_floor),
+                    fmt_duration(p.response_timeout)
+                ),
+            );
+        }
+        let mut counts_ok = true;
         for (field, n) in [("rise", p.rise), ("fall", p.fall)] {
             if !(1..=100).contains(&n) {
                 v.fail(format!("prober.{field}"), format!("{n} is not in 1..=100"));
+                counts_ok = false;
+            }
+        }
+        // The confirming re-probes of one state change must fit in a round,
+        // or the next round finds the origin still in flight and skips it.
+        if counts_ok && interval_ok && p.fast_interval < p.interval {
+            let confirmations = p.rise.max(p.fall) - 1;
+            let spread = p.fast_interval.saturating_mul(confirmations);
+            if confirmations > 0 && spread >= p.interval {
+                v.fail(
+                    "prober.fast_interval",
+                    format!(
+                        "{} × {confirmations} re-probes (max(rise, fall) - 1) = {} is not below prober.interval ({}): a state change could not be confirmed within a round",
+                        fmt_duration(p.fast_interval),
+                        fmt_duration(spread),
+                        fmt_duration(p.interval)
+                    ),
+                );
             }
         }
         if !(1..=100_000).contains(&p.concurrency) {

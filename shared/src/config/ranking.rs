@@ -38,6 +38,14 @@ pub struct RankingConfig {
     /// ...and by more than this much. Default: 5ms; range [0s, 10s].
     #[serde(with = "humantime_serde")]
     pub switch_margin_absolute: Duration,
+    /// A latency step: `fall` successive probes of an origin at least this
+    /// many times slower than its smoothed latency (or `rise` probes this
+    /// many times faster) replace the smoothed latency at once, so a
+    /// sustained step changes the ranking within one round or a few, while
+    /// jitter (even ±50 %) and single outliers never do. 0 turns step
+    /// following off (the latency then only decays, by `half_life`).
+    /// Default: 2.5; 0 or in [1.5, 100].
+    pub step_factor: f64,
     /// An up origin whose success ratio is below this is `degraded` and
     /// ranked after healthy ones. Default: 0.9.
     pub degraded_below: f64,
@@ -50,6 +58,7 @@ impl Default for RankingConfig {
             half_life: Duration::from_secs(10),
             switch_margin_relative: 0.10,
             switch_margin_absolute: Duration::from_millis(5),
+            step_factor: 2.5,
             degraded_below: 0.9,
         }
     }
@@ -87,6 +96,15 @@ impl RankingConfig {
             v.fail(
                 "ranking.switch_margin_relative",
                 format!("{} is not in [0, 1)", r.switch_margin_relative),
+            );
+        }
+        if !(r.step_factor == 0.0 || (1.5..=100.0).contains(&r.step_factor)) {
+            v.fail(
+                "ranking.step_factor",
+                format!(
+                    "{} is neither 0 (off) nor in [1.5, 100]: below 1.5, ordinary jitter would look like a step",
+                    r.step_factor
+                ),
             );
         }
         if !(r.degraded_below.is_finite() && (0.0..=1.0).contains(&r.degraded_below)) {

@@ -18,6 +18,7 @@
 //! runs from there until the answer is complete. A probe never panics and
 //! never outlives `connect_timeout + response_timeout` (or `total_timeout`).
 
+pub mod budget;
 pub mod resolve;
 pub mod stamp;
 mod tls;
@@ -125,8 +126,16 @@ impl ProbeEngine {
 
     /// Probes one origin on a fresh connection.
     pub async fn probe(&self, origin: &OriginConfig) -> Outcome {
+        self.probe_within(origin, None).await
+    }
+
+    /// Probes one origin, the whole attempt cut at `budget` if given (an
+    /// adaptive budget, [`budget`]): a cut before the TCP handshake is a
+    /// connect timeout, after it a response timeout, as with the fixed
+    /// budgets, whichever ends first.
+    pub async fn probe_within(&self, origin: &OriginConfig, budget: Option<Duration>) -> Outcome {
         let start = Instant::now();
-        match self.run(origin, start).await {
+        match self.run(origin, start, budget).await {
             Ok(timings) => Outcome::Ok(timings),
             Err((class, detail)) => Outcome::Failed(Failure {
                 class,
@@ -136,9 +145,18 @@ impl ProbeEngine {
         }
     }
 
-    async fn run(&self, origin: &OriginConfig, start: Instant) -> Result<PhaseTimings, Fail> {
+    async fn run(
+        &self,
+        origin: &OriginConfig,
+        start: Instant,
+        budget: Option<Duration>,
+    ) -> Result<PhaseTimings, Fail> {
         let s = &self.settings;
-        let cap = |deadline: Instant| match s.total_timeout {
+        let total = match (s.total_timeout, budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let cap = |deadline: Instant| match total {
             Some(total) => deadline.min(start + total),
             None => deadline,
         };

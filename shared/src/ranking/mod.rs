@@ -6,7 +6,10 @@
 //! 1. **Per worker** ([`worker_view`]): each worker's samples of an origin,
 //!    replayed in time order through rise/fall [`Health`], give that worker's
 //!    up/down verdict, a time-decayed latency (each sample weighs
-//!    `2^(-age / half_life)`, so an origin that recovers is seen to recover),
+//!    `2^(-age / half_life)`, so an origin that recovers is seen to recover)
+//!    that follows steps ([`latency_estimate`]: `fall` successive samples
+//!    `step_factor` times slower, or `rise` that much faster, replace the
+//!    estimate at once, while a lone outlier moves nothing),
 //!    a time-decayed success ratio counted from when the origin last came up
 //!    (so a clean recovery is healthy after `rise` successes, while an origin
 //!    that stays up but keeps failing some probes is `degraded`), and the
@@ -51,6 +54,8 @@ pub struct Settings {
     /// A worker whose newest sample of an origin is older than this no
     /// longer votes on it (it has stopped, or stopped probing it).
     pub vote_expiry: Duration,
+    /// Latency step factor ([`latency_estimate`]); 0: off.
+    pub step_factor: f64,
 }
 
 impl Settings {
@@ -67,6 +72,7 @@ impl Settings {
             degraded_below: ranking.degraded_below,
             probe_interval: prober.interval,
             vote_expiry: prober.max_silence(),
+            step_factor: ranking.step_factor,
         }
     }
 }
@@ -112,22 +118,17 @@ pub fn worker_view(
     // an origin that recovered cleanly (rise successes) is healthy again at
     // once, while one that stays up but keeps failing some probes is not.
     let mut since_up = 0;
-    let (mut weight_ok, mut latency_sum) = (0.0, 0.0);
     let mut last_failure = None;
     for (i, s) in in_window.iter().enumerate() {
         let ok = s.outcome.is_ok();
         if health.observe(ok, settings.rise, settings.fall) && ok {
             since_up = (i + 1).saturating_sub(settings.rise.max(1) as usize);
         }
-        match s.outcome.latency() {
-            Some(latency) => {
-                let w = weight(s);
-                weight_ok += w;
-                latency_sum += w * latency.as_secs_f64() * 1000.0;
-            }
-            None => last_failure = s.outcome.failure_class(),
+        if let Some(class) = s.outcome.failure_class() {
+            last_failure = Some(class);
         }
     }
+    let latency_ms = latency_estimate(&in_window, settings, now);
     let (ok_w, all_w) = in_window[since_up..]
         .iter()
         .fold((0.0, 0.0), |(ok, all), s| {
@@ -136,11 +137,104 @@ pub fn worker_view(
         });
     Some(WorkerView {
         up: health.is_up(),
-        latency_ms: (weight_ok > 0.0).then(|| latency_sum / weight_ok),
+        latency_ms,
         success_ratio: if all_w > 0.0 { ok_w / all_w } else { 0.0 },
         last_failure,
         newest,
     })
+}
+
+/// The latency of one origin from one worker's samples in time order, ms:
+/// a time-decayed mean that follows steps.
+///
+/// Every sample weighs `2^(-age / half_life)`. A sample at least
+/// `step_factor` times slower than the estimate so far (or that much
+/// faster) is held apart as a possible step; `fall` such samples in a row
+/// (`rise` for faster ones) are a step, and the estimate restarts from them,
+/// so a 5× slower origin is seen as 5× slower after `fall` probes (within
+/// one round, with the worker's confirming re-probes) rather than after
+/// several half-lives. A sample within the factor ends the run: held slower
+/// samples were outliers and are left out, so a lone 10× slower answer
+/// moves nothing; held faster ones count as usual (an origin that sometimes
+/// answers much faster, a cache hit, say, really does: dropping them would
+/// rank a bimodal origin by its slow mode alone).
+///
+/// With step following on, a probe cut by its budget (a connect or
+/// response timeout) counts with its age when cut: a lower bound on the
+/// latency, so an origin whose probes go unanswered for 150 ms is not a
+/// 5 ms origin. With it off (`step_factor` 0), only successes count and the
+/// estimate is the plain decayed mean.
+pub fn latency_estimate(samples: &[&Sample], settings: &Settings, now: UnixMillis) -> Option<f64> {
+    let half_life_ms = settings.half_life.as_secs_f64() * 1000.0;
+    let weight = |s: &Sample| (-(now.saturating_sub(s.at) as f64) / half_life_ms).exp2();
+    let follow = settings.step_factor > 1.0;
+    // Decayed sums of the current regime, and the run of held samples.
+    let (mut sum_w, mut sum_wx) = (0.0f64, 0.0f64);
+    let mut held: Vec<(f64, f64)> = Vec::new();
+    let mut held_slower = false;
+    for s in samples {
+        let x = match (&s.outcome, follow) {
+            (crate::sample::Outcome::Ok(_), _) => s.outcome.latency(),
+            (crate::sample::Outcome::Failed(f), true)
+                if matches!(
+                    f.class,
+                    FailureClass::ConnectTimeout | FailureClass::ResponseTimeout
+                ) =>
+            {
+                Some(f.after)
+            }
+            _ => None,
+        };
+        let Some(x) = x.map(|d| d.as_secs_f64() * 1000.0) else {
+            continue;
+        };
+        let w = weight(s);
+        let estimate = (sum_w > 0.0).then(|| sum_wx / sum_w);
+        let step = match estimate {
+            Some(e) if follow && crate::probe::budget::is_step(e, x, settings.step_factor) => {
+                Some(x > e)
+            }
+            _ => None,
+        };
+        // A run of held samples that ends short of a step: slower ones were
+        // outliers and are dropped; faster ones are kept (an origin that
+        // sometimes answers much faster, say a cache hit, really does).
+        let mut end_run = |held: &mut Vec<(f64, f64)>, slower: bool| {
+            if !slower {
+                sum_w += held.iter().map(|(w, _)| w).sum::<f64>();
+                sum_wx += held.iter().map(|(w, x)| w * x).sum::<f64>();
+            }
+            held.clear();
+        };
+        match step {
+            None => {
+                end_run(&mut held, held_slower);
+                sum_w += w;
+                sum_wx += w * x;
+            }
+            Some(slower) => {
+                if held_slower != slower {
+                    end_run(&mut held, held_slower);
+                }
+                held_slower = slower;
+                held.push((w, x));
+                let needed = if slower { settings.fall } else { settings.rise };
+                if held.len() >= needed.max(1) as usize {
+                    sum_w = held.iter().map(|(w, _)| w).sum();
+                    sum_wx = held.iter().map(|(w, x)| w * x).sum();
+                    held.clear();
+                }
+            }
+        }
+    }
+    // A faster run still open counts, as one that ended would.
+    if !held_slower {
+        sum_w += held.iter().map(|(w, _)| w).sum::<f64>();
+        sum_wx += held.iter().map(|(w, x)| w * x).sum::<f64>();
+    }
+    (sum_w > 0.0)
+        .then(|| sum_wx / sum_w)
+        .filter(|x| x.is_finite())
 }
 
 /// What a ranking is computed for.

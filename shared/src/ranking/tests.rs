@@ -82,7 +82,12 @@ fn top(doc: &RankingDocument) -> &str {
 
 #[test]
 fn latency_decays_so_a_recovered_origin_is_seen_to_recover() {
-    let s = Settings::default();
+    // The decay alone (step following off); with it on, the 10x faster
+    // level replaces the estimate after `rise` samples.
+    let s = Settings {
+        step_factor: 0.0,
+        ..Settings::default()
+    };
     // 10 slow samples (100 ms), then fast ones (10 ms).
     let mut samples: Vec<Sample> = (0..10)
         .map(|i| ok("a", "w", T0 + i * ROUND_MS, 100.0))
@@ -101,6 +106,16 @@ fn latency_decays_so_a_recovered_origin_is_seen_to_recover() {
     let expected = (fast * 10.0 + slow_w * 100.0) / (fast + slow_w);
     assert!((after.latency_ms.unwrap() - expected).abs() < 1e-6);
     assert!(after.latency_ms.unwrap() < 40.0, "{after:?}");
+    let stepped = worker_view(
+        &samples.iter().collect::<Vec<_>>(),
+        &Settings::default(),
+        now,
+    )
+    .unwrap();
+    assert!(
+        (stepped.latency_ms.unwrap() - 10.0).abs() < 1e-9,
+        "{stepped:?}"
+    );
 }
 
 #[test]
@@ -343,6 +358,136 @@ proptest! {
             if let (Some(down), Some(healthy)) = (first_down, last_healthy) {
                 prop_assert!(healthy < down, "{:?}", d.origins);
             }
+        }
+    }
+}
+
+fn timed_out(origin: &str, worker: &str, at: UnixMillis, after_ms: u64) -> Sample {
+    Sample {
+        origin: origin.into(),
+        pool: "web".into(),
+        worker: worker.into(),
+        at,
+        outcome: Outcome::Failed(Failure {
+            class: FailureClass::ResponseTimeout,
+            after: Duration::from_millis(after_ms),
+            detail: String::new(),
+        }),
+    }
+}
+
+#[test]
+fn a_lone_outlier_moves_nothing_and_a_confirmed_step_moves_everything() {
+    let settings = Settings::default();
+    let at = |i: u64| T0 + i * ROUND_MS;
+    let mut samples: Vec<Sample> = (0..10).map(|i| ok("a", "w", at(i), 10.0)).collect();
+    samples.push(ok("a", "w", at(10), 100.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let near = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() < 1e-9);
+    assert!(near(latency_estimate(&refs, &settings, at(10)), 10.0));
+    samples.push(ok("a", "w", at(11), 10.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    assert!(near(latency_estimate(&refs, &settings, at(11)), 10.0));
+    // fall (3) successive 5x slower samples: the estimate restarts there.
+    samples.push(ok("a", "w", at(12), 50.0));
+    samples.push(ok("a", "w", at(13), 50.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    assert!(
+        near(latency_estimate(&refs, &settings, at(13)), 10.0),
+        "two are not a step"
+    );
+    samples.push(ok("a", "w", at(14), 50.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    assert!(near(latency_estimate(&refs, &settings, at(14)), 50.0));
+    // Off: the plain decayed mean, far from the new level.
+    let off = Settings {
+        step_factor: 0.0,
+        ..settings
+    };
+    let plain = latency_estimate(&refs, &off, at(14)).unwrap();
+    assert!(plain > 20.0 && plain < 45.0, "{plain}");
+}
+
+#[test]
+fn a_bimodal_origin_is_ranked_by_both_its_modes() {
+    // Every other answer 10x faster (a cache hit, say): no step, and the
+    // fast answers are not thrown away as outliers.
+    let settings = Settings {
+        half_life: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let samples: Vec<Sample> = (0..20)
+        .map(|i| {
+            ok(
+                "a",
+                "w",
+                T0 + i * 100,
+                if i % 2 == 0 { 100.0 } else { 10.0 },
+            )
+        })
+        .collect();
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let estimate = latency_estimate(&refs, &settings, T0 + 2000).unwrap();
+    assert!((estimate - 55.0).abs() < 1.0, "{estimate}");
+}
+
+#[test]
+fn timeouts_are_lower_bounds_on_the_latency() {
+    let settings = Settings::default();
+    let mut samples: Vec<Sample> = (0..5).map(|i| ok("a", "w", T0 + i * 100, 5.0)).collect();
+    for i in 5..8 {
+        samples.push(timed_out("a", "w", T0 + i * 100, 150));
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let estimate = latency_estimate(&refs, &settings, T0 + 800).unwrap();
+    assert!((estimate - 150.0).abs() < 1e-9, "{estimate}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A sustained step (every probe 5x slower, one probe a round, no
+    /// confirming re-probes) changes the top within 3 rounds.
+    #[test]
+    fn a_sustained_5x_step_changes_the_top_within_3_rounds(
+        a_ms in 5.0f64..200.0,
+        ratio in 1.3f64..3.0,
+        step_at in 3usize..40,
+    ) {
+        let settings = Settings::default();
+        let p = pool(&["a", "b"]);
+        let b_ms = a_ms * ratio;
+        let docs = simulate(&p, &settings, step_at + 3, |r, now| {
+            let a = if r >= step_at { a_ms * 5.0 } else { a_ms };
+            vec![ok("a", "w", now, a), ok("b", "w", now, b_ms)]
+        });
+        prop_assert_eq!(top(&docs[step_at - 1]), "a");
+        prop_assert_eq!(top(&docs[step_at + 2]), "b");
+    }
+
+    /// Latencies with ±30 % random jitter around fixed means never change
+    /// the top once the means are apart by more than what jitter plus the
+    /// switch margin can bridge: from the first round when no sample of the
+    /// slower origin can undercut the faster one by the margin, and after a
+    /// five-round warm-up when the means are 1.5x apart or more (a
+    /// decayed mean of many samples is far steadier than one sample).
+    #[test]
+    fn jitter_of_30_percent_never_changes_the_top(
+        a_ms in 2.0f64..300.0,
+        ratio in 1.5f64..6.0,
+        jitter in proptest::collection::vec((-0.3f64..0.3, -0.3f64..0.3), 150),
+    ) {
+        let settings = Settings::default();
+        let p = pool(&["a", "b"]);
+        let b_ms = a_ms * ratio;
+        let docs = simulate(&p, &settings, jitter.len(), |r, now| {
+            let (ja, jb) = jitter[r];
+            vec![ok("a", "w", now, a_ms * (1.0 + ja)), ok("b", "w", now, b_ms * (1.0 + jb))]
+        });
+        let never_bridged = 0.7 * b_ms > 1.3 * a_ms;
+        let from = if never_bridged { 0 } else { 5 };
+        for (r, d) in docs.iter().enumerate().skip(from) {
+            prop_assert_eq!(top(d), "a", "round {}", r);
         }
     }
 }
