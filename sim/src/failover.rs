@@ -17,8 +17,9 @@
 //! and the next trial waits until every edge uses it again.
 //!
 //! `--fixed-budgets` runs the same trials with `prober.adaptive_budget =
-//! false` and `ranking.step_factor = 0`: the prober as it was before
-//! adaptive budgets, for a before/after comparison.
+//! false`, `ranking.step_factor = 0` and `prober.fast_interval = 250ms`:
+//! the prober as it was before adaptive budgets, defaults included, for a
+//! before/after comparison.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +76,7 @@ pub async fn run(args: FailoverArgs, failures: ProbeFailures) -> Result<(), SimE
     if args.fixed_budgets {
         base.prober.adaptive_budget = false;
         base.ranking.step_factor = 0.0;
+        base.prober.fast_interval = Duration::from_millis(250);
     }
     let base = base.validate().map_err(|p| format!("config: {p:?}"))?;
 

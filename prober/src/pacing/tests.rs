@@ -37,8 +37,13 @@ fn refused() -> Outcome {
     })
 }
 
+/// The default settings, but re-probes 250 ms apart (round numbers in the
+/// arithmetic below).
 fn defaults() -> PacingSettings {
-    PacingSettings::from_config(&Config::default())
+    PacingSettings {
+        fast_interval: 250 * MS,
+        ..PacingSettings::from_config(&Config::default())
+    }
 }
 
 /// A pacing that has seen `n` successes of `latency`, one per round.
