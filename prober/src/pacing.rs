@@ -24,12 +24,27 @@
 //!   `fall` such samples, [`origin_router::ranking::latency_estimate`]) sees
 //!   a sustained step within one round. Once confirmed here, the budget
 //!   restarts from the new latency.
-//! - **In-flight evidence.** A probe cut by its budget is recorded as a
-//!   timeout whose `after` is the budget: the ranking reads it as a lower
-//!   bound on the latency. And a round does not wait for the probes of
-//!   origins that are down (probed with the full budgets, so a slower
-//!   origin can come back): their results join the next round's samples,
-//!   so one hung origin never delays the rankings of the others.
+//! - **In-flight evidence.** A probe is never left in flight past its
+//!   budget: it is cut there and recorded as a timeout whose `after` is the
+//!   budget, which the ranking reads as a lower bound on the latency (an
+//!   origin that kept a probe waiting 150 ms is not a 5 ms origin). A round
+//!   does not wait for the probes of origins that are down (probed with the
+//!   full budgets, so a slower origin can come back): their results join
+//!   the next round's samples, so a down origin never delays the others'
+//!   rankings, at the cost of publishing a recovery up to one interval
+//!   later. A round does wait for up origins, at most `fall` budgets each.
+//! - **Slower than its budget is down.** A cut cannot tell an origin that
+//!   hangs from one that became much slower than its budget allows (for a
+//!   5 ms origin, over 150 ms; for a 100 ms one, over about 2x). Both are
+//!   taken down after `fall` cuts, and a merely slower one comes back up at
+//!   its new latency after `rise` probes at the full budgets, about one
+//!   round later. A step the budget does allow (under about 2x for distant
+//!   origins, any step under the floor for near ones) is followed as a
+//!   latency step, without going down.
+//! - **Near the ceiling, fixed budgets.** An origin whose adaptive budget
+//!   would reach `response_timeout` keeps the fixed budgets
+//!   (`connect_timeout`, then `response_timeout`): adaptive budgets only
+//!   ever tighten what the fixed ones allow.
 //! - **Down origins get the full budgets**, and their estimate restarts
 //!   from the probes that bring them back: an origin that is merely slower
 //!   than it was comes back up at its new latency after `rise` probes.
@@ -122,7 +137,11 @@ impl Pacing {
             return None;
         }
         self.estimator.smoothed()?;
-        Some(self.estimator.budget(s.floor, s.ceiling))
+        // An origin slow enough for its budget to reach the ceiling keeps
+        // the fixed budgets (connect and response apart, up to their sum):
+        // adaptive budgets only ever tighten them.
+        let budget = self.estimator.budget(s.floor, s.ceiling);
+        (budget < s.ceiling).then_some(budget)
     }
 
     /// The smoothed latency of successful probes, once known.
@@ -141,7 +160,9 @@ impl Pacing {
         let mut step_needs = None;
         match outcome {
             Outcome::Ok(timings) => {
-                let latency = timings.until_first_byte();
+                // The whole probe, as the budget counts it and the
+                // estimator learns it.
+                let latency = timings.total;
                 if s.adaptive && self.estimator.is_step(latency, s.step_factor) {
                     let slower = latency > self.estimator.smoothed().unwrap_or_default();
                     if self.step_run == 0 || self.step_slower != slower {
@@ -150,7 +171,8 @@ impl Pacing {
                     }
                     self.step_slower = slower;
                     self.step_run += 1;
-                    let needed = if slower { s.fall } else { s.rise };
+                    // Never one sample: a lone outlier is not a step.
+                    let needed = if slower { s.fall } else { s.rise }.max(2);
                     if self.step_run >= needed {
                         // Confirmed: the old latency says nothing any more.
                         self.estimator.restart(timings.total);

@@ -567,7 +567,11 @@ fn two_origin_config(dir: &std::path::Path, a: u16, b: u16) -> std::path::PathBu
 /// origin needs `fall` response timeouts (at least 3 x 2 s) and a 10x
 /// slower one several half-lives; adaptive budgets and step following do
 /// it within about one round. The bound (6 s) sits between the two.
-async fn time_to_leave_the_top(fail: Mode, a_mode: Mode, b_mode: Mode) -> Duration {
+async fn time_to_leave_the_top(
+    fail: Mode,
+    a_mode: Mode,
+    b_mode: Mode,
+) -> (Duration, origin_router::RankingDocument) {
     use origin_router::store::RankingStore;
     let a = TestOrigin::start("127.0.0.1:0".parse().unwrap(), a_mode)
         .await
@@ -623,24 +627,40 @@ async fn time_to_leave_the_top(fail: Mode, a_mode: Mode, b_mode: Mode) -> Durati
         doc.top().is_some_and(|t| t.id != "a").then_some(doc)
     })
     .await;
-    assert!(left.is_some(), "`a` never left the top: {:?}", top().await);
-    failed_at.elapsed()
+    let took = failed_at.elapsed();
+    let Some(doc) = left else {
+        panic!("`a` never left the top: {:?}", top().await);
+    };
+    (took, doc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_origin_leaves_the_top_about_as_fast_as_a_dead_one() {
-    let took =
+    let (took, doc) =
         time_to_leave_the_top(Mode::Hang, Mode::Ok, Mode::Delay(Duration::from_millis(20))).await;
     assert!(took < Duration::from_secs(6), "took {took:?}");
+    // Cut at its budget: down, as a response timeout.
+    let a = doc.entry("a").unwrap();
+    assert_eq!(a.state, origin_router::OriginState::Down, "{doc:?}");
+    assert_eq!(
+        a.last_failure,
+        Some(origin_router::sample::FailureClass::ResponseTimeout),
+        "{doc:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10x_slower_origin_leaves_the_top_within_a_round_or_two() {
-    let took = time_to_leave_the_top(
+    let (took, doc) = time_to_leave_the_top(
         Mode::Delay(Duration::from_millis(100)),
         Mode::Delay(Duration::from_millis(10)),
         Mode::Delay(Duration::from_millis(80)),
     )
     .await;
     assert!(took < Duration::from_secs(6), "took {took:?}");
+    // Under its budget (the 150 ms floor), the step is a latency step: `a`
+    // is ranked at its new latency, not taken down.
+    let a = doc.entry("a").unwrap();
+    assert_eq!(a.state, origin_router::OriginState::Healthy, "{doc:?}");
+    assert!(a.latency_ms.is_some_and(|l| l > 90.0), "{doc:?}");
 }

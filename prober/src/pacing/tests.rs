@@ -95,6 +95,38 @@ fn a_cut_probe_is_confirmed_start_to_start_and_a_down_origin_gets_full_budgets()
 }
 
 #[test]
+fn an_origin_near_the_ceiling_keeps_the_fixed_budgets() {
+    // 1.8 s: 2 x srtt is past response_timeout (2 s), so the fixed budgets
+    // (1 s to connect, then 2 s) apply, never a tighter 2 s for the whole.
+    let p = warmed(1800 * MS, 5);
+    assert_eq!(p.budget(), None);
+    let q = warmed(900 * MS, 5);
+    assert_eq!(q.budget(), Some(1800 * MS));
+}
+
+#[test]
+fn a_lone_outlier_is_never_a_step_even_with_fall_1() {
+    let mut p = Pacing::new(PacingSettings {
+        fall: 1,
+        rise: 1,
+        ..defaults()
+    });
+    for _ in 0..5 {
+        p.record(&ok(10 * MS), 10 * MS, 1);
+    }
+    // rise = fall = 1: no re-probes in a round, and one sample is no step.
+    assert_eq!(p.record(&ok(100 * MS), 100 * MS, 1), None);
+    assert_eq!(
+        p.smoothed(),
+        Some(10 * MS),
+        "a lone outlier restarted the estimate"
+    );
+    // Two in a row (over two rounds) are.
+    p.record(&ok(100 * MS), 100 * MS, 1);
+    assert_eq!(p.smoothed(), Some(100 * MS));
+}
+
+#[test]
 fn a_refused_connection_is_confirmed_after_fast_interval() {
     let mut p = warmed(5 * MS, 5);
     assert_eq!(p.record(&refused(), MS, 1), Some(249 * MS));
@@ -315,4 +347,63 @@ async fn a_hung_origin_fails_within_one_round_and_a_5x_step_moves_the_top_in_one
     assert_eq!(step_top, Some(10));
     // The hang starts in round 20: down in that round's ranking.
     assert_eq!(down_at, Some(20));
+}
+
+/// The example: 8 ms to 160 ms (20x), the next best at 70 ms. Past
+/// its 150 ms budget the origin is cut, so it goes down within the round;
+/// at the full budgets it comes back up at 160 ms, and the 70 ms origin
+/// keeps the top.
+#[tokio::test(start_paused = true)]
+async fn twenty_times_slower_goes_down_then_returns_at_its_new_latency() {
+    let config = Config::default();
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mode = slow.clone();
+    let mut origins = [
+        Sim {
+            id: "a",
+            answer: Box::new(move |_| {
+                if mode.load(std::sync::atomic::Ordering::Relaxed) {
+                    160 * MS
+                } else {
+                    8 * MS
+                }
+            }),
+        },
+        Sim {
+            id: "b",
+            answer: Box::new(|_| 70 * MS),
+        },
+    ];
+    let mut history = Vec::new();
+    run_world(&config, &mut origins, 20, |round, doc, _| {
+        if round == 9 {
+            slow.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let a = doc.entry("a").unwrap();
+        history.push((doc.top().unwrap().id.clone(), a.state, a.latency_ms));
+    })
+    .await;
+    assert!(
+        history[..10].iter().all(|(top, _, _)| top == "a"),
+        "{history:?}"
+    );
+    // Round 10: cut three times at 150 ms, down, b on top.
+    assert_eq!(history[10].0, "b", "{history:?}");
+    assert_eq!(history[10].1, OriginState::Down, "{history:?}");
+    // Back up within two more rounds, at its new latency, below b.
+    let back = history[11..13]
+        .iter()
+        .find(|(_, state, _)| *state == OriginState::Healthy)
+        .unwrap_or_else(|| panic!("never came back: {history:?}"));
+    assert_eq!(back.0, "b");
+    assert!(
+        back.2.is_some_and(|l| (l - 160.0).abs() < 1.0),
+        "{history:?}"
+    );
+    assert!(
+        history[13..]
+            .iter()
+            .all(|(top, state, _)| top == "b" && *state == OriginState::Healthy),
+        "{history:?}"
+    );
 }

@@ -57,7 +57,8 @@ pub struct ProberConfig {
     /// (beyond `ranking.step_factor`) is confirmed by re-probes like a
     /// changed result, and a round publishes without waiting for probes of
     /// origins that are down. Off: every probe gets `connect_timeout` and
-    /// `response_timeout`, as before. Default: true.
+    /// `response_timeout`, as before (with `fast_interval = "250ms"`, the
+    /// default then, exactly as before). Default: true.
     pub adaptive_budget: bool,
     /// The least an adaptive budget can be: an origin's answers slower than
     /// this count as failures only if they are also slower than its own

@@ -185,12 +185,14 @@ mod tests {
         /// within its budget: the adaptive budget never marks it down.
         #[test]
         fn jitter_of_30_percent_stays_within_the_budget(
-            mean_ms in 1.0f64..1500.0,
+            mean_ms in 1.0f64..5000.0,
             jitter in prop::collection::vec(-0.3f64..0.3, 10..300),
         ) {
             let mut e = BudgetEstimator::default();
             for j in &jitter {
                 let latency = Duration::from_secs_f64(mean_ms * (1.0 + j) / 1000.0);
+                // At the ceiling the prober keeps the fixed budgets
+                // (`Pacing::budget`), which allow connect plus response.
                 let budget = e.budget(FLOOR, CEILING);
                 prop_assert!(latency < budget || budget == CEILING,
                     "{latency:?} over its budget {budget:?} (mean {mean_ms} ms)");

@@ -118,17 +118,22 @@ pub fn worker_view(
     // an origin that recovered cleanly (rise successes) is healthy again at
     // once, while one that stays up but keeps failing some probes is not.
     let mut since_up = 0;
+    let mut came_back = false;
     let mut last_failure = None;
     for (i, s) in in_window.iter().enumerate() {
         let ok = s.outcome.is_ok();
         if health.observe(ok, settings.rise, settings.fall) && ok {
             since_up = (i + 1).saturating_sub(settings.rise.max(1) as usize);
+            came_back = true;
         }
         if let Some(class) = s.outcome.failure_class() {
             last_failure = Some(class);
         }
     }
-    let latency_ms = latency_estimate(&in_window, settings, now);
+    // An origin that came back up is measured afresh from the probes that
+    // brought it back: its latency before it went down says nothing now.
+    let since_recovery = if came_back { since_up } else { 0 };
+    let latency_ms = latency_estimate(&in_window[since_recovery..], settings, now);
     let (ok_w, all_w) = in_window[since_up..]
         .iter()
         .fold((0.0, 0.0), |(ok, all), s| {
@@ -162,7 +167,8 @@ pub fn worker_view(
 /// With step following on, a probe cut by its budget (a connect or
 /// response timeout) counts with its age when cut: a lower bound on the
 /// latency, so an origin whose probes go unanswered for 150 ms is not a
-/// 5 ms origin. With it off (`step_factor` 0), only successes count and the
+/// 5 ms origin (never below the estimate so far: a timeout is no evidence
+/// of speed). With it off (`step_factor` 0), only successes count and the
 /// estimate is the plain decayed mean.
 pub fn latency_estimate(samples: &[&Sample], settings: &Settings, now: UnixMillis) -> Option<f64> {
     let half_life_ms = settings.half_life.as_secs_f64() * 1000.0;
@@ -190,6 +196,11 @@ pub fn latency_estimate(samples: &[&Sample], settings: &Settings, now: UnixMilli
         };
         let w = weight(s);
         let estimate = (sum_w > 0.0).then(|| sum_wx / sum_w);
+        // A timeout is evidence of slowness only: never of a faster step.
+        let x = match (&s.outcome, estimate) {
+            (crate::sample::Outcome::Failed(_), Some(e)) => x.max(e),
+            _ => x,
+        };
         let step = match estimate {
             Some(e) if follow && crate::probe::budget::is_step(e, x, settings.step_factor) => {
                 Some(x > e)
@@ -218,8 +229,9 @@ pub fn latency_estimate(samples: &[&Sample], settings: &Settings, now: UnixMilli
                 }
                 held_slower = slower;
                 held.push((w, x));
+                // Never one sample: a lone outlier is not a step.
                 let needed = if slower { settings.fall } else { settings.rise };
-                if held.len() >= needed.max(1) as usize {
+                if held.len() >= needed.max(2) as usize {
                     sum_w = held.iter().map(|(w, _)| w).sum();
                     sum_wx = held.iter().map(|(w, x)| w * x).sum();
                     held.clear();

@@ -491,3 +491,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timeout_is_never_evidence_of_speed_and_one_sample_is_never_a_step() {
+    let settings = Settings {
+        fall: 1,
+        rise: 1,
+        ..Settings::default()
+    };
+    let mut samples: Vec<Sample> = (0..5).map(|i| ok("a", "w", T0 + i * 100, 2600.0)).collect();
+    // Two 1 s timeouts: below 2600 / 2.5, but they say "at least 1 s".
+    samples.push(timed_out("a", "w", T0 + 500, 1000));
+    samples.push(timed_out("a", "w", T0 + 600, 1000));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let e = latency_estimate(&refs, &settings, T0 + 700).unwrap();
+    assert!(e >= 2599.0, "{e}");
+    // fall = 1: one 10x sample is still not a step.
+    let mut samples: Vec<Sample> = (0..5).map(|i| ok("a", "w", T0 + i * 100, 10.0)).collect();
+    samples.push(ok("a", "w", T0 + 500, 100.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let e = latency_estimate(&refs, &settings, T0 + 600).unwrap();
+    assert!((e - 10.0).abs() < 1e-9, "{e}");
+}
+
+#[test]
+fn a_recovered_origin_is_measured_afresh() {
+    // 100 ms, then down (three timeouts), then back at 500 ms after rise
+    // (2) successes: its latency is 500 ms, not a mix with the old level.
+    let settings = Settings::default();
+    let mut samples: Vec<Sample> = (0..10).map(|i| ok("a", "w", T0 + i * 100, 100.0)).collect();
+    for i in 10..13 {
+        samples.push(timed_out("a", "w", T0 + i * 100, 200));
+    }
+    samples.push(ok("a", "w", T0 + 1300, 500.0));
+    samples.push(ok("a", "w", T0 + 1400, 500.0));
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let view = worker_view(&refs, &settings, T0 + 1500).unwrap();
+    assert!(view.up);
+    assert!((view.latency_ms.unwrap() - 500.0).abs() < 1e-9, "{view:?}");
+}
