@@ -396,3 +396,133 @@ async fn a_hostile_ranking_file_is_listed_as_unreadable_in_plain_text() {
         "{page}"
     );
 }
+
+/// A store that answers its first reads, then accepts and never answers.
+struct GoesSilent {
+    doc: RankingDocument,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl RankingStore for GoesSilent {
+    async fn read_pool(&self, _: &str) -> Result<PoolRankings, StoreError> {
+        if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(PoolRankings {
+            rankings: vec![self.doc.clone()],
+            skipped: vec![],
+        })
+    }
+    async fn write(&self, _: &RankingDocument) -> Result<WriteOutcome, StoreError> {
+        unreachable!("the dashboard never writes")
+    }
+    async fn delete(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        unreachable!("the dashboard never deletes")
+    }
+    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
+        Ok(vec!["web".into()])
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A store that stops answering: the page keeps serving, says the read
+/// failed, and keeps the last good ranking; writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_never_answers_leaves_the_last_good_rankings_on_the_page() {
+    let doc = RankingDocument::new(
+        "web",
+        REGION,
+        1,
+        unix_millis_now(),
+        vec![RankedOrigin::measured("a", OriginState::Healthy, 4.0, 1)],
+    );
+    let store = Arc::new(GoesSilent {
+        doc,
+        reads: Default::default(),
+    });
+    let options = prober::dashboard::Options {
+        listen: (loopback(1), 0).into(),
+        poll: Duration::from_millis(200),
+        max_age: Duration::from_secs(30),
+        store_label: "silent".into(),
+        pools: Default::default(),
+    };
+    let dashboard = prober::dashboard::Dashboard::start(store, options)
+        .await
+        .unwrap();
+    let url = format!("{}api/state", dashboard.url());
+    let failed = eventually(
+        prober::dashboard::READ_TIMEOUT + Duration::from_secs(5),
+        || async {
+            let (_, body) = get(&url).await;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            v["error"].as_str().is_some().then_some(v)
+        },
+    )
+    .await
+    .expect("the page says the store did not answer");
+    assert!(
+        failed["error"].as_str().unwrap().contains("did not answer"),
+        "{failed}"
+    );
+    assert_eq!(failed["pools"][0]["rankings"][0]["top"], "a", "{failed}");
+    // Read-only, and the page itself still answers with its headers.
+    let client = reqwest::Client::new();
+    let post = client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(post.status().as_u16(), 405);
+    let page = client.get(dashboard.url()).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+    assert_eq!(page.status().as_u16(), 200);
+}
+
+/// Bad arguments are refused with the reason, before anything starts.
+#[test]
+fn bad_dashboard_arguments_are_refused_with_the_reason() {
+    for (args, says) in [
+        (vec!["--poll", "0s"], "outside 200ms..=1h"),
+        (vec!["--poll", "forever"], "--poll"),
+        (vec!["--listen", "localhost"], "--listen"),
+        (
+            vec!["--config", "/nonexistent/origin-router.toml"],
+            "/nonexistent/origin-router.toml",
+        ),
+    ] {
+        let out = Command::new(prober_binary())
+            .arg("dashboard")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // A port already in use is named.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pools.web]\norigins = [{{ id = \"a\", host = \"127.0.0.1\", port = 8080, protocol = \"http\" }}]\n[store]\nembedded_path = \"{}\"\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(prober_binary())
+        .args(["dashboard", "--listen", &addr, "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("dashboard on {addr}")), "{stderr}");
+}
