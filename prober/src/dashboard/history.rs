@@ -41,7 +41,8 @@ pub enum Change {
         origin: String,
         from: OriginState,
         to: OriginState,
-        /// The class of the origin's last failure, if the ranking names one.
+        /// The class of the origin's last failure, when it went down or
+        /// degraded and the ranking names one.
         reason: Option<&'static str>,
     },
     /// The origin a region's edge uses first.
@@ -118,7 +119,10 @@ impl History {
                         origin: o.id.clone(),
                         from,
                         to: o.state,
-                        reason: o.last_failure.map(|f| f.name()),
+                        reason: o
+                            .last_failure
+                            .filter(|_| o.state != OriginState::Healthy)
+                            .map(|f| f.name()),
                     };
                     self.mark(&doc.pool, &doc.region, now, change);
                 }
@@ -230,6 +234,24 @@ mod tests {
             .map(|p| p.latency_ms)
             .collect();
         assert_eq!(a_points, [Some(10.0), None]);
+
+        // Back up: the marker names no failure, though the ranking still
+        // remembers the last one.
+        let mut a_back = RankedOrigin::measured("a", OriginState::Healthy, 11.0, 1);
+        a_back.last_failure = Some(origin_router::sample::FailureClass::ConnectRefused);
+        h.observe(&doc(3, vec![a_back, b]), 4_000);
+        let last = h.markers_of("web").last().unwrap().clone();
+        assert!(
+            matches!(
+                &last.change,
+                Change::State {
+                    to: OriginState::Healthy,
+                    reason: None,
+                    ..
+                }
+            ),
+            "{last:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
   const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#8250df', '#bc4c00', '#1b7c83',
     '#6e7781', '#bf3989', '#4d2d00', '#0a3069'];
   const DASHES = ['', '7 3', '2 3', '10 3 2 3', '1 4'];
-  const W = 800, H = 260, L = 48, R = 10, T = 12, B = 26;
+  const H = 260, L = 48, R = 10, T = 12, B = 26;
+  // A narrower drawing on a phone, so its labels stay readable.
+  function plotWidth() { return window.innerWidth < 600 ? 420 : 800; }
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -125,6 +127,7 @@
   }
 
   function renderPlot(pool, now) {
+    const W = plotWidth();
     const box = el('div', 'plot-box');
     let t0 = now;
     let maxLat = 1;
@@ -148,9 +151,10 @@
       plot.append(svg('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end' }, Math.round(v) + ''));
     }
     plot.append(svg('text', { x: 4, y: T + 2 }, 'ms'));
-    for (let i = 0; i <= 4; i++) {
-      const t = t0 + (now - t0) * i / 4;
-      plot.append(svg('text', { x: x(t), y: H - 8, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, clock(t)));
+    const ticks = W < 600 ? 2 : 4;
+    for (let i = 0; i <= ticks; i++) {
+      const t = t0 + (now - t0) * i / ticks;
+      plot.append(svg('text', { x: x(t), y: H - 8, 'text-anchor': i === 0 ? 'start' : i === ticks ? 'end' : 'middle' }, clock(t)));
     }
     plot.append(svg('line', { x1: L, x2: L, y1: T, y2: H - B, class: 'axis' }));
     plot.append(svg('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, class: 'axis' }));
