@@ -18,8 +18,10 @@ pub const WINDOW_MS: u64 = 3_600_000;
 /// Points kept per series: an hour at one new ranking per second.
 pub const MAX_POINTS: usize = 3_600;
 /// Series kept at most; rankings of further (pool, region, origin) are
-/// not plotted (the matrix still shows them).
-pub const MAX_SERIES: usize = 2_000;
+/// not plotted (the matrix still shows them). With the view's thinning
+/// (`view::MAX_PLOTTED` a series) a snapshot carries at most about 300,000
+/// points, whatever a hostile store holds.
+pub const MAX_SERIES: usize = 1_000;
 /// Markers kept per pool.
 pub const MAX_MARKERS: usize = 1_000;
 

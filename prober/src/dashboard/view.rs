@@ -1,7 +1,7 @@
 //! The JSON model the page renders (`GET /api/state`): a pure function of
 //! what was last read from the store, the history and `now`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use origin_router::document::RankingDocument;
 use origin_router::sample::UnixMillis;
@@ -9,7 +9,7 @@ use origin_router::store::PoolRankings;
 use serde_json::{json, Value};
 
 use super::controls::{Control, Controls};
-use super::history::{top_of, Change, History};
+use super::history::{top_of, Change, History, Point};
 
 /// Everything the snapshot is made of.
 pub struct Inputs<'a> {
@@ -86,8 +86,7 @@ fn pool(inputs: &Inputs<'_>, name: &str, read: &PoolRankings, now: UnixMillis) -
         .history
         .series_of(name)
         .map(|(region, origin, points)| {
-            let points: Vec<Value> = points
-                .iter()
+            let points: Vec<Value> = plotted(points)
                 .map(|p| json!([p.at, p.latency_ms, p.state.as_str()]))
                 .collect();
             json!({"region": region, "origin": origin, "points": points})
@@ -117,6 +116,23 @@ fn pool(inputs: &Inputs<'_>, name: &str, read: &PoolRankings, now: UnixMillis) -
         "rankings": rankings,
         "series": series,
         "markers": markers,
+    })
+}
+
+/// Points sent per series at most: the plot is at most 800 units wide, and
+/// an hour at one ranking a second (3,600 points) for every series would
+/// make each snapshot megabytes, fetched every poll.
+pub const MAX_PLOTTED: usize = 300;
+
+/// Every `n`th point of `points` so that at most about [`MAX_PLOTTED`]
+/// remain, keeping the last one and every point whose state differs from
+/// the one before (a short outage never disappears from the plot).
+fn plotted(points: &VecDeque<Point>) -> impl Iterator<Item = &Point> {
+    let stride = points.len().div_ceil(MAX_PLOTTED).max(1);
+    let last = points.len().saturating_sub(1);
+    points.iter().enumerate().filter_map(move |(i, p)| {
+        let changed = i > 0 && points[i - 1].state != p.state;
+        (i % stride == 0 || i == last || changed).then_some(p)
     })
 }
 
@@ -171,6 +187,28 @@ fn control(c: &Control) -> Value {
 mod tests {
     use super::*;
     use origin_router::document::{OriginState, RankedOrigin};
+
+    #[test]
+    fn a_full_hour_is_thinned_for_the_plot_but_keeps_every_state_change() {
+        let mut points: VecDeque<Point> = (0..3_600)
+            .map(|i| Point {
+                at: i,
+                latency_ms: Some(5.0),
+                state: OriginState::Healthy,
+            })
+            .collect();
+        // A one-point outage at an index the stride would skip.
+        points[1_001].state = OriginState::Down;
+        let kept: Vec<&Point> = plotted(&points).collect();
+        assert!(kept.len() <= MAX_PLOTTED + 3, "{}", kept.len());
+        assert!(kept
+            .iter()
+            .any(|p| p.at == 1_001 && p.state == OriginState::Down));
+        assert!(kept.iter().any(|p| p.at == 1_002), "the recovery is kept");
+        assert_eq!(kept.last().unwrap().at, 3_599);
+        let few: VecDeque<Point> = points.iter().take(10).cloned().collect();
+        assert_eq!(plotted(&few).count(), 10);
+    }
 
     #[test]
     fn stale_and_future_rankings_are_marked_stale_and_columns_follow_the_config() {
