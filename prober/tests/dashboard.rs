@@ -479,6 +479,30 @@ async fn a_store_that_never_answers_leaves_the_last_good_rankings_on_the_page() 
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
     assert_eq!(page.status().as_u16(), 200);
+
+    // A page whose name was rebound to this loopback address gets nothing.
+    let rebound = raw_get(dashboard.addr(), "/api/state", "evil.example");
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(!rebound.contains("\"pools\""), "{rebound}");
+    let local = raw_get(dashboard.addr(), "/api/state", "localhost");
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+}
+
+/// One HTTP/1.1 GET with the given Host header, the whole answer as text.
+fn raw_get(addr: std::net::SocketAddr, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
 
 /// Bad arguments are refused with the reason, before anything starts.

@@ -1,8 +1,10 @@
 //! The dashboard's HTTP server: the page, its script and style (compiled
 //! into the binary; nothing from the internet), and the JSON snapshot.
 //!
-//! Read-only: only GET and HEAD are answered. Every response forbids
-//! framing and sniffing; the page's Content-Security-Policy allows only
+//! Read-only: only GET and HEAD are answered. On a loopback address only
+//! requests naming a loopback host are answered, so a web page elsewhere
+//! that rebinds its own name to 127.0.0.1 cannot read the rankings through
+//! the operator's browser. Every response forbids framing and sniffing; the page's Content-Security-Policy allows only
 //! this server's own script, style and JSON, so even a string from the
 //! store that got past the page's escaping could not run as script.
 
@@ -22,6 +24,19 @@ const STYLE: &str = include_str!("page/app.css");
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
+
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// `127.x.y.z` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Status, content type and body for `method path`.
 pub fn route(method: &hyper::Method, path: &str, snapshot: &str) -> (u16, &'static str, String) {
@@ -43,6 +58,9 @@ pub fn route(method: &hyper::Method, path: &str, snapshot: &str) -> (u16, &'stat
 
 /// Serves until the task is aborted.
 pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<String>>) {
+    let loopback_only = listener
+        .local_addr()
+        .is_ok_and(|addr| addr.ip().is_loopback());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: do not spin.
@@ -52,7 +70,18 @@ pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<String>>) {
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (status, content_type, body) = {
+                let host = req
+                    .headers()
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                let (status, content_type, body) = if loopback_only && !is_loopback_host(host) {
+                    (
+                        421,
+                        "text/plain; charset=utf-8",
+                        "this dashboard answers only on localhost or a loopback address\n".into(),
+                    )
+                } else {
                     let current = snapshot.read().unwrap_or_else(|e| e.into_inner());
                     route(req.method(), req.uri().path(), &current)
                 };
@@ -79,6 +108,31 @@ pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<String>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9465",
+            "127.0.0.1:9465",
+            "127.3.4.5",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:9465",
+            "10.0.0.1",
+            "localhost.evil.example",
+            "[::2]:1",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn only_reads_are_answered() {
