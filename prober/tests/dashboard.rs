@@ -59,7 +59,13 @@ fn chromium() -> Option<PathBuf> {
 
 /// Runs headless Chromium on `url` with `args` (a fresh profile each time,
 /// so runs never share state), killed if it takes longer than a minute.
-async fn browse(browser: &Path, url: &str, args: &[&str]) -> String {
+///
+/// `virtual_ms` is Chromium's virtual-time budget: the page's timers run
+/// on virtual time, which stands still while a fetch is pending. The page
+/// waits 250 virtual ms between requests and each request long-polls for
+/// the next snapshot in real time, so a budget of `4 * n * 250` ms keeps
+/// the page live for about `n` dashboard polls of real time.
+async fn browse(browser: &Path, url: &str, args: &[&str], virtual_ms: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(browser);
     cmd.args([
@@ -70,10 +76,8 @@ async fn browse(browser: &Path, url: &str, args: &[&str]) -> String {
         "--disable-extensions",
         "--disable-background-networking",
         "--disable-sync",
-        // Lets the page's scripts and its first JSON fetch run before the
-        // DOM is dumped (a fetch pauses virtual time until it answers).
-        "--virtual-time-budget=3000",
     ])
+    .arg(format!("--virtual-time-budget={virtual_ms}"))
     .arg(format!("--user-data-dir={}", profile.path().display()))
     .args(args)
     .arg(url)
@@ -87,8 +91,9 @@ async fn browse(browser: &Path, url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The DOM of a fresh page load, once it has rendered a snapshot.
 async fn dom(browser: &Path, url: &str) -> String {
-    browse(browser, url, &["--dump-dom"]).await
+    browse(browser, url, &["--dump-dom"], 500).await
 }
 
 /// The matrix row of `region` in the dumped DOM.
@@ -222,6 +227,14 @@ async fn in_a_browser_the_page_shows_each_regions_top_and_an_origin_going_down()
         }
     }
 
+    // A page opened before the failure and left open (about 10 s of
+    // real time; see `browse`).
+    let live = {
+        let (browser, url) = (browser.clone(), url.clone());
+        tokio::spawn(async move { browse(&browser, &url, &["--dump-dom"], 5_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
     origins[0].set_mode(Mode::Stopped);
     let failed_ms = unix_millis_now();
     let failed_at = Instant::now();
@@ -263,6 +276,33 @@ async fn in_a_browser_the_page_shows_each_regions_top_and_an_origin_going_down()
         "no change marker:\n{page}"
     );
 
+    // The page left open updated itself: it first showed a snapshot from
+    // before the failure, and now shows `a` down.
+    let open = live.await.unwrap();
+    let stamp = |name: &str| -> u64 {
+        open.split_once(&format!("data-{name}=\""))
+            .and_then(|(_, rest)| rest.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no data-{name}:\n{open}"))
+    };
+    assert!(
+        stamp("first") < failed_ms && stamp("updated") > failed_ms,
+        "the open page did not span the failure: first {} updated {} failed {failed_ms}",
+        stamp("first"),
+        stamp("updated")
+    );
+    assert_eq!(
+        state(&open, "us-east-1", "a").as_deref(),
+        Some("down"),
+        "{open}"
+    );
+    assert_eq!(uses(&open, "us-east-1").as_deref(), Some("b"), "{open}");
+    eprintln!(
+        "the page left open went from a snapshot {} ms before the failure to one {} ms after",
+        failed_ms - stamp("first"),
+        stamp("updated") - failed_ms
+    );
+
     // Let the plot show a little of the time after, then keep a picture.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshot.png");
@@ -274,6 +314,7 @@ async fn in_a_browser_the_page_shows_each_regions_top_and_an_origin_going_down()
             &format!("--screenshot={}", shot.display()),
             "--window-size=1200,1100",
         ],
+        500,
     )
     .await;
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);

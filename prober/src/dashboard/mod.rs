@@ -3,7 +3,8 @@
 //! A poller reads every pool's rankings from the store every `poll`,
 //! keeps an hour of history ([`history`]) and renders one JSON snapshot
 //! ([`view`]); the HTTP server ([`server`]) hands out that snapshot and
-//! the page, which polls it. Page requests never reach the store, so any
+//! the page, which long-polls it (a request for a snapshot newer than the
+//! one it has waits for the next one). Page requests never reach the store, so any
 //! number of open pages cost one store read per poll. Nothing is written
 //! anywhere: every endpoint is a GET of something already in memory.
 
@@ -14,7 +15,7 @@ pub mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use origin_router::config::Config;
@@ -80,14 +81,14 @@ impl Dashboard {
     ) -> std::io::Result<Dashboard> {
         let listener = tokio::net::TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
-        let snapshot = Arc::new(RwLock::new(String::from("{}")));
+        let (snapshot, latest) = tokio::sync::watch::channel(server::Snapshot::default());
         let mut poller = Poller {
             store,
             options,
             history: History::default(),
             last: BTreeMap::new(),
             read_at: None,
-            snapshot: snapshot.clone(),
+            snapshot,
         };
         // The first snapshot before the first page can ask for it.
         poller.poll().await;
@@ -100,7 +101,7 @@ impl Dashboard {
                 poller.poll().await;
             }
         });
-        let serve = tokio::spawn(server::serve(listener, snapshot));
+        let serve = tokio::spawn(server::serve(listener, latest));
         tracing::info!(%addr, "dashboard listening");
         Ok(Dashboard {
             addr,
@@ -134,7 +135,7 @@ struct Poller {
     /// Each pool's last good read: a failed read never blanks the page.
     last: BTreeMap<String, PoolRankings>,
     read_at: Option<u64>,
-    snapshot: Arc<RwLock<String>>,
+    snapshot: tokio::sync::watch::Sender<server::Snapshot>,
 }
 
 impl Poller {
@@ -150,7 +151,7 @@ impl Poller {
         let now = unix_millis_now();
         self.history.prune(now);
         let controls = controls::in_force(self.store.as_ref(), now).await;
-        let value = view::snapshot(
+        let mut value = view::snapshot(
             &view::Inputs {
                 store: &self.options.store_label,
                 pools: &self.last,
@@ -164,7 +165,12 @@ impl Poller {
             },
             now,
         );
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = value.to_string();
+        let version = self.snapshot.borrow().version + 1;
+        value["version"] = version.into();
+        self.snapshot.send_replace(server::Snapshot {
+            version,
+            json: Arc::new(value.to_string()),
+        });
     }
 
     /// Reads every pool; a pool that fails keeps its last good read.

@@ -8,7 +8,8 @@
 //! this server's own script, style and JSON, so even a string from the
 //! store that got past the page's escaping could not run as script.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,6 +20,34 @@ use tokio::net::TcpListener;
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
 const STYLE: &str = include_str!("page/app.css");
+
+/// Longest a request for a newer snapshot waits before it is answered with
+/// the current one.
+pub const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// The latest JSON snapshot and its number (1, 2, ... per poll).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: u64,
+    pub json: Arc<String>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            version: 0,
+            json: Arc::new("{}".into()),
+        }
+    }
+}
+
+/// `after=N` of a query string: the snapshot the page already has.
+pub fn after(query: Option<&str>) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+}
 
 /// The page may load only its own script, style and data.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -57,47 +86,61 @@ pub fn route(method: &hyper::Method, path: &str, snapshot: &str) -> (u16, &'stat
 }
 
 /// Serves until the task is aborted.
-pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<String>>) {
+pub async fn serve(listener: TcpListener, latest: tokio::sync::watch::Receiver<Snapshot>) {
     let loopback_only = listener
         .local_addr()
         .is_ok_and(|addr| addr.ip().is_loopback());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: do not spin.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let snapshot = snapshot.clone();
+        let latest = latest.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let host = req
-                    .headers()
-                    .get(hyper::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default();
-                let (status, content_type, body) = if loopback_only && !is_loopback_host(host) {
-                    (
-                        421,
-                        "text/plain; charset=utf-8",
-                        "this dashboard answers only on localhost or a loopback address\n".into(),
-                    )
-                } else {
-                    let current = snapshot.read().unwrap_or_else(|e| e.into_inner());
-                    route(req.method(), req.uri().path(), &current)
-                };
-                let response = hyper::Response::builder()
-                    .status(status)
-                    .header("content-type", content_type)
-                    .header("content-security-policy", CSP)
-                    .header("x-content-type-options", "nosniff")
-                    .header("x-frame-options", "DENY")
-                    .header("referrer-policy", "no-referrer")
-                    .header("cache-control", "no-store")
-                    .body(Full::new(Bytes::from(body)));
-                async move { response }
+                let mut latest = latest.clone();
+                async move {
+                    let host = req
+                        .headers()
+                        .get(hyper::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default();
+                    let (status, content_type, body) = if loopback_only && !is_loopback_host(host) {
+                        (
+                            421,
+                            "text/plain; charset=utf-8",
+                            "this dashboard answers only on localhost or a loopback address\n"
+                                .into(),
+                        )
+                    } else {
+                        // A page that has snapshot N waits for N+1 (or the
+                        // long-poll limit); anything else is answered now.
+                        if let Some(have) = after(req.uri().query()) {
+                            if req.uri().path() == "/api/state" && latest.borrow().version <= have {
+                                let _ = tokio::time::timeout(
+                                    LONG_POLL,
+                                    latest.wait_for(|s| s.version > have),
+                                )
+                                .await;
+                            }
+                        }
+                        let current = latest.borrow().json.clone();
+                        route(req.method(), req.uri().path(), &current)
+                    };
+                    hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", content_type)
+                        .header("content-security-policy", CSP)
+                        .header("x-content-type-options", "nosniff")
+                        .header("x-frame-options", "DENY")
+                        .header("referrer-policy", "no-referrer")
+                        .header("cache-control", "no-store")
+                        .body(Full::new(Bytes::from(body)))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(10))
                 .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -108,6 +151,15 @@ pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<String>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_snapshot_a_page_has_comes_from_its_query() {
+        assert_eq!(after(Some("after=12")), Some(12));
+        assert_eq!(after(Some("x=1&after=7")), Some(7));
+        assert_eq!(after(Some("after=-1")), None);
+        assert_eq!(after(Some("after=")), None);
+        assert_eq!(after(None), None);
+    }
 
     #[test]
     fn only_loopback_hosts_count_as_loopback() {

@@ -251,15 +251,20 @@
     document.body.dataset.updated = String(state.now_ms);
   }
 
+  // Long polling: each request asks for a snapshot newer than the one
+  // shown, and the server answers when there is one (or after 20 s), so a
+  // change shows as soon as the dashboard has read it.
   let timer = null;
+  let version = 0;
   async function poll() {
-    let wait = 1000;
+    let wait = 250;
     try {
-      const r = await fetch('/api/state', { cache: 'no-store' });
+      const r = await fetch('/api/state?after=' + version, { cache: 'no-store' });
       if (!r.ok) throw new Error('HTTP ' + r.status);
       const state = await r.json();
+      if (typeof state.version === 'number') version = state.version;
       render(state);
-      wait = Math.max(500, Math.min(5000, state.poll_ms || 1000));
+      if (!document.body.dataset.first) document.body.dataset.first = String(state.now_ms);
     } catch (e) {
       setStatus('cannot reach the dashboard: ' + e.message + ' (retrying)', true);
       wait = 2000;
