@@ -24,6 +24,13 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
 fi
 export ORIGIN_ROUTER_REDIS_SERVER="${ORIGIN_ROUTER_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}"
 
+# The dashboard's browser tests drive headless Chromium (Debian package).
+if ! command -v chromium >/dev/null 2>&1; then
+  step "installing chromium (Debian package) for the dashboard's browser tests"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 if [ ! -x "$services/venv/bin/moto_server" ]; then
   step "installing moto[server] (PyPI) into .test-services/venv"
   rm -rf "$services/venv"
@@ -50,6 +57,7 @@ echo "redis-server: $("$ORIGIN_ROUTER_REDIS_SERVER" --version | cut -d' ' -f1-3)
 echo "moto_server: $("$services/venv/bin/python" -c 'import moto; print(moto.__version__)')"
 echo "cfn-lint: $("$services/venv/bin/cfn-lint" --version)"
 echo "node: $(node --version)"
+echo "chromium: $(chromium --version 2>/dev/null | head -1)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

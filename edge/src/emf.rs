@@ -143,4 +143,74 @@ mod tests {
             assert!(v.get(m["Name"].as_str().unwrap()).is_some());
         }
     }
+
+    /// The CloudWatch dashboard in deploy/edge.yaml reads only what these
+    /// lines emit: its body is JSON once the template substitutes the
+    /// regions, and every SEARCH names this namespace, one of the metrics
+    /// and exactly one of the dimension sets of the directive.
+    #[test]
+    fn the_cloudwatch_dashboard_reads_the_metrics_these_lines_emit() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/edge.yaml");
+        let template = std::fs::read_to_string(path).unwrap();
+        let start = template
+            .find("{\"widgets\"")
+            .expect("edge.yaml has a dashboard body");
+        let end = template[start..].find("\n        - R1:").unwrap() + start;
+        let body = template[start..end]
+            .replace("${R1}", "us-east-1")
+            .replace("${R2}", "eu-west-1")
+            .replace("${R3}", "ap-southeast-1");
+        assert!(!body.contains("${"), "unsubstituted: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+
+        let tail = format!("{{{}", &AWS_METADATA_TAIL[1..]);
+        let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
+        let directive = &directive["CloudWatchMetrics"][0];
+        let metrics: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        let dimension_sets: Vec<String> = directive["Dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|set| {
+                let names: Vec<&str> = set
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap())
+                    .collect();
+                names.join(",")
+            })
+            .collect();
+
+        let mut searches = 0;
+        for widget in body["widgets"].as_array().unwrap() {
+            if widget["type"] != "metric" {
+                continue;
+            }
+            for row in widget["properties"]["metrics"].as_array().unwrap() {
+                let expr = row[0]["expression"].as_str().unwrap();
+                let schema = expr
+                    .split_once("{")
+                    .and_then(|(_, rest)| rest.split_once('}'))
+                    .map(|(inside, _)| inside)
+                    .unwrap_or_else(|| panic!("no schema in {expr}"));
+                let (namespace, dims) = schema.split_once(',').unwrap();
+                assert_eq!(namespace, NAMESPACE, "{expr}");
+                assert!(dimension_sets.iter().any(|d| d == dims), "{expr}");
+                let name = expr
+                    .split_once("MetricName=\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(name, _)| name)
+                    .unwrap_or_else(|| panic!("no MetricName in {expr}"));
+                assert!(metrics.contains(&name), "{expr}");
+                searches += 1;
+            }
+        }
+        assert_eq!(searches, 9, "three widgets per region");
+    }
 }

@@ -118,6 +118,22 @@ pub enum Command {
         pool: String,
         region: String,
     },
+    /// Serve a live status page of every region's rankings: a region x
+    /// origin matrix per pool and an hour of latency history, read from the
+    /// configured store. Read-only; loopback by default.
+    Dashboard {
+        /// Configuration naming the store and pools (default: the embedded
+        /// store at its default path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to serve on. Anything but loopback shows every ranking
+        /// to whoever can reach it.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: std::net::SocketAddr,
+        /// How often to read the store.
+        #[arg(long, default_value = "1s", value_parser = parse_poll)]
+        poll: std::time::Duration,
+    },
     /// Create the DynamoDB table for local use and tests (in AWS the deploy
     /// templates own it).
     InitTable {
@@ -202,6 +218,17 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Dashboard {
+            config,
+            listen,
+            poll,
+        } => {
+            let config = match config {
+                Some(path) => load(&path)?,
+                None => Config::default(),
+            };
+            dashboard(&config, listen, poll).await
+        }
         Command::InitTable { config } => {
             let config = load(&config)?;
             let region = Identity::from_config(&config).region;
@@ -217,6 +244,41 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// A poll interval between 200 ms and 1 h.
+fn parse_poll(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let range = std::time::Duration::from_millis(200)..=std::time::Duration::from_secs(3600);
+    if range.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{text} is outside 200ms..=1h"))
+    }
+}
+
+/// Serves the status page until SIGTERM or SIGINT; prints its URL first.
+async fn dashboard(
+    config: &Config,
+    listen: std::net::SocketAddr,
+    poll: std::time::Duration,
+) -> Result<(), CliError> {
+    let here = Identity::from_config(config).region;
+    let store = store::open(&config.store, &here, ClientTuning::default()).await;
+    let options = crate::dashboard::Options::from_config(config, listen, poll);
+    let running = crate::dashboard::Dashboard::start(store, options)
+        .await
+        .map_err(|e| format!("dashboard on {listen}: {e}"))?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the dashboard is reachable beyond this machine; it shows every ranking to anyone who can connect");
+    }
+    println!(
+        "dashboard: {} ({})",
+        running.url(),
+        store::describe(&config.store)
+    );
+    shutdown_signal().await;
+    Ok(())
 }
 
 /// Loads and validates a config; schedules are checked with the scheduler.

@@ -6,13 +6,15 @@
 //! - [`coord`]: coordination of a region's workers (Redis, or solo);
 //! - [`publish`]: background publishing with backoff, newest wins;
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`;
-//! - [`cli`] and [`report`]: the operator commands and their output.
+//! - [`cli`] and [`report`]: the operator commands and their output;
+//! - [`dashboard`]: the live status page (`prober dashboard`).
 //!
 //! The demo and the benchmarks live in the `sim` crate: nothing of them
 //! ships in this binary.
 
 pub mod cli;
 pub mod coord;
+pub mod dashboard;
 pub mod identity;
 pub mod metrics;
 pub mod pacing;

@@ -8,16 +8,20 @@
 //! with its cache) decides every 100 ms. Midway the origin that is fastest
 //! from the first region fails (connections refused); the demo shows each
 //! region moving away and how long it took, then restores it and shows the
-//! traffic coming back after the rise threshold.
+//! traffic coming back after the rise threshold. A live status page
+//! (`prober dashboard`'s) over the same store shows it all in a browser.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use edge::decision::{Router, Source};
 use origin_router::config::Config;
 use origin_router::document::RankingDocument;
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
+use prober::dashboard::{Dashboard, Options};
 use tokio::time::Instant;
 
 use crate::world::{self, Failure, OriginSpec, World, REGIONS};
@@ -42,6 +46,8 @@ const ORIGINS: [OriginSpec; 4] = [
     OriginSpec::new("oregon", 14, [35, 70, 80]),
 ];
 const POOL: &str = "web";
+/// How often the demo's status page reads the store.
+const POLL: Duration = Duration::from_millis(500);
 
 struct RegionView {
     region: &'static str,
@@ -77,6 +83,9 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     base.store.embedded_path = dir.path().to_path_buf();
     let base = base.validate().map_err(|p| format!("demo config: {p:?}"))?;
 
+    // The status page over the demo's store: the preferred port if free.
+    let dashboard = start_dashboard(&base, dir.path()).await?;
+
     // One prober worker and one edge router per region.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
@@ -109,6 +118,10 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
         REGIONS.len(),
         ORIGINS.len(),
         dir.path().display()
+    );
+    println!(
+        "Live status page: {} (open it to watch the failover)",
+        dashboard.url()
     );
     println!(
         "{failed} fails at {}s and returns at {}s; the demo ends at {}s.\n",
@@ -192,6 +205,24 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
          edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request handler (see deploy/README.md)"
     );
     Ok(())
+}
+
+/// The dashboard on 127.0.0.1:9465, or any free loopback port if that one
+/// is taken (a second demo, a running `prober dashboard`).
+async fn start_dashboard(base: &Config, store: &std::path::Path) -> Result<Dashboard, SimError> {
+    let store: Arc<dyn RankingStore> = Arc::new(EmbeddedStore::new(store));
+    let mut last = None;
+    for port in [9465, 0] {
+        let mut options = Options::from_config(base, ([127, 0, 0, 1], port).into(), POLL);
+        options.store_label = format!("demo {}", options.store_label);
+        match Dashboard::start(store.clone(), options).await {
+            Ok(d) => return Ok(d),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .map(SimError::from)
+        .unwrap_or_else(|| "no dashboard".into()))
 }
 
 fn render(

@@ -1,20 +1,95 @@
 //! The README's first command, as a user runs it: `sim demo` brings up the
 //! whole system offline, fails the fastest origin, and ends by itself with
-//! each region having moved away and come back.
+//! each region having moved away and come back; its status page shows the
+//! failover while it runs.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One GET over plain HTTP/1.0 on loopback; the body, if the answer is 200.
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
+}
+
+/// Whether the status page's JSON shows `region` off `origin`, with
+/// `origin` down there.
+fn shows_moved_off(state: &serde_json::Value, region: &str, origin: &str) -> bool {
+    let Some(rankings) = state["pools"][0]["rankings"].as_array() else {
+        return false;
+    };
+    rankings.iter().any(|r| {
+        r["region"] == region
+            && r["top"] != origin
+            && r["origins"]
+                .as_array()
+                .is_some_and(|os| os.iter().any(|o| o["id"] == origin && o["state"] == "down"))
+    })
+}
 
 #[test]
 fn the_demo_runs_to_its_end_and_shows_the_failover() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sim"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sim"))
         .args(["demo", "--seconds", "21", "--plain"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // The page's address comes first; then, while the demo runs, the page
+    // must show the first region moving off the failed origin.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut addr = None;
+    while addr.is_none() && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        addr = line
+            .split_once("Live status page: http://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .map(str::to_string);
+    }
+    let addr = addr.expect("the demo prints the status page's address");
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        if let Some(body) = get(&addr, "/api/state") {
+            let state: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            seen = shows_moved_off(&state, "us-east-1", "virginia");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let page = get(&addr, "/").unwrap_or_default();
+    let status = child.wait().unwrap();
+    let stdout = reader.join().unwrap();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(status.success(), "{stdout}\n{stderr}");
     assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        seen,
+        "the status page never showed us-east-1 moving off virginia:\n{stdout}"
+    );
+    assert!(
+        page.contains("<title>Origin Router status</title>"),
+        "{page}"
     );
     // The first region was on the origin that failed, so it must report
     // both moves, with times.
