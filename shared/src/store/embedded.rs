@@ -167,10 +167,22 @@ impl EmbeddedStore {
                     why: "is not a directory".into(),
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_error(&dir, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match DirBuilder::new().mode(0o700).create(&dir) {
+                    Ok(()) => {}
+                    // Another writer created it first: fine if it is a
+                    // directory (not a link or a file put there since).
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                            return Err(StoreError::Unsafe {
+                                path: dir.display().to_string(),
+                                why: "is not a directory".into(),
+                            });
+                        }
+                    }
+                    Err(e) => return Err(io_error(&dir, e)),
+                }
+            }
             Err(e) => return Err(io_error(&dir, e)),
         }
         let _lock = lock_pool(&dir)?;
@@ -533,6 +545,28 @@ mod tests {
 
     /// One writer replaces the document as fast as it can while readers read
     /// it in a loop: every read decodes, and seq never goes backwards.
+    #[test]
+    fn writers_racing_to_create_a_pool_directory_all_succeed() {
+        // Many stores (as many processes would) write the first ranking of
+        // one pool at once: none fails because another made the directory.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let store = EmbeddedStore::new(&root);
+                    let mut doc = sample_doc();
+                    doc.region = format!("region-{i}");
+                    store.write_blocking(&doc)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().is_ok());
+        }
+    }
+
     #[test]
     fn readers_never_see_a_torn_document() {
         let dir = tempfile::tempdir().unwrap();
