@@ -15,6 +15,7 @@ pub mod cli;
 pub mod coord;
 pub mod identity;
 pub mod metrics;
+pub mod operate;
 pub mod publish;
 pub mod report;
 pub mod round;

@@ -26,6 +26,9 @@ use crate::sample::UnixMillis;
 pub const MAX_DRAIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest an override may last.
 pub const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 3600);
+/// The region of a control that applies in every region
+/// (`--all-regions`); never an AWS region name.
+pub const ALL_REGIONS: &str = "all-regions";
 /// Largest accepted control item, in bytes.
 pub const MAX_CONTROL_BYTES: usize = 4096;
 /// Longest `by` and `reason` text, in characters.
@@ -174,7 +177,7 @@ pub struct PoolControls {
     pub skipped: Vec<(String, String)>,
 }
 
-/// The controls of `pool` in `region` that are in force at `now` and name
+/// The controls of `pool` in `region` (or in [`ALL_REGIONS`]) that are in force at `now` and name
 /// an origin of the bundled configuration; every other one is returned
 /// apart with the reason it is ignored (for a log line). An expired control
 /// is ignored silently: that is its normal end.
@@ -192,7 +195,7 @@ pub fn active<'a>(
     };
     for c in controls
         .iter()
-        .filter(|c| c.pool == pool && c.region == region)
+        .filter(|c| c.pool == pool && (c.region == region || c.region == ALL_REGIONS))
     {
         if now >= c.until {
             continue;
@@ -370,5 +373,10 @@ pub(crate) mod tests {
         assert!(ignored[0].1.contains("`ghost`"));
         let (good, _) = active(&controls, &config, "web", "us-east-1", now);
         assert!(good.is_empty());
+        let mut everywhere = drain("b", now - 10, now + 10);
+        everywhere.region = ALL_REGIONS.into();
+        let everywhere = [everywhere];
+        let (good, _) = active(&everywhere, &config, "web", "us-east-1", now);
+        assert_eq!(drained(&good), ["b"]);
     }
 }
