@@ -5,11 +5,17 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::prober_binary;
+use common::{prober_binary, REGION, TABLE};
+use origin_router_tests::services::MotoServer;
 
 fn prober(args: &[&str]) -> Output {
+    prober_env(args, Vec::new())
+}
+
+fn prober_env(args: &[&str], env: Vec<(String, String)>) -> Output {
     Command::new(prober_binary())
         .args(args)
+        .envs(env)
         .env("RUST_LOG", "warn")
         .env_remove("USER")
         .stdin(Stdio::null())
@@ -181,4 +187,110 @@ fn bad_operator_input_is_an_error_naming_the_value() {
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// The same on DynamoDB (moto): controls live in the pool's partition next
+/// to its rankings, and a ranking reader never mistakes them for rankings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_override_on_dynamodb() {
+    let moto = MotoServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [pools.web]
+            origins = [{{ id = "a", host = "127.0.0.1" }}, {{ id = "b", host = "127.0.0.2" }}]
+            [prober]
+            region = "{REGION}"
+            [store]
+            dynamodb_table = "{TABLE}"
+            "#
+        ),
+    )
+    .unwrap();
+    let c = path.display().to_string();
+    let env: Vec<(String, String)> = moto
+        .aws_env(REGION)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let run = move |args: Vec<String>| {
+        let env = env.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                prober_env(&args, env)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = run(args(&["init-table", "-c", &c])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(args(&[
+        "drain", "-c", &c, "web", "a", "--region", REGION, "--for", "2h", "--reason", "patch",
+        "--by", "ops",
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for origin in ["b", "a"] {
+        let out = run(args(&[
+            "override", "-c", &c, "web", origin, "--for", "1h", "--reason", "inc", "--by", "ops",
+        ]))
+        .await;
+        assert_eq!(
+            out.status.success(),
+            origin == "b",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(args(&["status", "-c", &c, "--format", "json"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let controls = status["web"]["controls"].as_array().unwrap();
+    let kinds: Vec<(&str, &str, &str)> = controls
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap(),
+                c["origin"].as_str().unwrap(),
+                c["region"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("drain", "a", REGION), ("override", "b", "all-regions")]
+    );
+    // The ranking reader skips the control items silently.
+    let out = run(args(&["rankings", "-c", &c, "--pool", "web"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("skipped"),
+        "{stderr}"
+    );
+
+    let out = run(args(&["undrain", "-c", &c, "web", "a"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1"));
+    let out = run(args(&["override", "-c", &c, "web", "--clear"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1"));
+    let out = run(args(&["status", "-c", &c, "--format", "json"])).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["web"]["controls"].as_array().unwrap().is_empty());
 }
