@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod coord;
+pub mod events;
 pub mod identity;
 pub mod metrics;
 pub mod operate;
