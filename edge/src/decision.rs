@@ -15,6 +15,14 @@
 //! 6. a fresh ranking says every origin is down: the default at once
 //!    (`known_down`), never a race against what is known to be down.
 //!
+//! Operators' controls (see `origin_router::control`), read with the
+//! pool's rankings and cached with them, come before all of this: an
+//! override in force for this edge's region sends the pool to its origin
+//! (`override`); a drained origin is taken out of the pool for every step
+//! above, the race and the default included, unless every origin of the
+//! pool is drained (then the drains are ignored with a log line: the pool
+//! fails open rather than having nowhere to go).
+//!
 //! [`choose`] is the pure part (rankings + now in, choice out); [`Router`]
 //! adds the cache, the table and the race. Cache ages use tokio's clock, so
 //! tests run on paused time; ranking freshness uses the wall clock passed in
@@ -24,7 +32,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use origin_router::config::{Config, OriginConfig, PoolConfig};
+use origin_router::control::{self, Control};
 use origin_router::document::{OriginState, RankingDocument};
 use origin_router::sample::{FailureClass, UnixMillis};
 use origin_router::store::RankingStore;
@@ -43,6 +54,8 @@ pub enum Source {
     /// the pool's default origin.
     Watchdog,
     KnownDown,
+    /// An operator's override in force.
+    Override,
     /// No pool for the request: it goes where CloudFront sends it.
     Passthrough,
 }
@@ -56,17 +69,19 @@ impl Source {
             Source::Race => "race",
             Source::Watchdog => "watchdog",
             Source::KnownDown => "known_down",
+            Source::Override => "override",
             Source::Passthrough => "passthrough",
         }
     }
 
-    pub const ALL: [Source; 7] = [
+    pub const ALL: [Source; 8] = [
         Source::Cache,
         Source::Stale,
         Source::Table,
         Source::Race,
         Source::Watchdog,
         Source::KnownDown,
+        Source::Override,
         Source::Passthrough,
     ];
 }
@@ -174,6 +189,8 @@ struct State {
     /// most one per `cache_ttl`, so an outage costs a container about one
     /// Query per `cache_ttl`, not one per request.
     read_failed: HashMap<String, Instant>,
+    /// Each pool's stored drains and overrides, from its last good read.
+    controls: HashMap<String, Arc<Vec<Control>>>,
 }
 
 /// The stateful edge decision: cache, table, race. Cheap to share.
@@ -239,6 +256,21 @@ impl Router {
                 elapsed: started.elapsed(),
             };
         };
+        let pool = match self.controlled(pool_name, pool, now) {
+            Controlled::Override(origin) => {
+                return Decision {
+                    pool: pool_name.to_string(),
+                    origin,
+                    source: Source::Override,
+                    ranking_region: None,
+                    ranking_age_ms: None,
+                    losers: Vec::new(),
+                    elapsed: started.elapsed(),
+                }
+            }
+            Controlled::Pool(pool) => pool,
+        };
+        let pool: &PoolConfig = &pool;
         let decided = |choice: Choice<'_>, source: Source| -> Option<Decision> {
             let (origin, region, age, source) = match choice {
                 Choice::Ranked {
@@ -331,15 +363,43 @@ impl Router {
                 .table_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
             if let Some(rankings) = self.fetch(pool_name, budget).await {
-                let choice = self.choose(pool, &rankings, now);
+                // The read brought the pool's controls too.
+                let configured = &inner.config.pools[pool_name];
+                let pool = match self.controlled(pool_name, configured, now) {
+                    Controlled::Override(origin) => {
+                        return Decision {
+                            pool: pool_name.to_string(),
+                            origin,
+                            source: Source::Override,
+                            ranking_region: None,
+                            ranking_age_ms: None,
+                            losers: Vec::new(),
+                            elapsed: started.elapsed(),
+                        }
+                    }
+                    Controlled::Pool(pool) => pool,
+                };
+                let choice = self.choose(&pool, &rankings, now);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
             }
         }
 
-        // 5: the live race, with the rest of the deadline.
-        self.race(pool_name, pool, started, deadline).await
+        // 5: the live race, with the rest of the deadline, among the
+        // origins the controls leave (a read above may have brought them).
+        match self.controlled(pool_name, &inner.config.pools[pool_name], now) {
+            Controlled::Override(origin) => Decision {
+                pool: pool_name.to_string(),
+                origin,
+                source: Source::Override,
+                ranking_region: None,
+                ranking_age_ms: None,
+                losers: Vec::new(),
+                elapsed: started.elapsed(),
+            },
+            Controlled::Pool(pool) => self.race(pool_name, &pool, started, deadline).await,
+        }
     }
 
     /// Reads every pool's rankings once, concurrently, each bounded by
@@ -356,6 +416,42 @@ impl Router {
             .keys()
             .map(|pool| self.fetch(pool, timeout));
         futures::future::join_all(reads).await;
+    }
+
+    /// The pool as the cached controls leave it at `now`: an override's
+    /// origin, or the pool without its drained origins (the whole pool
+    /// when every origin is drained: fail open).
+    fn controlled<'p>(
+        &self,
+        pool_name: &str,
+        pool: &'p PoolConfig,
+        now: UnixMillis,
+    ) -> Controlled<'p> {
+        let inner = &self.inner;
+        let Some(stored) = inner.lock().controls.get(pool_name).cloned() else {
+            return Controlled::Pool(Cow::Borrowed(pool));
+        };
+        let (active, _) = control::active(&stored, &inner.config, pool_name, &inner.region, now);
+        if let Some(o) = control::override_of(&active) {
+            return Controlled::Override(o.origin.clone());
+        }
+        let drained = control::drained(&active);
+        if drained.is_empty() {
+            return Controlled::Pool(Cow::Borrowed(pool));
+        }
+        let mut left = pool.clone();
+        left.origins.retain(|o| !drained.contains(&o.id.as_str()));
+        if left.origins.is_empty() {
+            tracing::warn!(
+                pool = pool_name,
+                "every origin is drained: ignoring the drains (fail open)"
+            );
+            return Controlled::Pool(Cow::Borrowed(pool));
+        }
+        if left.origin(left.default_origin_id()).is_none() {
+            left.default_origin = Some(left.origins[0].id.clone());
+        }
+        Controlled::Pool(Cow::Owned(left))
     }
 
     fn choose<'p>(
@@ -393,7 +489,9 @@ impl Router {
                     tracing::warn!(pool = pool_name, region = %region, reason = %reason, "skipped an unreadable ranking");
                 }
                 let rankings = Arc::new(read.rankings);
+                let controls = self.fetch_controls(pool_name, timeout).await;
                 let mut state = inner.lock();
+                state.controls.insert(pool_name.to_string(), controls);
                 state.read_failed.remove(pool_name);
                 state.rankings.insert(
                     pool_name.to_string(),
@@ -415,6 +513,41 @@ impl Router {
                     "reading rankings timed out"
                 );
                 None
+            }
+        }
+    }
+
+    /// The pool's drains and overrides, logging the ones ignored; none
+    /// when the store cannot read them (that is logged too).
+    async fn fetch_controls(&self, pool_name: &str, timeout: Duration) -> Arc<Vec<Control>> {
+        let inner = &self.inner;
+        match tokio::time::timeout(timeout, inner.store.controls(pool_name)).await {
+            Ok(Ok(read)) => {
+                for (key, reason) in &read.skipped {
+                    tracing::warn!(pool = pool_name, key = %key, reason = %reason, "skipped an unreadable control");
+                }
+                let now = origin_router::sample::unix_millis_now();
+                for c in &read.controls {
+                    let (_, ignored) = control::active(
+                        std::slice::from_ref(c),
+                        &inner.config,
+                        pool_name,
+                        &c.region,
+                        now,
+                    );
+                    for (c, reason) in ignored {
+                        tracing::warn!(pool = pool_name, key = %c.key(), reason = %reason, "ignored a control");
+                    }
+                }
+                Arc::new(read.controls)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(pool = pool_name, error = %e, "drains and overrides not read");
+                Arc::default()
+            }
+            Err(_) => {
+                tracing::warn!(pool = pool_name, "reading drains and overrides timed out");
+                Arc::default()
             }
         }
     }
@@ -486,6 +619,12 @@ impl Router {
             ),
         }
     }
+}
+
+/// What the controls make of a pool.
+enum Controlled<'p> {
+    Override(String),
+    Pool(Cow<'p, PoolConfig>),
 }
 
 impl Inner {

@@ -471,3 +471,84 @@ async fn hostile_files_in_the_embedded_store_are_ignored_at_once() {
     let rss = origin_router_tests::services::peak_rss_kib(edge.pid()).unwrap_or(0);
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
 }
+
+/// An operator's drain and override, as `prober drain` / `prober override`
+/// store them in the embedded store a new user starts with: the binary
+/// never sends the pool to the drained origin, and follows the override
+/// whatever the ranking says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_honours_a_drain_and_an_override() {
+    use origin_router::control::{Control, ControlKind, ALL_REGIONS};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mut text = String::from(
+        "[routing.hosts]\n\"drained.test\" = \"drained\"\n\"overridden.test\" = \"overridden\"\n",
+    );
+    for p in ["drained", "overridden"] {
+        text.push_str(&format!(
+            "[pools.{p}]\norigins = [{{ id = \"best\", host = \"127.0.0.38\", port = 1025, protocol = \"http\" }}, {{ id = \"spare\", host = \"127.0.0.39\", port = 1025, protocol = \"http\" }}]\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[store]\nembedded_path = \"{}\"\n",
+        root.display()
+    ));
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(&config, text).unwrap();
+
+    let store = origin_router::store::EmbeddedStore::new(&root);
+    let now = unix_millis_now();
+    for (pool, kind, origin, region) in [
+        ("drained", ControlKind::Drain, "best", REGION),
+        ("overridden", ControlKind::Override, "spare", ALL_REGIONS),
+    ] {
+        store
+            .write(&doc(
+                pool,
+                1,
+                vec![
+                    entry("best", OriginState::Healthy, 1.0),
+                    entry("spare", OriginState::Healthy, 9.0),
+                ],
+            ))
+            .await
+            .unwrap();
+        store
+            .put_control(&Control {
+                kind,
+                pool: pool.into(),
+                region: region.into(),
+                origin: origin.into(),
+                set_at: now,
+                until: now + 600_000,
+                by: "ops".into(),
+                reason: "test".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let env: Vec<(String, String)> = vec![
+        ("ORIGIN_ROUTER_CONFIG".into(), config.display().to_string()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("RUST_LOG".into(), "error".into()),
+    ];
+    let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (answer, d, _) = invoke(&edge.api, &edge, "drained.test").await;
+        assert_eq!(
+            (d["Source"].as_str(), d["Origin"].as_str()),
+            (Some("cache"), Some("spare")),
+            "{d}"
+        );
+        assert_eq!(answer["origin"]["custom"]["domainName"], "127.0.0.39");
+        let (answer, d, _) = invoke(&edge.api, &edge, "overridden.test").await;
+        assert_eq!(
+            (d["Source"].as_str(), d["Origin"].as_str()),
+            (Some("override"), Some("spare")),
+            "{d}"
+        );
+        assert_eq!(answer["origin"]["custom"]["domainName"], "127.0.0.39");
+    }
+}

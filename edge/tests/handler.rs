@@ -10,6 +10,7 @@ use edge::decision::{Router, Source};
 use edge::handler::{handle, EdgeError};
 use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
+use origin_router::control::{Control, ControlKind, PoolControls, ALL_REGIONS};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::{MemoryStore, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use origin_router::FailureClass;
@@ -95,6 +96,12 @@ impl RankingStore for Store {
     }
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         self.inner.list_pools().await
+    }
+    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        self.inner.controls(pool).await
+    }
+    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+        self.inner.put_control(control).await
     }
 }
 
@@ -608,5 +615,194 @@ async fn a_table_failing_fast_behind_a_stale_ranking_is_not_hammered() {
     assert!(
         (3..=7).contains(&reads),
         "{reads} reads in 5 s with cache_ttl 1 s"
+    );
+}
+
+fn control(kind: ControlKind, region: &str, origin: &str, until: u64) -> Control {
+    Control {
+        kind,
+        pool: "web".into(),
+        region: region.into(),
+        origin: origin.into(),
+        set_at: NOW - 1_000,
+        until,
+        by: "alice".into(),
+        reason: "test".into(),
+    }
+}
+
+/// Records the origins each race was given; the first one wins.
+#[derive(Default)]
+struct RecordingRacer {
+    given: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl Racer for RecordingRacer {
+    async fn race(&self, origins: &[&OriginConfig], _watchdog: Duration) -> RaceOutcome {
+        self.given
+            .lock()
+            .unwrap()
+            .push(origins.iter().map(|o| o.id.clone()).collect());
+        RaceOutcome {
+            winner: origins.first().map(|o| o.id.clone()),
+            elapsed: Duration::ZERO,
+            watchdog_fired: false,
+            losers: Vec::new(),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("us", OriginState::Healthy, 50.0),
+        ],
+    ));
+    store
+        .put_control(&control(
+            ControlKind::Drain,
+            "eu-west-1",
+            "eu",
+            NOW + 60_000,
+        ))
+        .await
+        .unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Table, "us")
+    );
+
+    // Drained in every region, the default "us" too: a known_down pool
+    // goes to what is left, never to a drained default.
+    store.inner.put(doc(
+        "eu-west-1",
+        2,
+        NOW - 500,
+        vec![
+            entry("ap", OriginState::Down, 10.0),
+            entry("us", OriginState::Down, 10.0),
+        ],
+    ));
+    store
+        .put_control(&control(
+            ControlKind::Drain,
+            ALL_REGIONS,
+            "us",
+            NOW + 60_000,
+        ))
+        .await
+        .unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::KnownDown, "ap")
+    );
+
+    // No fresh ranking: the race is never given a drained origin.
+    store.inner.clear();
+    let race = Arc::new(RecordingRacer::default());
+    let r = Router::new(Arc::new(config()), "eu-west-1", store.clone(), race.clone());
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Race, "ap")
+    );
+    assert_eq!(
+        race.given.lock().unwrap().as_slice(),
+        [vec!["ap".to_string()]]
+    );
+
+    // Every origin drained: the drains are ignored (fail open).
+    store
+        .put_control(&control(
+            ControlKind::Drain,
+            ALL_REGIONS,
+            "ap",
+            NOW + 60_000,
+        ))
+        .await
+        .unwrap();
+    let race = Arc::new(RecordingRacer::default());
+    let r = Router::new(Arc::new(config()), "eu-west-1", store.clone(), race.clone());
+    handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(race.given.lock().unwrap()[0].len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_wins_until_it_expires_and_hostile_ones_are_ignored() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("ap", OriginState::Healthy, 50.0),
+        ],
+    ));
+    // An override naming an origin outside the config, and one set an
+    // hour ahead: both ignored.
+    store
+        .put_control(&control(
+            ControlKind::Override,
+            "eu-west-1",
+            "ghost",
+            NOW + 60_000,
+        ))
+        .await
+        .unwrap();
+    let mut ahead = control(ControlKind::Override, ALL_REGIONS, "ap", NOW + 3_700_000);
+    ahead.set_at = NOW + 3_600_000;
+    store.put_control(&ahead).await.unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Table, "eu")
+    );
+
+    store
+        .put_control(&control(
+            ControlKind::Override,
+            "eu-west-1",
+            "us",
+            NOW + 5_000,
+        ))
+        .await
+        .unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Override, "us")
+    );
+    assert_eq!(custom(&h.request)["domainName"], "origin-us.example.net");
+    // Another region's edge is not overridden.
+    let other = router(store.clone(), racer(None, 0), "us-east-1");
+    assert_ne!(
+        handle(&other, event(), NOW).await.unwrap().decision.source,
+        Source::Override
+    );
+    // From the cache, until it expires; then the ranking again.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let h = handle(&r, event(), NOW + 500).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Override, "us")
+    );
+    let h = handle(&r, event(), NOW + 5_000).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Cache, "eu")
     );
 }

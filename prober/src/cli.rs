@@ -12,9 +12,11 @@ use origin_router::store::{self, ClientTuning, DynamoStore, EmbeddedStore, Ranki
 
 use crate::coord::LocalSeq;
 use crate::identity::Identity;
+use crate::operate::{self, SetControl};
 use crate::report;
 use crate::round;
 use crate::worker;
+use origin_router::control::ControlKind;
 
 /// Origin Router regional prober: times every origin from this region,
 /// agrees with the region's other workers through Redis, and publishes
@@ -134,6 +136,75 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_poll)]
         poll: std::time::Duration,
     },
+    /// Take an origin out of service: it is never chosen (by a ranking,
+    /// the edge or its race) until the drain expires or is undone.
+    Drain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        origin: String,
+        #[command(flatten)]
+        regions: crate::operate::Regions,
+        /// How long (30m, 2h, 1d); at most 7 days.
+        #[arg(long = "for", default_value = "1h", allow_hyphen_values = true)]
+        duration: String,
+        /// Why (shown by `status`).
+        #[arg(long)]
+        reason: String,
+        /// Who sets it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Undo `drain` of an origin.
+    Undrain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        origin: String,
+        #[command(flatten)]
+        regions: crate::operate::Regions,
+    },
+    /// Send every request of a pool to one origin, whatever the ranking
+    /// says, until it expires; or `--clear` the pool's override.
+    Override {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        /// The origin (not with --clear).
+        #[arg(required_unless_present = "clear")]
+        origin: Option<String>,
+        #[command(flatten)]
+        regions: crate::operate::Regions,
+        /// How long (30m, 2h); at most 24 hours.
+        #[arg(
+            long = "for",
+            required_unless_present = "clear",
+            allow_hyphen_values = true
+        )]
+        duration: Option<String>,
+        /// Why (shown by `status`).
+        #[arg(long, required_unless_present = "clear")]
+        reason: Option<String>,
+        /// Who sets it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Replace an override in force.
+        #[arg(long)]
+        replace: bool,
+        /// Remove the pool's override instead.
+        #[arg(long, conflicts_with_all = ["duration", "reason", "replace"])]
+        clear: bool,
+    },
+    /// Per pool and region: the ranking (top, states, age) and the drains
+    /// and overrides in force, who set them, why and until when.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pool: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Create the DynamoDB table for local use and tests (in AWS the deploy
     /// templates own it).
     InitTable {
@@ -229,6 +300,68 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
             };
             dashboard(&config, listen, poll).await
         }
+        Command::Drain {
+            config,
+            pool,
+            origin,
+            regions,
+            duration,
+            reason,
+            by,
+        } => {
+            let request = SetControl {
+                kind: ControlKind::Drain,
+                pool,
+                origin,
+                regions,
+                duration,
+                reason,
+                by,
+                replace: true,
+            };
+            operate::set(&load(&config)?, request).await
+        }
+        Command::Undrain {
+            config,
+            pool,
+            origin,
+            regions,
+        } => {
+            let config = load(&config)?;
+            operate::clear(&config, ControlKind::Drain, &pool, Some(&origin), &regions).await
+        }
+        Command::Override {
+            config,
+            pool,
+            origin,
+            regions,
+            duration,
+            reason,
+            by,
+            replace,
+            clear,
+        } => {
+            let config = load(&config)?;
+            if clear {
+                return operate::clear(&config, ControlKind::Override, &pool, None, &regions).await;
+            }
+            let request = SetControl {
+                kind: ControlKind::Override,
+                pool,
+                origin: origin.unwrap_or_default(),
+                regions,
+                duration: duration.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+                by,
+                replace,
+            };
+            operate::set(&config, request).await
+        }
+        Command::Status {
+            config,
+            pool,
+            format,
+        } => operate::status(&load(&config)?, pool.as_deref(), format).await,
         Command::InitTable { config } => {
             let config = load(&config)?;
             let region = Identity::from_config(&config).region;

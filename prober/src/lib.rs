@@ -15,8 +15,10 @@
 pub mod cli;
 pub mod coord;
 pub mod dashboard;
+pub mod events;
 pub mod identity;
 pub mod metrics;
+pub mod operate;
 pub mod pacing;
 pub mod publish;
 pub mod report;

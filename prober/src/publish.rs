@@ -34,6 +34,8 @@ pub struct Publisher {
 
 struct Shared {
     pending: Mutex<BTreeMap<String, RankingDocument>>,
+    /// The last ranking submitted per pool, for state-change events.
+    last: Mutex<BTreeMap<String, RankingDocument>>,
     notify: Notify,
     idle: Notify,
     in_progress: Mutex<usize>,
@@ -49,6 +51,7 @@ impl Publisher {
     pub fn spawn(store: Arc<dyn RankingStore>, region: String) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(BTreeMap::new()),
+            last: Mutex::new(BTreeMap::new()),
             notify: Notify::new(),
             idle: Notify::new(),
             in_progress: Mutex::new(0),
@@ -59,6 +62,13 @@ impl Publisher {
 
     /// Queues `doc`, replacing any older pending ranking of its pool.
     pub fn submit(&self, doc: RankingDocument) {
+        {
+            let mut last = self.shared.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.get(&doc.pool).is_none_or(|l| l.seq < doc.seq) {
+                crate::events::log(last.get(&doc.pool), &doc);
+                last.insert(doc.pool.clone(), doc.clone());
+            }
+        }
         let mut pending = self.shared.pending();
         match pending.get(&doc.pool) {
             Some(queued) if queued.seq >= doc.seq => {}

@@ -94,3 +94,9 @@ pub fn ranking_table(doc: &RankingDocument, now: UnixMillis) -> String {
     }
     out
 }
+
+/// A Unix-ms time as RFC 3339 UTC, to the second.
+pub fn utc(ms: UnixMillis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

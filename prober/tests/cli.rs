@@ -60,6 +60,10 @@ fn every_subcommand_has_help() {
         "rankings",
         "init-table",
         "healthcheck",
+        "drain",
+        "undrain",
+        "override",
+        "status",
     ] {
         let out = run_ok(prober(None).args([sub, "--help"]));
         assert!(out.contains("Usage: prober"), "{sub}: {out}");

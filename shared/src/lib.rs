@@ -6,6 +6,7 @@
 //! - [`sample`]: probe results, per-phase timings and failure classes;
 //! - [`geo`]: AWS region geography for nearest-region fallback;
 //! - [`document`]: the published ranking and its JSON codec;
+//! - [`control`]: operators' drains and overrides, stored next to rankings;
 //! - [`probe`]: the probe engine (DNS, TCP, TLS, first byte timed apart);
 //! - [`ranking`]: the pure ranking engine (rise/fall, decay, quorum,
 //!   hysteresis);
@@ -17,6 +18,7 @@
 //! (scheduling, coordination, publishing) in `prober`.
 
 pub mod config;
+pub mod control;
 pub mod document;
 pub mod geo;
 pub mod probe;

@@ -32,6 +32,7 @@ use nix::fcntl::OFlag;
 
 use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::is_name;
+use crate::control::{Control, PoolControls, MAX_CONTROL_BYTES};
 use crate::document::{RankingDocument, MAX_JSON_BYTES};
 use crate::sample::unix_millis_now;
 
@@ -235,6 +236,108 @@ impl EmbeddedStore {
         }
     }
 
+    /// Controls are files `ROOT/POOL/KEY.ctl` (KEY as [`Control::key`]),
+    /// read with the same hardening as rankings; a ranking reader skips
+    /// them (not `.json`).
+    fn controls_blocking(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        let dir = self.pool_dir(pool)?;
+        let mut out = PoolControls::default();
+        if !self.check_root()? || !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(out);
+        }
+        let entries = fs::read_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".ctl").filter(|k| !k.starts_with('.')) else {
+                continue;
+            };
+            let decoded = read_bytes(&entry.path(), MAX_CONTROL_BYTES).and_then(|bytes| {
+                let bytes = bytes.ok_or("is a directory")?;
+                Control::from_json(&bytes).map_err(|e| e.to_string())
+            });
+            match decoded {
+                Ok(c) if c.pool == pool && c.key() == key => out.controls.push(c),
+                Ok(c) => out.skipped.push((
+                    key.to_string(),
+                    format!("file holds pool `{}` key `{}`", c.pool, c.key()),
+                )),
+                Err(reason) => out.skipped.push((key.to_string(), reason)),
+            }
+        }
+        out.controls.sort_by_key(Control::key);
+        Ok(out)
+    }
+
+    fn put_control_blocking(&self, control: &Control) -> Result<(), StoreError> {
+        control
+            .validate()
+            .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
+        let dir = self.pool_dir(&control.pool)?;
+        self.ensure_root()?;
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::Unsafe {
+                    path: dir.display().to_string(),
+                    why: "is not a directory".into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_error(&dir, e))?,
+            Err(e) => return Err(io_error(&dir, e)),
+        }
+        let _lock = lock_pool(&dir)?;
+        let path = dir.join(format!("{}.ctl", control.key()));
+        let tmp = dir.join(format!(
+            ".{}.ctl.{}.{}.tmp",
+            control.key(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(no_follow_no_block())
+                .open(&tmp)?;
+            file.write_all(control.to_json().as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error(&path, e));
+        }
+        Ok(())
+    }
+
+    fn delete_control_blocking(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        let dir = self.pool_dir(pool)?;
+        let key_ok = !key.is_empty()
+            && key.len() <= 200
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-#".contains(&b))
+            && !key.starts_with('.');
+        if !key_ok {
+            return Err(StoreError::InvalidName(key.chars().take(64).collect()));
+        }
+        if !self.check_root()? || !dir.is_dir() {
+            return Ok(false);
+        }
+        let _lock = lock_pool(&dir)?;
+        let path = dir.join(format!("{key}.ctl"));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(&path, e)),
+        }
+    }
+
     fn list_pools_blocking(&self) -> Result<Vec<String>, StoreError> {
         if !self.check_root()? {
             return Ok(Vec::new());
@@ -297,6 +400,18 @@ fn lock_pool(dir: &Path) -> Result<File, StoreError> {
 /// ours to read (a directory), `Err` with the reason for anything hostile
 /// or broken.
 fn read_doc(path: &Path) -> Result<Option<RankingDocument>, String> {
+    match read_bytes(path, MAX_JSON_BYTES)? {
+        None => Ok(None),
+        Some(bytes) => RankingDocument::from_json(&bytes)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads one file of the store up to `limit` bytes, with the hardening of
+/// the module doc: `Ok(None)` for a directory, `Err` with the reason for a
+/// link, a FIFO, a device or an oversize file.
+fn read_bytes(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, String> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(no_follow_no_block())
@@ -316,17 +431,13 @@ fn read_doc(path: &Path) -> Result<Option<RankingDocument>, String> {
         return Err("is not a regular file (a FIFO, socket or device is never read)".into());
     }
     let mut bytes = Vec::new();
-    file.take(MAX_JSON_BYTES as u64 + 1)
+    file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_JSON_BYTES {
-        return Err(format!(
-            "is larger than the {MAX_JSON_BYTES}-byte document limit"
-        ));
+    if bytes.len() > limit {
+        return Err(format!("is larger than the {limit}-byte limit"));
     }
-    RankingDocument::from_json(&bytes)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Ok(Some(bytes))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -368,6 +479,21 @@ impl RankingStore for EmbeddedStore {
         let store = self.clone();
         blocking(move || store.list_pools_blocking()).await
     }
+
+    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        let (store, pool) = (self.clone(), pool.to_string());
+        blocking(move || store.controls_blocking(&pool)).await
+    }
+
+    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+        let (store, control) = (self.clone(), control.clone());
+        blocking(move || store.put_control_blocking(&control)).await
+    }
+
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        let (store, pool, key) = (self.clone(), pool.to_string(), key.to_string());
+        blocking(move || store.delete_control_blocking(&pool, &key)).await
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +507,25 @@ mod tests {
     async fn embedded_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         super::super::contract::check(&EmbeddedStore::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn embedded_store_controls_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::EmbeddedStore::new(dir.path().join("store"));
+        super::super::contract::controls(&store).await;
+        // A hostile control file is skipped with a reason; rankings of the
+        // pool still read and never see the control files.
+        let pool = dir.path().join("store/web");
+        std::fs::write(pool.join("drain#eu-west-1#x.ctl"), "{not json").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", pool.join("drain#eu-west-1#y.ctl")).unwrap();
+        let read = store.controls("web").await.unwrap();
+        assert_eq!(read.skipped.len(), 2, "{:?}", read.skipped);
+        assert!(read
+            .skipped
+            .iter()
+            .any(|(k, why)| k == "drain#eu-west-1#y" && why.contains("symbolic link")));
+        assert!(store.read_pool("web").await.unwrap().skipped.is_empty());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use crate::control::{Control, PoolControls};
 use crate::document::RankingDocument;
 use crate::sample::unix_millis_now;
 
@@ -13,6 +14,7 @@ use crate::sample::unix_millis_now;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<(String, String), RankingDocument>>,
+    controls: Mutex<BTreeMap<(String, String), Control>>,
 }
 
 impl MemoryStore {
@@ -80,6 +82,38 @@ impl RankingStore for MemoryStore {
         pools.dedup();
         Ok(pools)
     }
+
+    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        let controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(PoolControls {
+            controls: controls
+                .iter()
+                .filter(|((p, _), _)| p == pool)
+                .map(|(_, c)| c.clone())
+                .collect(),
+            skipped: Vec::new(),
+        })
+    }
+
+    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+        control
+            .validate()
+            .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((control.pool.clone(), control.key()), control.clone());
+        Ok(())
+    }
+
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(pool.to_string(), key.to_string()))
+            .is_some())
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +121,11 @@ mod tests {
     #[tokio::test]
     async fn memory_store_contract() {
         super::super::contract::check(&super::MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_controls_contract() {
+        super::super::contract::controls(&super::MemoryStore::new()).await;
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
 use crate::config::StoreConfig;
+use crate::control::{Control, PoolControls};
 use crate::document::{seq_ceiling, RankingDocument};
 use crate::sample::UnixMillis;
 
@@ -69,6 +70,10 @@ pub enum StoreError {
     Dynamo(String),
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    #[error("invalid control: {0}")]
+    InvalidControl(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{path}: refusing an unsafe store location: {why}")]
     Unsafe { path: String, why: String },
 }
@@ -78,7 +83,11 @@ impl StoreError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            StoreError::Invalid(_) | StoreError::InvalidName(_) | StoreError::Unsafe { .. }
+            StoreError::Invalid(_)
+                | StoreError::InvalidName(_)
+                | StoreError::InvalidControl(_)
+                | StoreError::Unsupported(_)
+                | StoreError::Unsafe { .. }
         )
     }
 }
@@ -109,6 +118,34 @@ pub trait RankingStore: Send + Sync + 'static {
 
     /// Pools that have at least one ranking.
     async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The drains and overrides stored for `pool` (in force or expired:
+    /// filter with [`crate::control::active`]), plus the items that could
+    /// not be decoded. The read the CLI's `status` and a dashboard use.
+    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        let _ = pool;
+        Err(StoreError::Unsupported(
+            "this store does not hold drains or overrides yet".into(),
+        ))
+    }
+
+    /// Stores `control` under its key, replacing the one there. A control
+    /// failing [`Control::validate`] is an error, never stored.
+    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+        let _ = control;
+        Err(StoreError::Unsupported(
+            "this store does not hold drains or overrides yet".into(),
+        ))
+    }
+
+    /// Removes the control with `key` ([`Control::key`]) of `pool`; returns
+    /// whether there was one.
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        let _ = (pool, key);
+        Err(StoreError::Unsupported(
+            "this store does not hold drains or overrides yet".into(),
+        ))
+    }
 }
 
 /// The store a configuration names: the DynamoDB table if one is set (the
@@ -220,6 +257,39 @@ pub(crate) mod contract {
         let read = store.read_pool("web").await.unwrap();
         assert_eq!(read.rankings.len(), 1);
         assert_eq!(read.rankings[0].region, "us-east-1");
+    }
+
+    /// Controls: put, read back, replace by key, delete.
+    pub async fn controls(store: &dyn RankingStore) {
+        use crate::control::tests::drain;
+        assert!(store.controls("web").await.unwrap().controls.is_empty());
+        let a = drain("a", 1_000, 61_000);
+        store.put_control(&a).await.unwrap();
+        let mut b = drain("b", 1_000, 61_000);
+        store.put_control(&b).await.unwrap();
+        assert_eq!(
+            store.controls("web").await.unwrap().controls,
+            [a.clone(), b.clone()]
+        );
+        b.reason = "longer maintenance".into();
+        store.put_control(&b).await.unwrap();
+        assert_eq!(
+            store.controls("web").await.unwrap().controls,
+            [a.clone(), b.clone()]
+        );
+        assert!(store.controls("api").await.unwrap().controls.is_empty());
+
+        let mut bad = a.clone();
+        bad.until = bad.set_at;
+        let err = store.put_control(&bad).await.unwrap_err();
+        assert!(
+            err.is_permanent() && err.to_string().contains("until"),
+            "{err}"
+        );
+
+        assert!(store.delete_control("web", &a.key()).await.unwrap());
+        assert!(!store.delete_control("web", &a.key()).await.unwrap());
+        assert_eq!(store.controls("web").await.unwrap().controls, [b]);
     }
 
     /// A stored ranking whose seq a runaway clock pushed beyond the

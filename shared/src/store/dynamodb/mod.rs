@@ -26,6 +26,7 @@ pub mod codec;
 
 use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::StoreConfig;
+use crate::control::{Control, PoolControls};
 use crate::document::{seq_ceiling, RankingDocument};
 use crate::sample::unix_millis_now;
 use codec::TTL_ATTRIBUTE;
@@ -199,6 +200,10 @@ impl RankingStore for DynamoStore {
                 Some(AttributeValue::S(r)) => r.chars().take(64).collect(),
                 _ => "?".to_string(),
             };
+            // A drain or override (sort key `KIND#...`): read by `controls`.
+            if region.contains('#') {
+                continue;
+            }
             match codec::from_item(item) {
                 Ok(doc) if doc.pool == pool => out.rankings.push(doc),
                 Ok(doc) => out
@@ -260,6 +265,71 @@ impl RankingStore for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         Ok(deleted.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// Controls are items of the pool's partition whose sort key is
+    /// [`Control::key`] (`#` never appears in a region), the control's
+    /// JSON in attribute `control`, removed by the table's TTL an hour
+    /// after `until`.
+    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
+        let mut out = PoolControls::default();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#p = :p")
+            .expression_attribute_names("#p", "pool")
+            .expression_attribute_values(":p", AttributeValue::S(pool.to_string()))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(dynamo_error)?;
+            let key: String = match item.get("region") {
+                Some(AttributeValue::S(r)) if r.contains('#') => r.chars().take(200).collect(),
+                _ => continue,
+            };
+            let decoded = match item.get("control") {
+                Some(AttributeValue::S(json)) => {
+                    Control::from_json(json.as_bytes()).map_err(|e| e.to_string())
+                }
+                _ => Err("no string attribute `control`".to_string()),
+            };
+            match decoded {
+                Ok(c) if c.pool == pool && c.key() == key => out.controls.push(c),
+                Ok(c) => out.skipped.push((
+                    key,
+                    format!("item holds pool `{}` key `{}`", c.pool, c.key()),
+                )),
+                Err(reason) => out.skipped.push((key, reason)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+        control
+            .validate()
+            .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
+        let expires_at = control.until / 1000 + 3600;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pool", AttributeValue::S(control.pool.clone()))
+            .item("region", AttributeValue::S(control.key()))
+            .item("control", AttributeValue::S(control.to_json()))
+            .item(TTL_ATTRIBUTE, AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        if !key.contains('#') {
+            return Err(StoreError::InvalidName(key.chars().take(64).collect()));
+        }
+        self.delete(pool, key).await
     }
 
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {

@@ -1,0 +1,282 @@
+//! The operator commands: `drain`, `undrain`, `override` and `status`.
+//!
+//! Each checks what the operator typed against the configuration first
+//! (pool, origin, region, duration), so a typo is an error naming the bad
+//! value, never a control on a pool no edge serves.
+
+use std::sync::Arc;
+
+use origin_router::config::{is_name, Config};
+use origin_router::control::{
+    self, parse_duration, Control, ControlKind, PoolControls, ALL_REGIONS,
+};
+use origin_router::sample::unix_millis_now;
+use origin_router::store::{self, ClientTuning, RankingStore};
+
+use crate::cli::{CliError, Format};
+use crate::identity::Identity;
+use crate::report;
+
+/// Where a control applies: the regions named, or every region.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Regions {
+    /// A region the control applies in (repeatable). Default: every region.
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Every region (the default when no --region is given).
+    #[arg(long, conflicts_with = "regions")]
+    pub all_regions: bool,
+}
+
+impl Regions {
+    fn resolve(&self) -> Result<Vec<String>, CliError> {
+        if self.all_regions || self.regions.is_empty() {
+            return Ok(vec![ALL_REGIONS.to_string()]);
+        }
+        for r in &self.regions {
+            if !is_name(r) || r == ALL_REGIONS {
+                return Err(format!("--region `{r}` is not a valid region name").into());
+            }
+        }
+        Ok(self.regions.clone())
+    }
+}
+
+/// Who sets a control: `--by`, else the login name.
+fn who(by: Option<String>) -> Result<String, CliError> {
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|b| !b.trim().is_empty())
+        .ok_or("say who sets this with --by (no USER in the environment)")?;
+    Ok(by)
+}
+
+/// Checks that `pool` and `origin` are in the config.
+fn check_target(config: &Config, pool: &str, origin: &str) -> Result<(), CliError> {
+    let Some(p) = config.pools.get(pool) else {
+        let known: Vec<&str> = config.pools.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown pool `{pool}` (the config has: {})",
+            known.join(", ")
+        )
+        .into());
+    };
+    if p.origin(origin).is_none() {
+        let known: Vec<&str> = p.origins.iter().map(|o| o.id.as_str()).collect();
+        return Err(format!(
+            "unknown origin `{origin}` in pool `{pool}` (it has: {})",
+            known.join(", ")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn open(config: &Config) -> Arc<dyn RankingStore> {
+    let here = Identity::from_config(config).region;
+    store::open(&config.store, &here, ClientTuning::default()).await
+}
+
+/// Everything `drain` and `override` need to set a control.
+pub struct SetControl {
+    pub kind: ControlKind,
+    pub pool: String,
+    pub origin: String,
+    pub regions: Regions,
+    pub duration: String,
+    pub reason: String,
+    pub by: Option<String>,
+    /// Override only: replace one in force.
+    pub replace: bool,
+}
+
+pub async fn set(config: &Config, req: SetControl) -> Result<(), CliError> {
+    check_target(config, &req.pool, &req.origin)?;
+    let lasts = parse_duration(&req.duration, req.kind).map_err(|e| format!("--for: {e}"))?;
+    let regions = req.regions.resolve()?;
+    let by = who(req.by)?;
+    let store = open(config).await;
+    let now = unix_millis_now();
+    let controls: Vec<Control> = regions
+        .iter()
+        .map(|region| Control {
+            kind: req.kind,
+            pool: req.pool.clone(),
+            region: region.clone(),
+            origin: req.origin.clone(),
+            set_at: now,
+            until: now + lasts.as_millis() as u64,
+            by: by.clone(),
+            reason: req.reason.clone(),
+        })
+        .collect();
+    for c in &controls {
+        c.validate().map_err(|e| format!("{e}"))?;
+    }
+    if req.kind == ControlKind::Override && !req.replace {
+        let stored = store.controls(&req.pool).await?;
+        for c in &controls {
+            let clash = stored.controls.iter().find(|s| {
+                s.kind == ControlKind::Override
+                    && s.in_force(now)
+                    && (s.region == c.region || s.region == ALL_REGIONS || c.region == ALL_REGIONS)
+            });
+            if let Some(s) = clash {
+                return Err(format!(
+                    "an override of pool `{}` to `{}` in {} is in force until {} (set by {}: {}); \
+                     add --replace to replace it or clear it with --clear",
+                    s.pool,
+                    s.origin,
+                    s.region,
+                    report::utc(s.until),
+                    s.by,
+                    s.reason
+                )
+                .into());
+            }
+        }
+    }
+    for c in &controls {
+        store.put_control(c).await?;
+        tracing::info!(
+            kind = ?c.kind, pool = %c.pool, region = %c.region, origin = %c.origin,
+            until = c.until, by = %c.by, reason = %c.reason, "control set"
+        );
+        println!(
+            "{} {} of pool {} in {} until {} ({})",
+            match c.kind {
+                ControlKind::Drain => "drained",
+                ControlKind::Override => "override to",
+            },
+            c.origin,
+            c.pool,
+            c.region,
+            report::utc(c.until),
+            store::describe(&config.store)
+        );
+    }
+    Ok(())
+}
+
+/// Removes the drains of `origin` (kind Drain) or the overrides of `pool`
+/// (kind Override) in `regions`.
+pub async fn clear(
+    config: &Config,
+    kind: ControlKind,
+    pool: &str,
+    origin: Option<&str>,
+    regions: &Regions,
+) -> Result<(), CliError> {
+    match origin {
+        Some(o) => check_target(config, pool, o)?,
+        None if !config.pools.contains_key(pool) => {
+            return Err(format!("unknown pool `{pool}`").into())
+        }
+        None => {}
+    }
+    let store = open(config).await;
+    let stored = store.controls(pool).await?;
+    let everywhere = regions.all_regions || regions.regions.is_empty();
+    let mut removed = 0;
+    for c in stored.controls.iter().filter(|c| {
+        c.kind == kind
+            && origin.is_none_or(|o| c.origin == o)
+            && (everywhere || regions.regions.contains(&c.region))
+    }) {
+        if store.delete_control(pool, &c.key()).await? {
+            removed += 1;
+            tracing::info!(kind = ?c.kind, pool = %c.pool, region = %c.region, origin = %c.origin, "control removed");
+        }
+    }
+    println!("removed {removed} {kind:?} control(s) of pool {pool}");
+    Ok(())
+}
+
+/// `prober status`: per pool, each region's ranking and the controls.
+pub async fn status(config: &Config, pool: Option<&str>, format: Format) -> Result<(), CliError> {
+    if let Some(p) = pool {
+        if !config.pools.contains_key(p) {
+            return Err(format!("unknown pool `{p}`").into());
+        }
+    }
+    let store = open(config).await;
+    let now = unix_millis_now();
+    let pools: Vec<&String> = config
+        .pools
+        .keys()
+        .filter(|p| pool.is_none_or(|w| w == p.as_str()))
+        .collect();
+    let mut out = serde_json::Map::new();
+    for p in pools {
+        let read = store.read_pool(p).await?;
+        let controls = match store.controls(p).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pool {p}: drains and overrides not read: {e}");
+                PoolControls::default()
+            }
+        };
+        let in_force: Vec<&Control> = controls
+            .controls
+            .iter()
+            .filter(|c| c.in_force(now))
+            .collect();
+        for (key, why) in &controls.skipped {
+            eprintln!("skipped unreadable control {p}/{key}: {why}");
+        }
+        for c in &controls.controls {
+            let (_, ignored) = control::active(std::slice::from_ref(c), config, p, &c.region, now);
+            for (c, why) in ignored {
+                eprintln!("ignored control {p}/{}: {why}", c.key());
+            }
+        }
+        match format {
+            Format::Json => {
+                let rankings: Vec<serde_json::Value> = read
+                    .rankings
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(d).expect("documents serialize");
+                        v["age_ms"] = d.age_ms(now).into();
+                        v
+                    })
+                    .collect();
+                out.insert(
+                    p.clone(),
+                    serde_json::json!({ "rankings": rankings, "controls": in_force }),
+                );
+            }
+            Format::Table => {
+                println!("pool {p}");
+                if read.rankings.is_empty() {
+                    println!("  no rankings published");
+                }
+                for d in &read.rankings {
+                    print!("{}", report::ranking_table(d, now));
+                }
+                if in_force.is_empty() {
+                    println!("  no drains or overrides in force");
+                }
+                for c in in_force {
+                    println!(
+                        "  {:<8} {:<16} region {:<14} until {} by {}: {}",
+                        match c.kind {
+                            ControlKind::Drain => "drained",
+                            ControlKind::Override => "override",
+                        },
+                        c.origin,
+                        c.region,
+                        report::utc(c.until),
+                        c.by,
+                        c.reason
+                    );
+                }
+                println!();
+            }
+        }
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
