@@ -43,11 +43,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::report::{CliError, Format};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Source {
@@ -225,9 +221,6 @@ pub fn init_tracing(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
-
-/// Errors of the CLI, printed as `error: ...`.
-pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {

@@ -13,9 +13,9 @@ use origin_router::control::{
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{self, ClientTuning, RankingStore};
 
-use crate::cli::{CliError, Format};
 use crate::identity::Identity;
 use crate::report;
+use crate::report::{CliError, Format};
 
 /// Where a control applies: the regions named, or every region.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -2,8 +2,20 @@
 
 use std::fmt::Write;
 
+use clap::ValueEnum;
+
 use origin_router::document::RankingDocument;
 use origin_router::sample::{Outcome, Sample, UnixMillis};
+
+/// How a command prints what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// The error of an operator command, printed as `error: ...`.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Formats a duration in ms with sensible precision.
 fn ms(d: std::time::Duration) -> String {
