@@ -174,6 +174,21 @@ pub struct Decision {
     pub elapsed: Duration,
 }
 
+impl Decision {
+    /// A decision that no ranking made (passthrough, override, race).
+    fn unranked(pool: &str, origin: String, source: Source, started: Instant) -> Self {
+        Decision {
+            pool: pool.to_string(),
+            origin,
+            source,
+            ranking_region: None,
+            ranking_age_ms: None,
+            losers: Vec::new(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 struct Cached {
     rankings: Arc<Vec<RankingDocument>>,
     fetched: Instant,
@@ -246,27 +261,11 @@ impl Router {
         let edge = &inner.config.edge;
         let deadline = started + edge.race_watchdog;
         let Some(pool) = inner.config.pools.get(pool_name) else {
-            return Decision {
-                pool: pool_name.to_string(),
-                origin: String::new(),
-                source: Source::Passthrough,
-                ranking_region: None,
-                ranking_age_ms: None,
-                losers: Vec::new(),
-                elapsed: started.elapsed(),
-            };
+            return Decision::unranked(pool_name, String::new(), Source::Passthrough, started);
         };
         let pool = match self.controlled(pool_name, pool, now) {
             Controlled::Override(origin) => {
-                return Decision {
-                    pool: pool_name.to_string(),
-                    origin,
-                    source: Source::Override,
-                    ranking_region: None,
-                    ranking_age_ms: None,
-                    losers: Vec::new(),
-                    elapsed: started.elapsed(),
-                }
+                return Decision::unranked(pool_name, origin, Source::Override, started)
             }
             Controlled::Pool(pool) => pool,
         };
@@ -346,15 +345,7 @@ impl Router {
             if read_in_foreground {
                 self.refresh_in_background(pool_name);
             }
-            return Decision {
-                pool: pool_name.to_string(),
-                origin: winner,
-                source: Source::Race,
-                ranking_region: None,
-                ranking_age_ms: None,
-                losers: Vec::new(),
-                elapsed: started.elapsed(),
-            };
+            return Decision::unranked(pool_name, winner, Source::Race, started);
         }
 
         // 4: the table, within what is left of the deadline.
@@ -367,15 +358,7 @@ impl Router {
                 let configured = &inner.config.pools[pool_name];
                 let pool = match self.controlled(pool_name, configured, now) {
                     Controlled::Override(origin) => {
-                        return Decision {
-                            pool: pool_name.to_string(),
-                            origin,
-                            source: Source::Override,
-                            ranking_region: None,
-                            ranking_age_ms: None,
-                            losers: Vec::new(),
-                            elapsed: started.elapsed(),
-                        }
+                        return Decision::unranked(pool_name, origin, Source::Override, started)
                     }
                     Controlled::Pool(pool) => pool,
                 };
@@ -389,15 +372,9 @@ impl Router {
         // 5: the live race, with the rest of the deadline, among the
         // origins the controls leave (a read above may have brought them).
         match self.controlled(pool_name, &inner.config.pools[pool_name], now) {
-            Controlled::Override(origin) => Decision {
-                pool: pool_name.to_string(),
-                origin,
-                source: Source::Override,
-                ranking_region: None,
-                ranking_age_ms: None,
-                losers: Vec::new(),
-                elapsed: started.elapsed(),
-            },
+            Controlled::Override(origin) => {
+                Decision::unranked(pool_name, origin, Source::Override, started)
+            }
             Controlled::Pool(pool) => self.race(pool_name, &pool, started, deadline).await,
         }
     }

@@ -108,6 +108,35 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// The pool's directory, created `0700` if missing (under a checked
+    /// root). Losing the race to create it to another writer is fine; a
+    /// link or a file in its place is not.
+    fn ensure_pool_dir(&self, pool: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.pool_dir(pool)?;
+        self.ensure_root()?;
+        let not_a_dir = || StoreError::Unsafe {
+            path: dir.display().to_string(),
+            why: "is not a directory".into(),
+        };
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(not_a_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match DirBuilder::new().mode(0o700).create(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                            return Err(not_a_dir());
+                        }
+                    }
+                    Err(e) => return Err(io_error(&dir, e)),
+                }
+            }
+            Err(e) => return Err(io_error(&dir, e)),
+        }
+        Ok(dir)
+    }
+
     fn pool_dir(&self, pool: &str) -> Result<PathBuf, StoreError> {
         if !is_name(pool) {
             return Err(StoreError::InvalidName(pool.chars().take(64).collect()));
@@ -158,34 +187,7 @@ impl EmbeddedStore {
         let now = unix_millis_now();
         doc.validate()?;
         doc.check_clock(now)?;
-        let dir = self.pool_dir(&doc.pool)?;
-        self.ensure_root()?;
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(StoreError::Unsafe {
-                    path: dir.display().to_string(),
-                    why: "is not a directory".into(),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match DirBuilder::new().mode(0o700).create(&dir) {
-                    Ok(()) => {}
-                    // Another writer created it first: fine if it is a
-                    // directory (not a link or a file put there since).
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                            return Err(StoreError::Unsafe {
-                                path: dir.display().to_string(),
-                                why: "is not a directory".into(),
-                            });
-                        }
-                    }
-                    Err(e) => return Err(io_error(&dir, e)),
-                }
-            }
-            Err(e) => return Err(io_error(&dir, e)),
-        }
+        let dir = self.ensure_pool_dir(&doc.pool)?;
         let _lock = lock_pool(&dir)?;
         let path = dir.join(format!("{}.json", doc.region));
         if let Ok(Some(stored)) = read_doc(&path) {
@@ -193,27 +195,11 @@ impl EmbeddedStore {
                 return Ok(WriteOutcome::Stale);
             }
         }
-        let tmp = dir.join(format!(
-            ".{}.json.{}.{}.tmp",
-            doc.region,
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(no_follow_no_block())
-                .open(&tmp)?;
-            file.write_all(doc.to_json().as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error(&path, e));
-        }
+        replace_file(
+            &dir,
+            &format!("{}.json", doc.region),
+            doc.to_json().as_bytes(),
+        )?;
         Ok(WriteOutcome::Written)
     }
 
@@ -273,45 +259,13 @@ impl EmbeddedStore {
         control
             .validate()
             .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
-        let dir = self.pool_dir(&control.pool)?;
-        self.ensure_root()?;
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(StoreError::Unsafe {
-                    path: dir.display().to_string(),
-                    why: "is not a directory".into(),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_error(&dir, e))?,
-            Err(e) => return Err(io_error(&dir, e)),
-        }
+        let dir = self.ensure_pool_dir(&control.pool)?;
         let _lock = lock_pool(&dir)?;
-        let path = dir.join(format!("{}.ctl", control.key()));
-        let tmp = dir.join(format!(
-            ".{}.ctl.{}.{}.tmp",
-            control.key(),
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(no_follow_no_block())
-                .open(&tmp)?;
-            file.write_all(control.to_json().as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error(&path, e));
-        }
+        replace_file(
+            &dir,
+            &format!("{}.ctl", control.key()),
+            control.to_json().as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -354,6 +308,35 @@ impl EmbeddedStore {
         pools.sort();
         Ok(pools)
     }
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a new `0600` file
+/// (never following a link), synced, then renamed over the old one, so a
+/// reader sees the old content or the new, never a torn one. The caller
+/// holds the pool's lock.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(no_follow_no_block())
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(&path, e));
+    }
+    Ok(())
 }
 
 /// Takes the pool's writer lock, waiting at most [`LOCK_WAIT`]; released

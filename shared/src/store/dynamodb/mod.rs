@@ -180,12 +180,14 @@ where
     StoreError::Dynamo(message)
 }
 
-#[async_trait]
-impl RankingStore for DynamoStore {
-    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
-        let mut out = PoolRankings::default();
-        let mut pages = self
-            .client
+impl DynamoStore {
+    /// Every item of the pool's partition (rankings and controls), page
+    /// by page, once sent.
+    fn partition(
+        &self,
+        pool: &str,
+    ) -> aws_sdk_dynamodb::operation::query::paginator::QueryPaginatorItems {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#p = :p")
@@ -193,7 +195,14 @@ impl RankingStore for DynamoStore {
             .expression_attribute_values(":p", AttributeValue::S(pool.to_string()))
             .into_paginator()
             .items()
-            .send();
+    }
+}
+
+#[async_trait]
+impl RankingStore for DynamoStore {
+    async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+        let mut out = PoolRankings::default();
+        let mut pages = self.partition(pool).send();
         while let Some(item) = pages.next().await {
             let item = item.map_err(dynamo_error)?;
             let region = match item.get("region") {
@@ -273,16 +282,7 @@ impl RankingStore for DynamoStore {
     /// after `until`.
     async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
         let mut out = PoolControls::default();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#p = :p")
-            .expression_attribute_names("#p", "pool")
-            .expression_attribute_values(":p", AttributeValue::S(pool.to_string()))
-            .into_paginator()
-            .items()
-            .send();
+        let mut pages = self.partition(pool).send();
         while let Some(item) = pages.next().await {
             let item = item.map_err(dynamo_error)?;
             let key: String = match item.get("region") {
