@@ -36,7 +36,7 @@ use std::borrow::Cow;
 
 use origin_router::config::{Config, OriginConfig, PoolConfig};
 use origin_router::control::{self, Control};
-use origin_router::document::{OriginState, RankingDocument};
+use origin_router::document::RankingDocument;
 use origin_router::sample::{FailureClass, UnixMillis};
 use origin_router::store::RankingStore;
 use tokio::time::Instant;
@@ -140,7 +140,7 @@ pub fn choose<'p>(
         if known.peek().is_none() {
             continue;
         }
-        let mut usable = known.filter(|(e, _)| e.state != OriginState::Down);
+        let mut usable = known.filter(|(e, _)| e.state.is_usable());
         return match usable.next() {
             Some((_, origin)) => Choice::Ranked {
                 origin,

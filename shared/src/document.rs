@@ -96,6 +96,9 @@ pub enum OriginState {
     Degraded,
     /// Held down by a quorum of workers.
     Down,
+    /// Taken out by an operator (`prober drain`): measured and shown, never
+    /// chosen. Ranked after every other state.
+    Drained,
 }
 
 impl OriginState {
@@ -104,7 +107,13 @@ impl OriginState {
             OriginState::Healthy => "healthy",
             OriginState::Degraded => "degraded",
             OriginState::Down => "down",
+            OriginState::Drained => "drained",
         }
+    }
+
+    /// Whether an edge may send traffic here: neither down nor drained.
+    pub fn is_usable(self) -> bool {
+        matches!(self, OriginState::Healthy | OriginState::Degraded)
     }
 }
 
