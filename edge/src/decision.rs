@@ -187,6 +187,12 @@ impl Decision {
             elapsed: started.elapsed(),
         }
     }
+
+    /// Every origin drained, no fail-open: the request passes through to
+    /// the distribution's own origin.
+    fn closed(pool: &str, started: Instant) -> Self {
+        Decision::unranked(pool, String::new(), Source::Passthrough, started)
+    }
 }
 
 struct Cached {
@@ -267,6 +273,7 @@ impl Router {
             Controlled::Override(origin) => {
                 return Decision::unranked(pool_name, origin, Source::Override, started)
             }
+            Controlled::Closed => return Decision::closed(pool_name, started),
             Controlled::Pool(pool) => pool,
         };
         let pool: &PoolConfig = &pool;
@@ -316,7 +323,7 @@ impl Router {
         let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
-                let choice = self.choose(pool, &rankings, now);
+                let choice = self.choose(pool_name, pool, &rankings, now);
                 if age <= edge.cache_ttl {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
@@ -360,9 +367,10 @@ impl Router {
                     Controlled::Override(origin) => {
                         return Decision::unranked(pool_name, origin, Source::Override, started)
                     }
+                    Controlled::Closed => return Decision::closed(pool_name, started),
                     Controlled::Pool(pool) => pool,
                 };
-                let choice = self.choose(&pool, &rankings, now);
+                let choice = self.choose(pool_name, &pool, &rankings, now);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
@@ -375,6 +383,7 @@ impl Router {
             Controlled::Override(origin) => {
                 Decision::unranked(pool_name, origin, Source::Override, started)
             }
+            Controlled::Closed => Decision::closed(pool_name, started),
             Controlled::Pool(pool) => self.race(pool_name, &pool, started, deadline).await,
         }
     }
@@ -396,8 +405,8 @@ impl Router {
     }
 
     /// The pool as the cached controls leave it at `now`: an override's
-    /// origin, or the pool without its drained origins (the whole pool
-    /// when every origin is drained: fail open).
+    /// origin, or the pool without its drained origins (when every origin
+    /// is drained: the whole pool if `operations.fail_open`, else closed).
     fn controlled<'p>(
         &self,
         pool_name: &str,
@@ -419,6 +428,13 @@ impl Router {
         let mut left = pool.clone();
         left.origins.retain(|o| !drained.contains(&o.id.as_str()));
         if left.origins.is_empty() {
+            if !inner.config.operations.fail_open {
+                tracing::warn!(
+                    pool = pool_name,
+                    "every origin is drained and operations.fail_open is off: passing the request through"
+                );
+                return Controlled::Closed;
+            }
             tracing::warn!(
                 pool = pool_name,
                 "every origin is drained: ignoring the drains (fail open)"
@@ -431,21 +447,46 @@ impl Router {
         Controlled::Pool(Cow::Owned(left))
     }
 
+    /// [`choose`] over the pool the controls leave; when that leaves only
+    /// down origins and `operations.fail_open` is set, a drained origin
+    /// that is up is chosen rather than a down one (it is the pool's last
+    /// usable origin).
     fn choose<'p>(
-        &self,
+        &'p self,
+        pool_name: &str,
         pool: &'p PoolConfig,
         rankings: &[RankingDocument],
         now: UnixMillis,
     ) -> Choice<'p> {
-        let edge = &self.inner.config.edge;
-        choose(
-            pool,
-            rankings,
-            &self.inner.region,
-            &edge.proximity,
-            edge.ranking_max_age,
-            now,
-        )
+        let config = &self.inner.config;
+        let edge = &config.edge;
+        let pick = |pool: &'p PoolConfig| {
+            choose(
+                pool,
+                rankings,
+                &self.inner.region,
+                &edge.proximity,
+                edge.ranking_max_age,
+                now,
+            )
+        };
+        let choice = pick(pool);
+        if matches!(choice, Choice::AllDown { .. }) && config.operations.fail_open {
+            if let Some(configured) = config
+                .pools
+                .get(pool_name)
+                .filter(|c| c.origins.len() != pool.origins.len())
+            {
+                if let ranked @ Choice::Ranked { .. } = pick(configured) {
+                    tracing::warn!(
+                        pool = pool_name,
+                        "every origin the drains leave is down: using a drained one (fail open)"
+                    );
+                    return ranked;
+                }
+            }
+        }
+        choice
     }
 
     /// Reads the pool's rankings from the store within `table_timeout` and
@@ -465,8 +506,13 @@ impl Router {
                 for (region, reason) in &read.skipped {
                     tracing::warn!(pool = pool_name, region = %region, reason = %reason, "skipped an unreadable ranking");
                 }
+                let now = origin_router::sample::unix_millis_now();
+                for (key, reason) in control::unused(&read.controls, &inner.config, pool_name, now)
+                {
+                    tracing::warn!(pool = pool_name, key = %key, reason = %reason, "ignored a drain or override");
+                }
                 let rankings = Arc::new(read.rankings);
-                let controls = self.fetch_controls(pool_name, timeout).await;
+                let controls = Arc::new(read.controls.controls);
                 let mut state = inner.lock();
                 state.controls.insert(pool_name.to_string(), controls);
                 state.read_failed.remove(pool_name);
@@ -490,41 +536,6 @@ impl Router {
                     "reading rankings timed out"
                 );
                 None
-            }
-        }
-    }
-
-    /// The pool's drains and overrides, logging the ones ignored; none
-    /// when the store cannot read them (that is logged too).
-    async fn fetch_controls(&self, pool_name: &str, timeout: Duration) -> Arc<Vec<Control>> {
-        let inner = &self.inner;
-        match tokio::time::timeout(timeout, inner.store.controls(pool_name)).await {
-            Ok(Ok(read)) => {
-                for (key, reason) in &read.skipped {
-                    tracing::warn!(pool = pool_name, key = %key, reason = %reason, "skipped an unreadable control");
-                }
-                let now = origin_router::sample::unix_millis_now();
-                for c in &read.controls {
-                    let (_, ignored) = control::active(
-                        std::slice::from_ref(c),
-                        &inner.config,
-                        pool_name,
-                        &c.region,
-                        now,
-                    );
-                    for (c, reason) in ignored {
-                        tracing::warn!(pool = pool_name, key = %c.key(), reason = %reason, "ignored a control");
-                    }
-                }
-                Arc::new(read.controls)
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(pool = pool_name, error = %e, "drains and overrides not read");
-                Arc::default()
-            }
-            Err(_) => {
-                tracing::warn!(pool = pool_name, "reading drains and overrides timed out");
-                Arc::default()
             }
         }
     }
@@ -602,6 +613,9 @@ impl Router {
 enum Controlled<'p> {
     Override(String),
     Pool(Cow<'p, PoolConfig>),
+    /// Every origin is drained and the config says not to fail open: the
+    /// request goes to the distribution's own origin, unchanged.
+    Closed,
 }
 
 impl Inner {

@@ -514,16 +514,19 @@ async fn the_binary_honours_a_drain_and_an_override() {
             .await
             .unwrap();
         store
-            .put_control(&Control {
-                kind,
-                pool: pool.into(),
-                region: region.into(),
-                origin: origin.into(),
-                set_at: now,
-                until: now + 600_000,
-                by: "ops".into(),
-                reason: "test".into(),
-            })
+            .put_control(
+                &Control {
+                    kind,
+                    pool: pool.into(),
+                    region: region.into(),
+                    origin: origin.into(),
+                    set_at: now,
+                    until: now + 600_000,
+                    by: "ops".into(),
+                    reason: "test".into(),
+                },
+                true,
+            )
             .await
             .unwrap();
     }

@@ -10,9 +10,11 @@ use edge::decision::{Router, Source};
 use edge::handler::{handle, EdgeError};
 use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
-use origin_router::control::{Control, ControlKind, PoolControls, ALL_REGIONS};
+use origin_router::control::{Control, ControlKind, ALL_REGIONS};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-use origin_router::store::{MemoryStore, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use origin_router::store::{
+    ControlWrite, MemoryStore, PoolRankings, RankingStore, StoreError, WriteOutcome,
+};
 use origin_router::FailureClass;
 use serde_json::Value;
 
@@ -97,11 +99,12 @@ impl RankingStore for Store {
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         self.inner.list_pools().await
     }
-    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        self.inner.controls(pool).await
-    }
-    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
-        self.inner.put_control(control).await
+    async fn put_control(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
+        self.inner.put_control(control, replace).await
     }
 }
 
@@ -666,12 +669,10 @@ async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
         ],
     ));
     store
-        .put_control(&control(
-            ControlKind::Drain,
-            "eu-west-1",
-            "eu",
-            NOW + 60_000,
-        ))
+        .put_control(
+            &control(ControlKind::Drain, "eu-west-1", "eu", NOW + 60_000),
+            true,
+        )
         .await
         .unwrap();
     let r = router(store.clone(), racer(None, 0), "eu-west-1");
@@ -693,12 +694,10 @@ async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
         ],
     ));
     store
-        .put_control(&control(
-            ControlKind::Drain,
-            ALL_REGIONS,
-            "us",
-            NOW + 60_000,
-        ))
+        .put_control(
+            &control(ControlKind::Drain, ALL_REGIONS, "us", NOW + 60_000),
+            true,
+        )
         .await
         .unwrap();
     let r = router(store.clone(), racer(None, 0), "eu-west-1");
@@ -724,12 +723,10 @@ async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
 
     // Every origin drained: the drains are ignored (fail open).
     store
-        .put_control(&control(
-            ControlKind::Drain,
-            ALL_REGIONS,
-            "ap",
-            NOW + 60_000,
-        ))
+        .put_control(
+            &control(ControlKind::Drain, ALL_REGIONS, "ap", NOW + 60_000),
+            true,
+        )
         .await
         .unwrap();
     let race = Arc::new(RecordingRacer::default());
@@ -753,17 +750,15 @@ async fn an_override_wins_until_it_expires_and_hostile_ones_are_ignored() {
     // An override naming an origin outside the config, and one set an
     // hour ahead: both ignored.
     store
-        .put_control(&control(
-            ControlKind::Override,
-            "eu-west-1",
-            "ghost",
-            NOW + 60_000,
-        ))
+        .put_control(
+            &control(ControlKind::Override, "eu-west-1", "ghost", NOW + 60_000),
+            true,
+        )
         .await
         .unwrap();
     let mut ahead = control(ControlKind::Override, ALL_REGIONS, "ap", NOW + 3_700_000);
     ahead.set_at = NOW + 3_600_000;
-    store.put_control(&ahead).await.unwrap();
+    store.put_control(&ahead, true).await.unwrap();
     let r = router(store.clone(), racer(None, 0), "eu-west-1");
     let h = handle(&r, event(), NOW).await.unwrap();
     assert_eq!(
@@ -772,12 +767,10 @@ async fn an_override_wins_until_it_expires_and_hostile_ones_are_ignored() {
     );
 
     store
-        .put_control(&control(
-            ControlKind::Override,
-            "eu-west-1",
-            "us",
-            NOW + 5_000,
-        ))
+        .put_control(
+            &control(ControlKind::Override, "eu-west-1", "us", NOW + 5_000),
+            true,
+        )
         .await
         .unwrap();
     let r = router(store.clone(), racer(None, 0), "eu-west-1");

@@ -7,11 +7,9 @@
 use std::sync::Arc;
 
 use origin_router::config::{is_name, Config};
-use origin_router::control::{
-    self, parse_duration, Control, ControlKind, PoolControls, ALL_REGIONS,
-};
+use origin_router::control::{self, parse_duration, Control, ControlKind, ALL_REGIONS};
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{self, ClientTuning, RankingStore};
+use origin_router::store::{self, ClientTuning, ControlWrite, RankingStore};
 
 use crate::identity::Identity;
 use crate::report;
@@ -42,13 +40,50 @@ impl Regions {
     }
 }
 
-/// Who sets a control: `--by`, else the login name.
-fn who(by: Option<String>) -> Result<String, CliError> {
-    let by = by
-        .or_else(|| std::env::var("USER").ok())
+/// Who sets a control: `--by`; else, with a DynamoDB table, the caller's
+/// AWS identity (STS `GetCallerIdentity`: the ARN the table's writes are
+/// made as); else the login name.
+async fn who(by: Option<String>, config: &Config) -> Result<String, CliError> {
+    if let Some(by) = by {
+        if by.trim().is_empty() {
+            return Err("--by is empty: say who sets this".into());
+        }
+        return Ok(by);
+    }
+    if config.store.dynamodb_table.is_some() {
+        match aws_identity(config).await {
+            Ok(arn) => return Ok(arn),
+            Err(e) => eprintln!("no AWS identity ({e}); using the login name"),
+        }
+    }
+    std::env::var("USER")
+        .ok()
         .filter(|b| !b.trim().is_empty())
-        .ok_or("say who sets this with --by (no USER in the environment)")?;
-    Ok(by)
+        .ok_or_else(|| {
+            "say who sets this with --by (no AWS identity, no USER in the environment)".into()
+        })
+}
+
+/// The ARN of the AWS credentials in use, within a few seconds.
+async fn aws_identity(config: &Config) -> Result<String, String> {
+    let here = Identity::from_config(config).region;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(std::time::Duration::from_secs(5))
+            .build(),
+    );
+    if let Some(region) = store::replica_for(&config.store, &here) {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let sdk = loader.load().await;
+    let out = aws_sdk_sts::Client::new(&sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| aws_sdk_sts::error::DisplayErrorContext(e).to_string())?;
+    out.arn
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| "STS returned no ARN".to_string())
 }
 
 /// Checks that `pool` and `origin` are in the config.
@@ -92,9 +127,10 @@ pub struct SetControl {
 
 pub async fn set(config: &Config, req: SetControl) -> Result<(), CliError> {
     check_target(config, &req.pool, &req.origin)?;
-    let lasts = parse_duration(&req.duration, req.kind).map_err(|e| format!("--for: {e}"))?;
+    let lasts = parse_duration(&req.duration, req.kind, req.kind.configured_max(config))
+        .map_err(|e| format!("--for: {e}"))?;
     let regions = req.regions.resolve()?;
-    let by = who(req.by)?;
+    let by = who(req.by, config).await?;
     let store = open(config).await;
     let now = unix_millis_now();
     let controls: Vec<Control> = regions
@@ -113,7 +149,24 @@ pub async fn set(config: &Config, req: SetControl) -> Result<(), CliError> {
     for c in &controls {
         c.validate().map_err(|e| format!("{e}"))?;
     }
-    if req.kind == ControlKind::Override && !req.replace {
+    // Overrides of other scopes (a region's against every region's) are
+    // other items: checked here. The same item is checked atomically by
+    // the store's write below.
+    let clash_message = |s: &Control| -> CliError {
+        format!(
+            "an override of pool `{}` to `{}` in {} is in force until {} (set by {}: {}); \
+             add --replace to replace it or clear it with --clear",
+            s.pool,
+            s.origin,
+            s.region,
+            report::utc(s.until),
+            s.by,
+            s.reason
+        )
+        .into()
+    };
+    let exclusive = req.kind == ControlKind::Override && !req.replace;
+    if exclusive {
         let stored = store.controls(&req.pool).await?;
         for c in &controls {
             let clash = stored.controls.iter().find(|s| {
@@ -122,22 +175,23 @@ pub async fn set(config: &Config, req: SetControl) -> Result<(), CliError> {
                     && (s.region == c.region || s.region == ALL_REGIONS || c.region == ALL_REGIONS)
             });
             if let Some(s) = clash {
-                return Err(format!(
-                    "an override of pool `{}` to `{}` in {} is in force until {} (set by {}: {}); \
-                     add --replace to replace it or clear it with --clear",
-                    s.pool,
-                    s.origin,
-                    s.region,
-                    report::utc(s.until),
-                    s.by,
-                    s.reason
-                )
-                .into());
+                return Err(clash_message(s));
             }
         }
     }
     for c in &controls {
-        store.put_control(c).await?;
+        // A drain set again is extended; an override replaces another
+        // only with --replace.
+        if store.put_control(c, !exclusive).await? == ControlWrite::InForce {
+            let stored = store.controls(&c.pool).await?;
+            return Err(match stored.controls.iter().find(|s| s.key() == c.key()) {
+                Some(s) => clash_message(s),
+                None => {
+                    "another override was set at the same moment; run `prober status` and retry"
+                        .into()
+                }
+            });
+        }
         tracing::info!(
             kind = ?c.kind, pool = %c.pool, region = %c.region, origin = %c.origin,
             until = c.until, by = %c.by, reason = %c.reason, "control set"
@@ -209,26 +263,14 @@ pub async fn status(config: &Config, pool: Option<&str>, format: Format) -> Resu
     let mut out = serde_json::Map::new();
     for p in pools {
         let read = store.read_pool(p).await?;
-        let controls = match store.controls(p).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("pool {p}: drains and overrides not read: {e}");
-                PoolControls::default()
-            }
-        };
+        let controls = &read.controls;
         let in_force: Vec<&Control> = controls
             .controls
             .iter()
             .filter(|c| c.in_force(now))
             .collect();
-        for (key, why) in &controls.skipped {
-            eprintln!("skipped unreadable control {p}/{key}: {why}");
-        }
-        for c in &controls.controls {
-            let (_, ignored) = control::active(std::slice::from_ref(c), config, p, &c.region, now);
-            for (c, why) in ignored {
-                eprintln!("ignored control {p}/{}: {why}", c.key());
-            }
+        for (key, why) in control::unused(controls, config, p, now) {
+            eprintln!("ignored control {p}/{key}: {why}");
         }
         match format {
             Format::Json => {

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use origin_router::document::RankingDocument;
+
+use crate::events::Events;
 use origin_router::store::{RankingStore, WriteOutcome};
 use rand::Rng;
 use tokio::sync::Notify;
@@ -29,6 +31,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Writes rankings in the background.
 pub struct Publisher {
     shared: Arc<Shared>,
+    events: Events,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,7 +51,9 @@ impl Shared {
 }
 
 impl Publisher {
-    pub fn spawn(store: Arc<dyn RankingStore>, region: String) -> Self {
+    /// Starts the writer of `region`'s rankings; state changes between
+    /// submitted rankings go to `events`.
+    pub fn spawn(store: Arc<dyn RankingStore>, region: String, events: Events) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(BTreeMap::new()),
             last: Mutex::new(BTreeMap::new()),
@@ -57,7 +62,11 @@ impl Publisher {
             in_progress: Mutex::new(0),
         });
         let task = tokio::spawn(write_loop(store, region, shared.clone()));
-        Publisher { shared, task }
+        Publisher {
+            shared,
+            events,
+            task,
+        }
     }
 
     /// Queues `doc`, replacing any older pending ranking of its pool.
@@ -65,7 +74,8 @@ impl Publisher {
         {
             let mut last = self.shared.last.lock().unwrap_or_else(|p| p.into_inner());
             if last.get(&doc.pool).is_none_or(|l| l.seq < doc.seq) {
-                crate::events::log(last.get(&doc.pool), &doc);
+                let events = crate::events::diff(last.get(&doc.pool), &doc);
+                self.events.emit(&doc.pool, events, doc.generated_at);
                 last.insert(doc.pool.clone(), doc.clone());
             }
         }
@@ -266,7 +276,11 @@ mod tests {
             down: AtomicBool::new(true),
             attempts: AtomicUsize::new(0),
         });
-        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        let publisher = Publisher::spawn(
+            store.clone(),
+            "eu-west-1".into(),
+            crate::events::Events::log_only("eu-west-1"),
+        );
         publisher.submit(doc(1));
         tokio::time::sleep(Duration::from_secs(30)).await;
         let attempts = store.attempts.load(Ordering::SeqCst);
@@ -300,7 +314,11 @@ mod tests {
             down: AtomicBool::new(false),
             attempts: AtomicUsize::new(0),
         });
-        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        let publisher = Publisher::spawn(
+            store.clone(),
+            "eu-west-1".into(),
+            crate::events::Events::log_only("eu-west-1"),
+        );
         let mut future = doc(7);
         future.generated_at = origin_router::sample::unix_millis_now() + 3_600_000;
         publisher.submit(future);
@@ -355,7 +373,11 @@ mod tests {
             inner: MemoryStore::new(),
             pool: "api",
         });
-        let publisher = Publisher::spawn(store.clone(), "eu-west-1".into());
+        let publisher = Publisher::spawn(
+            store.clone(),
+            "eu-west-1".into(),
+            crate::events::Events::log_only("eu-west-1"),
+        );
         for seq in 1..=5 {
             let mut api = doc(seq);
             api.pool = "api".into();

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use origin_router::config::Config;
+use origin_router::control::{self, Control};
 use origin_router::document::RankingDocument;
 use origin_router::ranking::{self, Settings, Target};
 use origin_router::sample::{unix_millis_now, Sample, UnixMillis};
@@ -28,6 +29,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::coord::{Coordinator, LocalSamples, LocalSeq, RedisCoordinator, Role, Solo};
+use crate::events::bridge::{Bridge, EventBridge};
+use crate::events::Events;
 use crate::identity::Identity;
 use crate::metrics::Health;
 use crate::publish::Publisher;
@@ -66,6 +69,14 @@ struct Worker {
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
     was_leader: std::sync::atomic::AtomicBool,
+    /// Each pool's stored drains and overrides, refreshed in the
+    /// background ([`Worker::refresh_controls`]) so a slow store never
+    /// delays a round.
+    controls: Mutex<HashMap<String, Arc<Vec<Control>>>>,
+    /// The override in force per pool at the last publish (for events).
+    overrides: Mutex<HashMap<String, Option<Control>>>,
+    /// Where state-change events go.
+    events: Events,
     /// When this worker last held the lease (wall clock, ms; 0: never):
     /// in degraded mode the last leader keeps the region's one view, but
     /// only for one lease lifetime, after which another worker may lead.
@@ -114,8 +125,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ),
         _ => None,
     };
+    let events = match EventBridge::connect(&config.events).await {
+        Some(bus) => {
+            tracing::info!(
+                bus = config.events.event_bus.as_deref().unwrap_or(""),
+                "state-change events go to EventBridge"
+            );
+            Events::with_bridge(&id.region, Bridge::spawn(Arc::new(bus)).0)
+        }
+        None => Events::log_only(&id.region),
+    };
     let worker = Arc::new(Worker {
-        publisher: Publisher::spawn(store.clone(), id.region.clone()),
+        publisher: Publisher::spawn(store.clone(), id.region.clone(), events.clone()),
+        controls: Mutex::new(HashMap::new()),
+        overrides: Mutex::new(HashMap::new()),
+        events,
         config,
         id,
         settings,
@@ -138,6 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "prober worker starting"
     );
 
+    let controls_task = tokio::spawn(worker.clone().refresh_controls().instrument(worker.span()));
     let tracker = TaskTracker::new();
     let scheduler = schedule(worker.clone(), tracker.clone()).await?;
     // The first round starts at once rather than one interval from now.
@@ -170,6 +195,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     worker.health.leader.store(false, Ordering::Relaxed);
     worker.publisher.flush(Duration::from_secs(2)).await;
+    controls_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -341,7 +367,14 @@ impl Worker {
                 region: &self.id.region,
                 seq,
             };
-            let doc = ranking::rank(target, previous.as_ref(), samples, &self.settings, now);
+            let ranked = ranking::rank(target, previous.as_ref(), samples, &self.settings, now);
+            // Hysteresis goes on from the ranking as measured; what is
+            // published (and compared below) carries the operators' drains.
+            self.previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), ranked.clone());
+            let doc = self.apply_controls(name, ranked, now);
             let old_top = previous
                 .as_ref()
                 .and_then(|p| p.top())
@@ -380,11 +413,84 @@ impl Worker {
             if let Err(e) = self.coord.record_ranking(&doc).await {
                 tracing::debug!(error = %e, "could not record the ranking in Redis");
             }
-            self.previous
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.clone(), doc.clone());
             self.publisher.submit(doc);
+        }
+    }
+
+    /// The ranking of `pool` as the drains in force leave it (marked
+    /// `drained`, ranked last; see [`control::mark_drained`]); emits the
+    /// override start and end events of this region.
+    fn apply_controls(
+        &self,
+        pool: &str,
+        mut doc: RankingDocument,
+        now: UnixMillis,
+    ) -> RankingDocument {
+        let stored = self
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool)
+            .cloned()
+            .unwrap_or_default();
+        let (active, _) = control::active(&stored, &self.config, pool, &self.id.region, now);
+        let drained = control::drained(&active);
+        if !drained.is_empty() {
+            control::mark_drained(&mut doc, &drained, self.config.operations.fail_open);
+        }
+        let current = control::override_of(&active).cloned();
+        let before = self
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pool.to_string(), current.clone())
+            .flatten();
+        self.events.emit(
+            pool,
+            crate::events::override_change(before.as_ref(), current.as_ref()),
+            now,
+        );
+        doc
+    }
+
+    /// Reads every pool's drains and overrides once per `prober.interval`
+    /// (at least 1 s apart, at most 30 s), each read bounded; a failed read
+    /// keeps the last good controls. An unusable stored control is logged
+    /// once per key and reason, not every round.
+    async fn refresh_controls(self: Arc<Self>) {
+        let every = self
+            .config
+            .prober
+            .interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut logged: HashSet<(String, String)> = HashSet::new();
+        loop {
+            for name in self.config.pools.keys() {
+                match tokio::time::timeout(Duration::from_secs(5), self.store.read_pool(name)).await
+                {
+                    Ok(Ok(read)) => {
+                        let now = unix_millis_now();
+                        for (key, reason) in
+                            control::unused(&read.controls, &self.config, name, now)
+                        {
+                            if logged.insert((format!("{name}/{key}"), reason.clone())) {
+                                tracing::warn!(pool = %name, key = %key, reason = %reason, "ignored a drain or override");
+                            }
+                        }
+                        self.controls
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.clone(), Arc::new(read.controls.controls));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(pool = %name, error = %e, "drains and overrides not read")
+                    }
+                    Err(_) => {
+                        tracing::debug!(pool = %name, "reading drains and overrides timed out")
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -338,6 +338,7 @@ impl RankingStore for HandWritten {
         Ok(PoolRankings {
             rankings: self.0.iter().filter(|d| d.pool == pool).cloned().collect(),
             skipped: vec![(HOSTILE.into(), format!("reason {HOSTILE}"))],
+            ..Default::default()
         })
     }
     async fn write(&self, _: &RankingDocument) -> Result<WriteOutcome, StoreError> {
@@ -469,6 +470,7 @@ impl RankingStore for GoesSilent {
         Ok(PoolRankings {
             rankings: vec![self.doc.clone()],
             skipped: vec![],
+            ..Default::default()
         })
     }
     async fn write(&self, _: &RankingDocument) -> Result<WriteOutcome, StoreError> {

@@ -7,8 +7,9 @@
 //! pool's rankings, so a reader of the pool gets them in the same read.
 //!
 //! Every control carries an expiry (`until`, Unix ms) and none may last
-//! longer than [`MAX_DRAIN`] / [`MAX_OVERRIDE`]: a forgotten control ends by
-//! itself. Every control also says who set it and why.
+//! longer than the config's `operations.max_drain` / `max_override` (at
+//! most [`MAX_DRAIN`] / [`MAX_OVERRIDE`], whatever the config): a forgotten
+//! control ends by itself. Every control also says who set it and why.
 //!
 //! Nothing read from the store is trusted: [`Control::from_json`] validates
 //! every field, and [`active`] drops (with a reason the caller logs) what
@@ -22,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{is_name, Config};
 use crate::sample::UnixMillis;
 
-/// Longest a drain may last.
-pub const MAX_DRAIN: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Longest an override may last.
-pub const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 3600);
+/// Longest a drain may ever last (`operations.max_drain` is at most this).
+pub const MAX_DRAIN: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest an override may ever last (`operations.max_override` is at most
+/// this).
+pub const MAX_OVERRIDE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The region of a control that applies in every region
 /// (`--all-regions`); never an AWS region name.
 pub const ALL_REGIONS: &str = "all-regions";
@@ -84,11 +86,27 @@ pub enum ControlError {
 }
 
 impl ControlKind {
-    /// The longest a control of this kind may last.
+    /// The longest a control of this kind may ever last.
     pub fn max(self) -> Duration {
         match self {
             ControlKind::Drain => MAX_DRAIN,
             ControlKind::Override => MAX_OVERRIDE,
+        }
+    }
+
+    /// The longest the configuration lets a control of this kind last.
+    pub fn configured_max(self, config: &Config) -> Duration {
+        match self {
+            ControlKind::Drain => config.operations.max_drain,
+            ControlKind::Override => config.operations.max_override,
+        }
+        .min(self.max())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlKind::Drain => "drain",
+            ControlKind::Override => "override",
         }
     }
 }
@@ -200,8 +218,19 @@ pub fn active<'a>(
         if now >= c.until {
             continue;
         }
+        let max = c.kind.configured_max(config).as_millis() as u64;
         if c.validate().is_err() || !c.in_force(now) {
             ignored.push((c, "set in the future or lasts beyond the maximum".into()));
+        } else if c.until - c.set_at > max {
+            ignored.push((
+                c,
+                format!(
+                    "lasts {} s, beyond operations.max_{} ({} s)",
+                    (c.until - c.set_at) / 1000,
+                    c.kind.as_str(),
+                    max / 1000
+                ),
+            ));
         } else if !pool_config.origins.iter().any(|o| o.id == c.origin) {
             ignored.push((
                 c,
@@ -215,6 +244,54 @@ pub fn active<'a>(
         }
     }
     (good, ignored)
+}
+
+/// Every stored control of `pool` that is not used, whatever the region,
+/// with why: the unreadable ones, and those [`active`] ignores (not the
+/// expired ones: that is their normal end). For the reader's log lines.
+pub fn unused(
+    read: &PoolControls,
+    config: &Config,
+    pool: &str,
+    now: UnixMillis,
+) -> Vec<(String, String)> {
+    let mut out = read.skipped.clone();
+    for c in &read.controls {
+        let (_, ignored) = active(std::slice::from_ref(c), config, pool, &c.region, now);
+        out.extend(ignored.into_iter().map(|(c, why)| (c.key(), why)));
+    }
+    out
+}
+
+/// Marks the `drained` origins of a ranking `drained` and moves them after
+/// every other origin (order otherwise kept), as the region's leader
+/// publishes it: no reader ranks a drained origin first. When that would
+/// leave no usable origin and `fail_open` is set, the drained origins that
+/// are usable are left as they are (the pool's last usable origins) and
+/// only the others are marked. Returns the origins marked.
+pub fn mark_drained(
+    doc: &mut crate::document::RankingDocument,
+    drained: &[&str],
+    fail_open: bool,
+) -> Vec<String> {
+    use crate::document::OriginState;
+    let is_drained = |id: &str| drained.contains(&id);
+    let usable_left = doc
+        .origins
+        .iter()
+        .any(|o| o.state.is_usable() && !is_drained(&o.id));
+    let keep_usable = fail_open && !usable_left;
+    let mut marked = Vec::new();
+    for o in doc.origins.iter_mut().filter(|o| is_drained(&o.id)) {
+        if keep_usable && o.state.is_usable() {
+            continue;
+        }
+        o.state = OriginState::Drained;
+        marked.push(o.id.clone());
+    }
+    // Stable: the ranking's order within each group is kept.
+    doc.origins.sort_by_key(|o| o.state == OriginState::Drained);
+    marked
 }
 
 /// The drained origins among `active` controls.
@@ -236,8 +313,9 @@ pub fn override_of<'a>(active: &[&'a Control]) -> Option<&'a Control> {
 }
 
 /// Parses an operator's duration (`30m`, `2h`, `1d`) and checks it against
-/// the kind's maximum; the error names the value and the limit.
-pub fn parse_duration(text: &str, kind: ControlKind) -> Result<Duration, String> {
+/// `max` (the configured maximum of the kind); the error names the value
+/// and the limit.
+pub fn parse_duration(text: &str, kind: ControlKind, max: Duration) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
         return Err(format!("duration `{text}` is negative"));
@@ -248,14 +326,12 @@ pub fn parse_duration(text: &str, kind: ControlKind) -> Result<Duration, String>
     if d.is_zero() {
         return Err(format!("duration `{text}` is zero"));
     }
-    if d > kind.max() {
+    if d > max {
         return Err(format!(
-            "duration `{text}` is longer than the {}s maximum for a {}",
-            kind.max().as_secs(),
-            match kind {
-                ControlKind::Drain => "drain",
-                ControlKind::Override => "override",
-            }
+            "duration `{text}` is longer than the {}s maximum for a {} (operations.max_{})",
+            max.as_secs(),
+            kind.as_str(),
+            kind.as_str()
         ));
     }
     Ok(d)
@@ -329,19 +405,57 @@ pub(crate) mod tests {
 
     #[test]
     fn durations_are_checked_against_the_maximum() {
+        let config = Config::default();
         let d = ControlKind::Drain;
-        assert_eq!(parse_duration("30m", d).unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_duration("7d", d).unwrap(), MAX_DRAIN);
-        assert!(parse_duration("0s", d).unwrap_err().contains("is zero"));
-        assert!(parse_duration("-5m", d).unwrap_err().contains("negative"));
-        assert!(parse_duration("8d", d).unwrap_err().contains("maximum"));
-        assert!(parse_duration("25h", ControlKind::Override)
+        let max = d.configured_max(&config);
+        assert_eq!(max, Duration::from_secs(7 * 86_400));
+        let parse = |text: &str, kind: ControlKind| {
+            parse_duration(text, kind, kind.configured_max(&config))
+        };
+        assert_eq!(parse("30m", d).unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse("7d", d).unwrap(), max);
+        assert!(parse("0s", d).unwrap_err().contains("is zero"));
+        assert!(parse("-5m", d).unwrap_err().contains("negative"));
+        assert!(parse("8d", d)
             .unwrap_err()
-            .contains("maximum"));
-        assert!(parse_duration("soon", d)
+            .contains("maximum for a drain (operations.max_drain)"));
+        assert!(parse("25h", ControlKind::Override)
+            .unwrap_err()
+            .contains("operations.max_override"));
+        assert!(parse("soon", d)
             .unwrap_err()
             .contains("`soon` is not a duration"));
-        assert!(parse_duration("99999999999999999999d", d).is_err());
+        assert!(parse("99999999999999999999d", d).is_err());
+        // A configured maximum above the hard cap is held to the cap.
+        let mut wide = Config::default();
+        wide.operations.max_drain = Duration::from_secs(365 * 86_400);
+        assert_eq!(d.configured_max(&wide), MAX_DRAIN);
+    }
+
+    #[test]
+    fn a_control_longer_than_the_configured_maximum_is_ignored() {
+        let mut config = Config::from_toml(
+            r#"
+            [pools.web]
+            origins = [{ id = "a", host = "127.0.0.1" }, { id = "b", host = "127.0.0.2" }]
+            "#,
+            "test",
+        )
+        .unwrap();
+        config.operations.max_drain = Duration::from_secs(3600);
+        let now = 1_000_000;
+        let controls = vec![
+            drain("a", now - 10, now + 3_000_000),
+            drain("b", now - 10, now + 4_000_000),
+        ];
+        let (good, ignored) = active(&controls, &config, "web", "eu-west-1", now);
+        assert_eq!(drained(&good), ["a"]);
+        assert_eq!(ignored.len(), 1);
+        assert!(
+            ignored[0].1.contains("operations.max_drain"),
+            "{:?}",
+            ignored[0].1
+        );
     }
 
     #[test]
@@ -378,5 +492,54 @@ pub(crate) mod tests {
         let everywhere = [everywhere];
         let (good, _) = active(&everywhere, &config, "web", "us-east-1", now);
         assert_eq!(drained(&good), ["b"]);
+    }
+
+    #[test]
+    fn drained_origins_are_marked_and_ranked_last_unless_they_are_all_that_is_left() {
+        use crate::document::{OriginState::*, RankedOrigin, RankingDocument};
+        let doc = |states: &[(&str, crate::document::OriginState)]| {
+            RankingDocument::new(
+                "web",
+                "eu-west-1",
+                1,
+                1_700_000_000_000,
+                states
+                    .iter()
+                    .map(|(id, s)| RankedOrigin::measured(id, *s, 1.0, 1))
+                    .collect(),
+            )
+        };
+        let order = |d: &RankingDocument| -> Vec<(String, &str)> {
+            d.origins
+                .iter()
+                .map(|o| (o.id.clone(), o.state.as_str()))
+                .collect()
+        };
+        let mut d = doc(&[("a", Healthy), ("b", Healthy), ("c", Down)]);
+        assert_eq!(mark_drained(&mut d, &["a"], true), ["a"]);
+        assert_eq!(
+            order(&d),
+            [
+                ("b".into(), "healthy"),
+                ("c".into(), "down"),
+                ("a".into(), "drained")
+            ]
+        );
+        // a and b drained, c down: fail open leaves them usable...
+        let mut d = doc(&[("a", Healthy), ("b", Degraded), ("c", Down)]);
+        assert!(mark_drained(&mut d, &["a", "b"], true).is_empty());
+        assert_eq!(order(&d)[0], ("a".into(), "healthy"));
+        // ...and without fail-open they are drained all the same.
+        let mut d = doc(&[("a", Healthy), ("b", Degraded), ("c", Down)]);
+        assert_eq!(mark_drained(&mut d, &["a", "b"], false), ["a", "b"]);
+        assert!(d.origins.iter().all(|o| !o.state.is_usable()));
+        // A drained origin that is down is marked drained even failing open.
+        let mut d = doc(&[("a", Healthy), ("c", Down)]);
+        assert_eq!(mark_drained(&mut d, &["a", "c"], true), ["c"]);
+        assert_eq!(
+            order(&d),
+            [("a".into(), "healthy"), ("c".into(), "drained")]
+        );
+        d.validate().unwrap();
     }
 }

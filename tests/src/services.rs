@@ -314,6 +314,8 @@ impl MotoServer {
     pub fn aws_env(&self, region: &str) -> Vec<(String, String)> {
         vec![
             ("AWS_ENDPOINT_URL_DYNAMODB".into(), self.endpoint()),
+            ("AWS_ENDPOINT_URL_STS".into(), self.endpoint()),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE".into(), self.endpoint()),
             ("AWS_REGION".into(), region.into()),
             ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),

@@ -1,10 +1,10 @@
-//! Drains and overrides in force, for the page's own section: read from
-//! the store with each pool (`RankingStore::controls`), those in force now,
-//! as `prober drain` / `prober override` set them.
+//! Drains and overrides in force, for the page's own section: those the
+//! store's read of each pool brought (`PoolRankings::controls`), in force
+//! now, as `prober drain` / `prober override` set them.
 
-use origin_router::control::{ControlKind, ALL_REGIONS};
+use origin_router::control::ALL_REGIONS;
 use origin_router::sample::UnixMillis;
-use origin_router::store::{RankingStore, StoreError};
+use origin_router::store::PoolRankings;
 
 /// One drain or override, as the page shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,53 +21,41 @@ pub struct Control {
     pub until: Option<UnixMillis>,
 }
 
-/// What the store says about drains and overrides.
+/// The drains and overrides in force.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Controls {
-    /// This build or store cannot hold them.
-    Unsupported,
     /// Those in force now (maybe none).
     InForce(Vec<Control>),
 }
 
-/// The drains and overrides of `pools` in force at `now`. A store that
-/// cannot hold them is `Unsupported`; a pool whose read fails is left out
-/// (the rankings' own read reports store errors on the page).
-pub async fn in_force<'a>(
-    store: &dyn RankingStore,
-    pools: impl IntoIterator<Item = &'a str>,
+/// The drains and overrides in force at `now` among those the pools' last
+/// good reads brought (the store reads them with the rankings).
+pub fn in_force<'a>(
+    reads: impl IntoIterator<Item = &'a PoolRankings>,
     now: UnixMillis,
 ) -> Controls {
-    let mut items = Vec::new();
-    for pool in pools {
-        match store.controls(pool).await {
-            Ok(read) => items.extend(read.controls.into_iter().filter(|c| c.in_force(now)).map(
-                |c| Control {
-                    kind: match c.kind {
-                        ControlKind::Drain => "drain".to_string(),
-                        ControlKind::Override => "override".to_string(),
-                    },
-                    pool: c.pool,
-                    region: (c.region != ALL_REGIONS).then_some(c.region),
-                    origin: c.origin,
-                    reason: format!("{} (by {})", c.reason, c.by),
-                    until: Some(c.until),
-                },
-            )),
-            Err(StoreError::Unsupported(_)) => return Controls::Unsupported,
-            Err(e) => {
-                tracing::debug!(pool, error = %e, "dashboard could not read drains and overrides")
-            }
-        }
-    }
+    let items = reads
+        .into_iter()
+        .flat_map(|read| read.controls.controls.iter())
+        .filter(|c| c.in_force(now))
+        .map(|c| Control {
+            kind: c.kind.as_str().to_string(),
+            pool: c.pool.clone(),
+            region: (c.region != ALL_REGIONS).then(|| c.region.clone()),
+            origin: c.origin.clone(),
+            reason: format!("{} (by {})", c.reason, c.by),
+            until: Some(c.until),
+        })
+        .collect();
     Controls::InForce(items)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use origin_router::control::Control as Item;
+    use origin_router::control::{Control as Item, ControlKind};
     use origin_router::store::EmbeddedStore;
+    use origin_router::store::RankingStore;
 
     fn item(kind: ControlKind, region: &str, until: UnixMillis) -> Item {
         Item {
@@ -87,16 +75,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::new(dir.path());
         store
-            .put_control(&item(ControlKind::Drain, ALL_REGIONS, 90_000))
+            .put_control(&item(ControlKind::Drain, ALL_REGIONS, 90_000), true)
             .await
             .unwrap();
         store
-            .put_control(&item(ControlKind::Override, "eu-west-1", 50_000))
+            .put_control(&item(ControlKind::Override, "eu-west-1", 50_000), true)
             .await
             .unwrap();
-        let Controls::InForce(list) = in_force(&store, ["web"], 40_000).await else {
-            panic!("the embedded store holds controls");
-        };
+        let read = store.read_pool("web").await.unwrap();
+        let Controls::InForce(list) = in_force([&read], 40_000);
         assert_eq!(list.len(), 2, "{list:?}");
         let drain = list.iter().find(|c| c.kind == "drain").unwrap();
         assert_eq!(drain.region, None);
@@ -104,9 +91,7 @@ mod tests {
         let over = list.iter().find(|c| c.kind == "override").unwrap();
         assert_eq!(over.region.as_deref(), Some("eu-west-1"));
         // Past the override's end, only the drain is left.
-        let Controls::InForce(list) = in_force(&store, ["web"], 60_000).await else {
-            panic!("the embedded store holds controls");
-        };
+        let Controls::InForce(list) = in_force([&read], 60_000);
         assert_eq!(list.len(), 1);
     }
 }

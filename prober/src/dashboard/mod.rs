@@ -150,12 +150,7 @@ impl Poller {
         }
         let now = unix_millis_now();
         self.history.prune(now);
-        let controls = controls::in_force(
-            self.store.as_ref(),
-            self.last.keys().map(String::as_str),
-            now,
-        )
-        .await;
+        let controls = controls::in_force(self.last.values(), now);
         let mut value = view::snapshot(
             &view::Inputs {
                 store: &self.options.store_label,

@@ -168,7 +168,6 @@ fn ranking(doc: &RankingDocument, max_age_ms: u64, now: UnixMillis) -> Value {
 
 fn controls(controls: &Controls) -> Value {
     match controls {
-        Controls::Unsupported => json!({"supported": false, "items": []}),
         Controls::InForce(items) => {
             let items: Vec<Value> = items.iter().map(control).collect();
             json!({"supported": true, "items": items})
@@ -235,6 +234,7 @@ mod tests {
             PoolRankings {
                 rankings: vec![fresh, old, future],
                 skipped: vec![("x".into(), "bad".into())],
+                ..Default::default()
             },
         );
         let order = BTreeMap::from([("web".to_string(), vec!["a".into(), "b".into()])]);
@@ -245,7 +245,7 @@ mod tests {
                 pools: &pools,
                 origin_order: &order,
                 history: &history,
-                controls: &Controls::Unsupported,
+                controls: &Controls::InForce(Vec::new()),
                 max_age_ms: 30_000,
                 read_at: Some(now),
                 error: None,
@@ -272,6 +272,7 @@ mod tests {
         // The top is the best origin not held down.
         assert_eq!(web["rankings"][0]["top"], "z");
         assert_eq!(v["skipped"][0]["reason"], "bad");
-        assert_eq!(v["controls"]["supported"], false);
+        assert_eq!(v["controls"]["supported"], true);
+        assert_eq!(v["controls"]["items"], json!([]));
     }
 }

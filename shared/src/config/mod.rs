@@ -27,6 +27,8 @@
 //! every default with comments.
 
 mod edge;
+mod events;
+mod operations;
 mod pool;
 mod prober;
 mod ranking;
@@ -42,6 +44,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use edge::EdgeConfig;
+pub use events::EventsConfig;
+pub use operations::OperationsConfig;
 pub use pool::{
     is_cloudfront_port, HealthMethod, HostHeaderPolicy, OriginConfig, PoolConfig, Protocol,
     StatusRange, MAX_CA_FILE, MAX_HEALTH_PATH, MAX_LATENCY_MS, MAX_ORIGINS, MAX_SCORE_MS,
@@ -72,6 +76,10 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// Where rankings and coordination state live.
     pub store: StoreConfig,
+    /// Limits on operator drains and overrides.
+    pub operations: OperationsConfig,
+    /// Where state-change events go besides the log.
+    pub events: EventsConfig,
     /// Static name-to-address overrides used by probes and races before the
     /// system resolver, like curl's `--resolve`. Default: empty.
     pub resolve: BTreeMap<String, IpAddr>,
@@ -178,6 +186,8 @@ impl Config {
         self.ranking.validate(&mut v);
         self.edge.validate(&mut v);
         self.store.validate(&mut v);
+        self.operations.validate(&mut v);
+        self.events.validate(&mut v);
         self.validate_across_sections(&mut v);
         for name in self.resolve.keys() {
             if !is_host_name(name) {

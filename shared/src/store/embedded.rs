@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 
-use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use super::{may_replace, ControlWrite, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::is_name;
-use crate::control::{Control, PoolControls, MAX_CONTROL_BYTES};
+use crate::control::{Control, MAX_CONTROL_BYTES};
 use crate::document::{RankingDocument, MAX_JSON_BYTES};
 use crate::sample::unix_millis_now;
 
@@ -166,6 +166,14 @@ impl EmbeddedStore {
         for entry in entries {
             let entry = entry.map_err(|e| io_error(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Drains and overrides: `KEY.ctl`, read in the same pass.
+            if let Some(key) = name.strip_suffix(".ctl").filter(|k| !k.starts_with('.')) {
+                match read_control(&entry.path(), pool, key) {
+                    Ok(c) => out.controls.controls.push(c),
+                    Err(reason) => out.controls.skipped.push((key.to_string(), reason)),
+                }
+                continue;
+            }
             let Some(region) = name.strip_suffix(".json").filter(|r| is_name(r)) else {
                 continue; // temporary files, the lock and strangers
             };
@@ -180,6 +188,7 @@ impl EmbeddedStore {
             }
         }
         out.rankings.sort_by(|a, b| a.region.cmp(&b.region));
+        out.controls.controls.sort_by_key(Control::key);
         Ok(out)
     }
 
@@ -222,51 +231,30 @@ impl EmbeddedStore {
         }
     }
 
-    /// Controls are files `ROOT/POOL/KEY.ctl` (KEY as [`Control::key`]),
-    /// read with the same hardening as rankings; a ranking reader skips
-    /// them (not `.json`).
-    fn controls_blocking(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        let dir = self.pool_dir(pool)?;
-        let mut out = PoolControls::default();
-        if !self.check_root()? || !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return Ok(out);
-        }
-        let entries = fs::read_dir(&dir).map_err(|e| io_error(&dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error(&dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(key) = name.strip_suffix(".ctl").filter(|k| !k.starts_with('.')) else {
-                continue;
-            };
-            let decoded = read_bytes(&entry.path(), MAX_CONTROL_BYTES).and_then(|bytes| {
-                let bytes = bytes.ok_or("is a directory")?;
-                Control::from_json(&bytes).map_err(|e| e.to_string())
-            });
-            match decoded {
-                Ok(c) if c.pool == pool && c.key() == key => out.controls.push(c),
-                Ok(c) => out.skipped.push((
-                    key.to_string(),
-                    format!("file holds pool `{}` key `{}`", c.pool, c.key()),
-                )),
-                Err(reason) => out.skipped.push((key.to_string(), reason)),
-            }
-        }
-        out.controls.sort_by_key(Control::key);
-        Ok(out)
-    }
-
-    fn put_control_blocking(&self, control: &Control) -> Result<(), StoreError> {
+    /// Stores a control as `ROOT/POOL/KEY.ctl` (KEY as [`Control::key`]);
+    /// without `replace`, only if the file there holds no control in force
+    /// at `control.set_at`, checked and written under the pool's lock.
+    fn put_control_blocking(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
         control
             .validate()
             .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
         let dir = self.ensure_pool_dir(&control.pool)?;
         let _lock = lock_pool(&dir)?;
-        replace_file(
-            &dir,
-            &format!("{}.ctl", control.key()),
-            control.to_json().as_bytes(),
-        )?;
-        Ok(())
+        let name = format!("{}.ctl", control.key());
+        if !replace {
+            // An unreadable file holds nothing in force: it is replaced.
+            if let Ok(stored) = read_control(&dir.join(&name), &control.pool, &control.key()) {
+                if stored.until > control.set_at {
+                    return Ok(ControlWrite::InForce);
+                }
+            }
+        }
+        replace_file(&dir, &name, control.to_json().as_bytes())?;
+        Ok(ControlWrite::Written)
     }
 
     fn delete_control_blocking(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
@@ -379,6 +367,17 @@ fn lock_pool(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Reads and checks the control file `path` of `pool` stored under `key`,
+/// with the same hardening as rankings (no-follow, size-limited).
+fn read_control(path: &Path, pool: &str, key: &str) -> Result<Control, String> {
+    let bytes = read_bytes(path, MAX_CONTROL_BYTES)?.ok_or("is a directory")?;
+    let c = Control::from_json(&bytes).map_err(|e| e.to_string())?;
+    if c.pool != pool || c.key() != key {
+        return Err(format!("file holds pool `{}` key `{}`", c.pool, c.key()));
+    }
+    Ok(c)
+}
+
 /// Reads one ranking file: `Ok(None)` for something that is not a file of
 /// ours to read (a directory), `Err` with the reason for anything hostile
 /// or broken.
@@ -463,14 +462,13 @@ impl RankingStore for EmbeddedStore {
         blocking(move || store.list_pools_blocking()).await
     }
 
-    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        let (store, pool) = (self.clone(), pool.to_string());
-        blocking(move || store.controls_blocking(&pool)).await
-    }
-
-    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+    async fn put_control(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
         let (store, control) = (self.clone(), control.clone());
-        blocking(move || store.put_control_blocking(&control)).await
+        blocking(move || store.put_control_blocking(&control, replace)).await
     }
 
     async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{may_replace, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use super::{may_replace, ControlWrite, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::control::{Control, PoolControls};
 use crate::document::RankingDocument;
 use crate::sample::unix_millis_now;
@@ -51,6 +51,17 @@ impl RankingStore for MemoryStore {
                 .map(|(_, d)| d.clone())
                 .collect(),
             skipped: Vec::new(),
+            controls: PoolControls {
+                controls: self
+                    .controls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|((p, _), _)| p == pool)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+                skipped: Vec::new(),
+            },
         })
     }
 
@@ -83,27 +94,25 @@ impl RankingStore for MemoryStore {
         Ok(pools)
     }
 
-    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        let controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(PoolControls {
-            controls: controls
-                .iter()
-                .filter(|((p, _), _)| p == pool)
-                .map(|(_, c)| c.clone())
-                .collect(),
-            skipped: Vec::new(),
-        })
-    }
-
-    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+    async fn put_control(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
         control
             .validate()
             .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((control.pool.clone(), control.key()), control.clone());
-        Ok(())
+        let mut controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (control.pool.clone(), control.key());
+        if !replace
+            && controls
+                .get(&key)
+                .is_some_and(|stored| stored.until > control.set_at)
+        {
+            return Ok(ControlWrite::InForce);
+        }
+        controls.insert(key, control.clone());
+        Ok(ControlWrite::Written)
     }
 
     async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {

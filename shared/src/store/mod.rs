@@ -35,13 +35,27 @@ pub enum WriteOutcome {
     Stale,
 }
 
-/// Rankings of one pool, one per region, plus what could not be decoded.
+/// Rankings of one pool, one per region, plus what could not be decoded,
+/// and the pool's drains and overrides from the same read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolRankings {
     pub rankings: Vec<RankingDocument>,
     /// Entries skipped as unreadable: (region or key, reason). Callers log
     /// them; a bad entry never hides the good ones.
     pub skipped: Vec<(String, String)>,
+    /// The pool's stored drains and overrides (in force or expired: filter
+    /// with [`crate::control::active`]) and the unreadable ones.
+    pub controls: PoolControls,
+}
+
+/// What [`RankingStore::put_control`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlWrite {
+    /// Stored.
+    Written,
+    /// Not stored: a control with the same key is in force and the caller
+    /// did not ask to replace it.
+    InForce,
 }
 
 impl PoolRankings {
@@ -103,7 +117,9 @@ pub fn may_replace(stored: &RankingDocument, doc: &RankingDocument, now: UnixMil
 /// A place rankings are published to and read from.
 #[async_trait]
 pub trait RankingStore: Send + Sync + 'static {
-    /// Every region's ranking of `pool`.
+    /// Every region's ranking of `pool`, and the pool's drains and
+    /// overrides, in one read (DynamoDB: one Query of the pool's
+    /// partition).
     async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError>;
 
     /// Stores `doc` if [`may_replace`] allows it over the stored ranking of
@@ -119,20 +135,24 @@ pub trait RankingStore: Send + Sync + 'static {
     /// Pools that have at least one ranking.
     async fn list_pools(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The drains and overrides stored for `pool` (in force or expired:
-    /// filter with [`crate::control::active`]), plus the items that could
-    /// not be decoded. The read the CLI's `status` and a dashboard use.
+    /// The drains and overrides stored for `pool`: those of
+    /// [`RankingStore::read_pool`], which reads them with the rankings.
     async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        let _ = pool;
-        Err(StoreError::Unsupported(
-            "this store does not hold drains or overrides yet".into(),
-        ))
+        Ok(self.read_pool(pool).await?.controls)
     }
 
-    /// Stores `control` under its key, replacing the one there. A control
-    /// failing [`Control::validate`] is an error, never stored.
-    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
-        let _ = control;
+    /// Stores `control` under its key. With `replace` false it is stored
+    /// only if no control under that key is in force at `control.set_at`,
+    /// decided atomically by the store (DynamoDB: a condition expression;
+    /// embedded: under the pool's lock), so two operators setting the same
+    /// override at once cannot both win. A control failing
+    /// [`Control::validate`] is an error, never stored.
+    async fn put_control(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
+        let _ = (control, replace);
         Err(StoreError::Unsupported(
             "this store does not hold drains or overrides yet".into(),
         ))
@@ -261,18 +281,43 @@ pub(crate) mod contract {
 
     /// Controls: put, read back, replace by key, delete.
     pub async fn controls(store: &dyn RankingStore) {
+        use super::ControlWrite::{InForce, Written};
         use crate::control::tests::drain;
         assert!(store.controls("web").await.unwrap().controls.is_empty());
         let a = drain("a", 1_000, 61_000);
-        store.put_control(&a).await.unwrap();
+        assert_eq!(store.put_control(&a, false).await.unwrap(), Written);
         let mut b = drain("b", 1_000, 61_000);
-        store.put_control(&b).await.unwrap();
+        assert_eq!(store.put_control(&b, true).await.unwrap(), Written);
         assert_eq!(
             store.controls("web").await.unwrap().controls,
             [a.clone(), b.clone()]
         );
+        // The same read brings rankings and controls, and the controls are
+        // never taken for rankings.
+        let doc = crate::document::tests::sample_doc();
+        store.write(&doc).await.unwrap();
+        let read = store.read_pool("web").await.unwrap();
+        assert_eq!(read.rankings, std::slice::from_ref(&doc));
+        assert_eq!(read.controls.controls, [a.clone(), b.clone()]);
+        assert!(read.skipped.is_empty() && read.controls.skipped.is_empty());
+        assert!(store.delete("web", &doc.region).await.unwrap());
+
+        // Without `replace`, one in force under the same key wins...
+        let mut b2 = b.clone();
+        b2.reason = "longer maintenance".into();
+        b2.set_at = 30_000;
+        b2.until = 90_000;
+        assert_eq!(store.put_control(&b2, false).await.unwrap(), InForce);
+        assert_eq!(store.controls("web").await.unwrap().controls[1], b);
+        // ...unless it has ended by the new one's start...
+        let mut b3 = b2.clone();
+        b3.set_at = 61_000;
+        b3.until = 120_000;
+        assert_eq!(store.put_control(&b3, false).await.unwrap(), Written);
+        assert_eq!(store.controls("web").await.unwrap().controls[1], b3);
+        // ...or the caller replaces it.
         b.reason = "longer maintenance".into();
-        store.put_control(&b).await.unwrap();
+        assert_eq!(store.put_control(&b, true).await.unwrap(), Written);
         assert_eq!(
             store.controls("web").await.unwrap().controls,
             [a.clone(), b.clone()]
@@ -281,7 +326,7 @@ pub(crate) mod contract {
 
         let mut bad = a.clone();
         bad.until = bad.set_at;
-        let err = store.put_control(&bad).await.unwrap_err();
+        let err = store.put_control(&bad, true).await.unwrap_err();
         assert!(
             err.is_permanent() && err.to_string().contains("until"),
             "{err}"

@@ -24,12 +24,16 @@ use aws_sdk_dynamodb::Client;
 
 pub mod codec;
 
-use super::{PoolRankings, RankingStore, StoreError, WriteOutcome};
+use super::{ControlWrite, PoolRankings, RankingStore, StoreError, WriteOutcome};
 use crate::config::StoreConfig;
-use crate::control::{Control, PoolControls};
+use crate::control::Control;
 use crate::document::{seq_ceiling, RankingDocument};
 use crate::sample::unix_millis_now;
 use codec::TTL_ATTRIBUTE;
+
+/// A control item's end (Unix ms), for the condition of a write that must
+/// not replace a control in force.
+const UNTIL_ATTRIBUTE: &str = "until_ms";
 
 /// How the SDK client behaves on a slow table. The prober takes the SDK's
 /// defaults (a slow write only delays publishing); the edge bounds every
@@ -206,11 +210,16 @@ impl RankingStore for DynamoStore {
         while let Some(item) = pages.next().await {
             let item = item.map_err(dynamo_error)?;
             let region = match item.get("region") {
-                Some(AttributeValue::S(r)) => r.chars().take(64).collect(),
+                Some(AttributeValue::S(r)) => r.chars().take(200).collect(),
                 _ => "?".to_string(),
             };
-            // A drain or override (sort key `KIND#...`): read by `controls`.
+            // A drain or override: sort key `KIND#...`, in the same
+            // partition, so this one Query brings them.
             if region.contains('#') {
+                match control_from_item(&item, pool, &region) {
+                    Ok(c) => out.controls.controls.push(c),
+                    Err(reason) => out.controls.skipped.push((region, reason)),
+                }
                 continue;
             }
             match codec::from_item(item) {
@@ -280,49 +289,50 @@ impl RankingStore for DynamoStore {
     /// [`Control::key`] (`#` never appears in a region), the control's
     /// JSON in attribute `control`, removed by the table's TTL an hour
     /// after `until`.
-    async fn controls(&self, pool: &str) -> Result<PoolControls, StoreError> {
-        let mut out = PoolControls::default();
-        let mut pages = self.partition(pool).send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(dynamo_error)?;
-            let key: String = match item.get("region") {
-                Some(AttributeValue::S(r)) if r.contains('#') => r.chars().take(200).collect(),
-                _ => continue,
-            };
-            let decoded = match item.get("control") {
-                Some(AttributeValue::S(json)) => {
-                    Control::from_json(json.as_bytes()).map_err(|e| e.to_string())
-                }
-                _ => Err("no string attribute `control`".to_string()),
-            };
-            match decoded {
-                Ok(c) if c.pool == pool && c.key() == key => out.controls.push(c),
-                Ok(c) => out.skipped.push((
-                    key,
-                    format!("item holds pool `{}` key `{}`", c.pool, c.key()),
-                )),
-                Err(reason) => out.skipped.push((key, reason)),
-            }
-        }
-        Ok(out)
-    }
-
-    async fn put_control(&self, control: &Control) -> Result<(), StoreError> {
+    async fn put_control(
+        &self,
+        control: &Control,
+        replace: bool,
+    ) -> Result<ControlWrite, StoreError> {
         control
             .validate()
             .map_err(|e| StoreError::InvalidControl(e.to_string()))?;
         let expires_at = control.until / 1000 + 3600;
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pool", AttributeValue::S(control.pool.clone()))
             .item("region", AttributeValue::S(control.key()))
             .item("control", AttributeValue::S(control.to_json()))
-            .item(TTL_ATTRIBUTE, AttributeValue::N(expires_at.to_string()))
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        Ok(())
+            .item(
+                UNTIL_ATTRIBUTE,
+                AttributeValue::N(control.until.to_string()),
+            )
+            .item(TTL_ATTRIBUTE, AttributeValue::N(expires_at.to_string()));
+        if !replace {
+            // Atomic: no item under the key, or one that has ended by the
+            // new one's start. An item without `until_ms` counts as in
+            // force (the operator replaces it explicitly).
+            put = put
+                .condition_expression("attribute_not_exists(#r) OR #u <= :start")
+                .expression_attribute_names("#r", "region")
+                .expression_attribute_names("#u", UNTIL_ATTRIBUTE)
+                .expression_attribute_values(
+                    ":start",
+                    AttributeValue::N(control.set_at.to_string()),
+                );
+        }
+        match put.send().await {
+            Ok(_) => Ok(ControlWrite::Written),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(ControlWrite::InForce)
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
     }
 
     async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
@@ -350,4 +360,23 @@ impl RankingStore for DynamoStore {
         }
         Ok(pools.into_iter().collect())
     }
+}
+
+/// Decodes a control item read from `pool`'s partition under sort key
+/// `key`; the reason when it is not a valid control of that key.
+fn control_from_item(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    pool: &str,
+    key: &str,
+) -> Result<Control, String> {
+    let c = match item.get("control") {
+        Some(AttributeValue::S(json)) => {
+            Control::from_json(json.as_bytes()).map_err(|e| e.to_string())?
+        }
+        _ => return Err("no string attribute `control`".to_string()),
+    };
+    if c.pool != pool || c.key() != key {
+        return Err(format!("item holds pool `{}` key `{}`", c.pool, c.key()));
+    }
+    Ok(c)
 }
