@@ -799,3 +799,60 @@ async fn an_override_wins_until_it_expires_and_hostile_ones_are_ignored() {
         (Source::Cache, "eu")
     );
 }
+
+/// `operations.fail_open`: a drained origin that is the pool's last usable
+/// one is still chosen (the default), or never (fail_open = false: the
+/// all-down default, and with every origin drained the request passes
+/// through to the distribution's own origin, unchanged).
+#[tokio::test(start_paused = true)]
+async fn a_drained_last_usable_origin_is_chosen_only_when_failing_open() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![
+            entry("eu", OriginState::Healthy, 10.0),
+            entry("us", OriginState::Down, 10.0),
+            entry("ap", OriginState::Down, 10.0),
+        ],
+    ));
+    store
+        .put_control(
+            &control(ControlKind::Drain, ALL_REGIONS, "eu", NOW + 60_000),
+            true,
+        )
+        .await
+        .unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Table, "eu")
+    );
+
+    let mut closed = config();
+    closed.operations.fail_open = false;
+    let closed = Arc::new(closed);
+    let r = Router::new(closed.clone(), "eu-west-1", store.clone(), racer(None, 0));
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::KnownDown, "us")
+    );
+
+    for origin in ["us", "ap"] {
+        store
+            .put_control(
+                &control(ControlKind::Drain, ALL_REGIONS, origin, NOW + 60_000),
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    let r = Router::new(closed, "eu-west-1", store.clone(), racer(Some("eu"), 0));
+    let before = event();
+    let h = handle(&r, before.clone(), NOW).await.unwrap();
+    assert_eq!(h.decision.source, Source::Passthrough);
+    assert_eq!(h.request, before["Records"][0]["cf"]["request"]);
+}

@@ -294,3 +294,160 @@ async fn drain_and_override_on_dynamodb() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status["web"]["controls"].as_array().unwrap().is_empty());
 }
+
+/// `[operations]` sets the limits: a shorter maximum is enforced and named.
+#[test]
+fn the_configured_maximum_durations_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_user_config(dir.path());
+    let text = std::fs::read_to_string(&c).unwrap()
+        + "\n[operations]\nmax_drain = \"2h\"\nmax_override = \"30m\"\n";
+    std::fs::write(&c, text).unwrap();
+    let by = ["--by", "alice", "--reason", "r"];
+    let err = fails(&[&["drain", "-c", &c, "web", "a", "--for", "3h"][..], &by].concat());
+    assert!(err.contains("operations.max_drain"), "{err}");
+    let err = fails(&[&["override", "-c", &c, "web", "a", "--for", "31m"][..], &by].concat());
+    assert!(err.contains("operations.max_override"), "{err}");
+    ok(&[&["drain", "-c", &c, "web", "a", "--for", "2h"][..], &by].concat());
+    // A maximum beyond the hard limit is a config error naming the field.
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("\"2h\"", "\"400d\"");
+    std::fs::write(&c, text).unwrap();
+    let err = fails(&["status", "-c", &c]);
+    assert!(err.contains("operations.max_drain"), "{err}");
+}
+
+/// Two operators setting overrides of the same pool and region at the same
+/// moment, neither with `--replace`: exactly one wins, the other is told
+/// who holds it (the store decides atomically).
+#[test]
+fn of_two_simultaneous_overrides_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_user_config(dir.path());
+    for round in 0..3 {
+        let handles: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|origin| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    prober(&[
+                        "override",
+                        "-c",
+                        &c,
+                        "web",
+                        origin,
+                        "--region",
+                        "eu-west-1",
+                        "--for",
+                        "10m",
+                        "--reason",
+                        "incident",
+                        "--by",
+                        origin,
+                    ])
+                })
+            })
+            .collect();
+        let outs: Vec<Output> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let won = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(won, 1, "round {round}: {outs:?}");
+        let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+        let err = String::from_utf8_lossy(&lost.stderr);
+        assert!(
+            err.contains("is in force") || err.contains("same moment"),
+            "{err}"
+        );
+        ok(&["override", "-c", &c, "web", "--clear"]);
+    }
+}
+
+/// The DynamoDB store on moto: controls come back with the rankings from
+/// the one Query of the pool's partition, and a write without `replace`
+/// is refused by the table itself (a condition expression) while a
+/// control under the same key is in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_reads_controls_with_rankings_and_refuses_a_second_override_atomically() {
+    use origin_router::control::{Control, ControlKind};
+    use origin_router::store::{ControlWrite, RankingStore};
+    let moto = MotoServer::start().await.unwrap();
+    let store = common::dynamo(&moto).await;
+    let now = origin_router::sample::unix_millis_now();
+    let over = |origin: &str, set_at: u64, until: u64| Control {
+        kind: ControlKind::Override,
+        pool: "web".into(),
+        region: REGION.into(),
+        origin: origin.into(),
+        set_at,
+        until,
+        by: "ops".into(),
+        reason: "incident".into(),
+    };
+    let first = over("a", now, now + 60_000);
+    assert_eq!(
+        store.put_control(&first, false).await.unwrap(),
+        ControlWrite::Written
+    );
+    let second = over("b", now + 1_000, now + 60_000);
+    assert_eq!(
+        store.put_control(&second, false).await.unwrap(),
+        ControlWrite::InForce
+    );
+    let doc = origin_router::RankingDocument::new(
+        "web",
+        REGION,
+        1,
+        now,
+        vec![origin_router::RankedOrigin::measured(
+            "a",
+            origin_router::OriginState::Healthy,
+            5.0,
+            1,
+        )],
+    );
+    store.write(&doc).await.unwrap();
+    let read = store.read_pool("web").await.unwrap();
+    assert_eq!(read.rankings.len(), 1);
+    assert!(read.skipped.is_empty(), "{:?}", read.skipped);
+    assert_eq!(read.controls.controls, [first.clone()]);
+    // After the first one's end, or with replace, the second is written.
+    let later = over("b", now + 60_000, now + 120_000);
+    assert_eq!(
+        store.put_control(&later, false).await.unwrap(),
+        ControlWrite::Written
+    );
+    assert_eq!(
+        store.put_control(&second, true).await.unwrap(),
+        ControlWrite::Written
+    );
+    assert_eq!(store.controls("web").await.unwrap().controls, [second]);
+    // A hostile item in the partition is skipped with its reason, and the
+    // ranking is still read.
+    common::dynamo_client(&moto)
+        .put_item()
+        .table_name(TABLE)
+        .item(
+            "pool",
+            aws_sdk_dynamodb::types::AttributeValue::S("web".into()),
+        )
+        .item(
+            "region",
+            aws_sdk_dynamodb::types::AttributeValue::S("drain#x#../../etc".into()),
+        )
+        .item(
+            "control",
+            aws_sdk_dynamodb::types::AttributeValue::S("{\"kind\":\"drain\"}".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let read = store.read_pool("web").await.unwrap();
+    assert_eq!(read.rankings.len(), 1);
+    assert_eq!(read.controls.controls.len(), 1);
+    assert_eq!(
+        read.controls.skipped.len(),
+        1,
+        "{:?}",
+        read.controls.skipped
+    );
+}
