@@ -409,7 +409,7 @@ async fn dynamodb_reads_controls_with_rankings_and_refuses_a_second_override_ato
     let read = store.read_pool("web").await.unwrap();
     assert_eq!(read.rankings.len(), 1);
     assert!(read.skipped.is_empty(), "{:?}", read.skipped);
-    assert_eq!(read.controls.controls, [first.clone()]);
+    assert_eq!(read.controls.controls, std::slice::from_ref(&first));
     // After the first one's end, or with replace, the second is written.
     let later = over("b", now + 60_000, now + 120_000);
     assert_eq!(
