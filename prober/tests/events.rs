@@ -399,3 +399,104 @@ async fn events_reach_an_sqs_queue_through_an_eventbridge_rule() {
         .expect("an override-ended event reaches the queue");
     assert_eq!(ended["detail"]["origin"], "b");
 }
+
+/// An EventBridge endpoint that accepts connections and never answers, and
+/// hostile controls in the store (an origin outside the config, a drain
+/// longer than `operations.max_drain`): the worker goes on publishing, the
+/// good drain still applies, each bad control is logged as ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
+    use origin_router::control::{Control, ControlKind, ALL_REGIONS};
+    let (a, b) = two_origins().await;
+    // Accepts, reads, never answers; holds every connection.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let c = write_config(
+        dir.path(),
+        &a,
+        &b,
+        &format!(
+            "[store]\nembedded_path = \"{}\"\n[operations]\nmax_drain = \"1h\"\n[events]\nevent_bus = \"ops\"\nendpoint = \"http://{silent_addr}\"\nregion = \"{REGION}\"",
+            store_dir.display()
+        ),
+    );
+    let store = EmbeddedStore::new(&store_dir);
+    let now = origin_router::sample::unix_millis_now();
+    let drain = |origin: &str, hours: u64| Control {
+        kind: ControlKind::Drain,
+        pool: "web".into(),
+        region: ALL_REGIONS.into(),
+        origin: origin.into(),
+        set_at: now,
+        until: now + hours * 3_600_000,
+        by: "someone".into(),
+        reason: "hostile".into(),
+    };
+    store.put_control(&drain("ghost", 1), true).await.unwrap();
+    store.put_control(&drain("b", 48), true).await.unwrap();
+    let log = dir.path().join("worker.log");
+    let _worker = Worker(
+        prober(&[
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ])
+        .args(["run", "-c", &c])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    // b's drain lasts beyond the maximum: ignored, so both are usable.
+    let both = eventually(Duration::from_secs(30), || async {
+        let s = states(&store).await;
+        (s.len() == 2 && s.iter().all(|(_, st)| st == "healthy")).then_some(s)
+    })
+    .await;
+    assert!(both.is_some(), "{:?}", states(&store).await);
+    // A good drain while every event put hangs: still published.
+    run_ok(prober(&[]).args([
+        "drain", "-c", &c, "web", "a", "--for", "10m", "--reason", "patching", "--by", "ops",
+    ]));
+    let drained = eventually(Duration::from_secs(30), || async {
+        let s = states(&store).await;
+        (s.last() == Some(&("a".to_string(), "drained".to_string()))).then_some(s)
+    })
+    .await;
+    assert!(drained.is_some(), "{:?}", states(&store).await);
+    // Rankings keep coming while the bus stays silent.
+    let seq = |s: &Option<origin_router::RankingDocument>| s.as_ref().map(|d| d.seq).unwrap_or(0);
+    let first = store
+        .read_pool("web")
+        .await
+        .unwrap()
+        .region(REGION)
+        .cloned();
+    let later = eventually(Duration::from_secs(20), || async {
+        let d = store.read_pool("web").await.ok()?.region(REGION).cloned();
+        (seq(&d) > seq(&first)).then_some(())
+    })
+    .await;
+    assert!(later.is_some(), "publishing stopped");
+    let logged = plain(
+        &(std::fs::read_to_string(&log).unwrap()
+            + &std::fs::read_to_string(dir.path().join("worker.err")).unwrap()),
+    );
+    for key in ["drain#all-regions#ghost", "drain#all-regions#b"] {
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains("ignored a drain or override") && l.contains(key)),
+            "{key} not logged as ignored:\n{logged}"
+        );
+    }
+    held.abort();
+}

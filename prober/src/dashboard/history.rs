@@ -75,11 +75,12 @@ pub struct History {
     markers: BTreeMap<String, VecDeque<Marker>>,
 }
 
-/// The origin an edge sends traffic to first: the best one not held down.
+/// The origin an edge sends traffic to first: the best one neither held
+/// down nor drained.
 pub fn top_of(doc: &RankingDocument) -> Option<&str> {
     doc.origins
         .iter()
-        .find(|o| o.state != OriginState::Down)
+        .find(|o| o.state.is_usable())
         .map(|o| o.id.as_str())
 }
 
