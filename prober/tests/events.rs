@@ -224,28 +224,17 @@ impl Queue<'_> {
     }
 }
 
-fn sqs(moto: &MotoServer) -> aws_sdk_sqs::Client {
-    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-    aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build(),
-    )
-}
-
-fn eventbridge(moto: &MotoServer) -> aws_sdk_eventbridge::Client {
-    use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
-    aws_sdk_eventbridge::Client::from_conf(
-        aws_sdk_eventbridge::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build(),
-    )
+/// The AWS configuration of the moto server, for every client the test
+/// itself uses (SQS, EventBridge).
+async fn moto_sdk(moto: &MotoServer) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await
 }
 
 /// The full configuration (DynamoDB on moto, `events.event_bus` set): a
@@ -272,11 +261,12 @@ async fn events_reach_an_sqs_queue_through_an_eventbridge_rule() {
     );
     run_ok(prober(&env).args(["init-table", "-c", &c]));
 
-    let sqs = sqs(&moto);
+    let sdk = moto_sdk(&moto).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue = sqs.create_queue().queue_name("ops").send().await.unwrap();
     let queue_url = queue.queue_url().unwrap().to_string();
     let queue_arn = format!("arn:aws:sqs:{REGION}:123456789012:ops");
-    let events = eventbridge(&moto);
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
     events.create_event_bus().name("ops").send().await.unwrap();
     events
         .put_rule()

@@ -432,16 +432,21 @@ pub(crate) mod tests {
         assert_eq!(d.configured_max(&wide), MAX_DRAIN);
     }
 
-    #[test]
-    fn a_control_longer_than_the_configured_maximum_is_ignored() {
-        let mut config = Config::from_toml(
+    /// Pool `web` with origins `a` and `b`.
+    fn web_a_b() -> Config {
+        Config::from_toml(
             r#"
             [pools.web]
             origins = [{ id = "a", host = "127.0.0.1" }, { id = "b", host = "127.0.0.2" }]
             "#,
             "test",
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_control_longer_than_the_configured_maximum_is_ignored() {
+        let mut config = web_a_b();
         config.operations.max_drain = Duration::from_secs(3600);
         let now = 1_000_000;
         let controls = vec![
@@ -460,14 +465,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_controls_in_force_on_known_origins_are_active() {
-        let config = Config::from_toml(
-            r#"
-            [pools.web]
-            origins = [{ id = "a", host = "127.0.0.1" }, { id = "b", host = "127.0.0.2" }]
-            "#,
-            "test",
-        )
-        .unwrap();
+        let config = web_a_b();
         let now = 1_000_000;
         let controls = vec![
             drain("a", now - 10, now + 10),
