@@ -230,9 +230,11 @@ async fn source_address_selects_the_region_delay() {
 }
 
 /// Timing accuracy: against an origin that answers after a known delay,
-/// the measured first-byte time is never below the delay and at most 25 ms
-/// above it (the median is checked tighter, at 5 ms). Benchmarks report the
-/// real error distribution; this bound allows for a loaded CI machine.
+/// the measured first-byte time is never below the delay, its median at
+/// most 5 ms above it, and no sample more than 200 ms above it (a loaded,
+/// shared machine can stall any one probe's task by tens of milliseconds:
+/// 25 ms was seen exceeded while three builds ran). Benchmarks report the
+/// real error distribution.
 #[tokio::test]
 async fn first_byte_time_matches_the_origin_delay() {
     let delay = Duration::from_millis(50);
@@ -252,7 +254,7 @@ async fn first_byte_time_matches_the_origin_delay() {
         errors[10]
     );
     assert!(
-        errors[19] < Duration::from_millis(25),
+        errors[19] < Duration::from_millis(200),
         "max error {:?}",
         errors[19]
     );
