@@ -31,6 +31,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# promtool checks and unit-tests the Prometheus alerting rules in
+# deploy/prometheus/ (Debian package prometheus; its service is not started).
+if ! command -v promtool >/dev/null 2>&1; then
+  step "installing prometheus (Debian package) for promtool"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 if [ ! -x "$services/venv/bin/moto_server" ]; then
   step "installing moto[server] (PyPI) into .test-services/venv"
   rm -rf "$services/venv"
@@ -57,6 +65,7 @@ echo "redis-server: $("$ORIGIN_ROUTER_REDIS_SERVER" --version | cut -d' ' -f1-3)
 echo "moto_server: $("$services/venv/bin/python" -c 'import moto; print(moto.__version__)')"
 echo "cfn-lint: $("$services/venv/bin/cfn-lint" --version)"
 echo "node: $(node --version)"
+echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>/dev/null | head -1)"
 
 step "cargo fmt --check"
@@ -84,6 +93,10 @@ if [ -n "$templates" ]; then
   "$services/venv/bin/cfn-lint" $templates
   echo "lint-clean: $(echo "$templates" | wc -l) templates"
 fi
+
+step "promtool: Prometheus alerting rules (deploy/prometheus/)"
+promtool check rules deploy/prometheus/rules.yml
+(cd deploy/prometheus && promtool test rules rules.test.yml)
 
 step "building the binaries the end-to-end tests run"
 cargo build --workspace --bins

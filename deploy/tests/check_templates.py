@@ -1,6 +1,7 @@
 """Checks every IAM role in deploy/*.yaml against the permissions table in
 deploy/README.md: each role must hold exactly the actions the guide lists
-for it, and no wildcard actions. Uses cfn-lint's template loader (it knows
+for it, no wildcard actions, and "*" as a resource only for actions that
+name no resource. Uses cfn-lint's template loader (it knows
 the CloudFormation short-form tags). Run by tests/tests/deploy.rs."""
 
 import pathlib
@@ -31,16 +32,30 @@ def branches(value):
 def actions_of(role):
     found = set()
     props = role.get("Properties", {})
-    for policy in props.get("Policies", []):
-        statements = policy["PolicyDocument"]["Statement"]
-        for item in statements if isinstance(statements, list) else [statements]:
-            for st in branches(item):
-                acts = st.get("Action", [])
-                for a in acts if isinstance(acts, list) else [acts]:
-                    found.add(a)
+    # A policy may itself be conditional (Fn::If around a whole policy).
+    for entry in props.get("Policies", []):
+        for policy in branches(entry):
+            statements = policy["PolicyDocument"]["Statement"]
+            for item in statements if isinstance(statements, list) else [statements]:
+                for st in branches(item):
+                    acts = st.get("Action", [])
+                    acts = acts if isinstance(acts, list) else [acts]
+                    found.update(acts)
+                    resources = st.get("Resource", [])
+                    resources = [
+                        r
+                        for item in (resources if isinstance(resources, list) else [resources])
+                        for r in branches(item)
+                    ]
+                    if "*" in resources:
+                        star_actions.update(acts)
     if props.get("ManagedPolicyArns"):
         found.add("<managed policy>")
     return found
+
+# Actions that name no resource, so "*" is the only way to grant them.
+RESOURCELESS = {"ecr:GetAuthorizationToken"}
+star_actions = set()
 
 failures = []
 seen = set()
@@ -63,6 +78,9 @@ for template in sorted(root.glob("*.yaml")):
         for a in actual:
             if "*" in a:
                 failures.append(f"{template.name} {name}: wildcard action {a}")
+
+for a in sorted(star_actions - RESOURCELESS):
+    failures.append(f"{a} is granted on every resource (\"*\")")
 
 for key in documented:
     if key not in seen:

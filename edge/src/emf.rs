@@ -213,4 +213,111 @@ mod tests {
         }
         assert_eq!(searches, 9, "three widgets per region");
     }
+
+    /// The CloudWatch alarms in deploy/edge-alarms.yaml read only what
+    /// these lines emit: each alarm in this namespace names a metric of the
+    /// directive with exactly one of its dimension sets (and a real
+    /// source), or the metric its metric filter makes of a member of the
+    /// line, with a filter that selects these lines.
+    #[test]
+    fn the_cloudwatch_alarms_read_the_metrics_these_lines_emit() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/edge-alarms.yaml");
+        let template = std::fs::read_to_string(path).unwrap();
+        let tail = format!("{{{}", &AWS_METADATA_TAIL[1..]);
+        let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
+        let directive = &directive["CloudWatchMetrics"][0];
+        let metrics: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        let dimension_sets: Vec<Vec<&str>> = directive["Dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|set| {
+                set.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap())
+                    .collect()
+            })
+            .collect();
+        // A real decision line, for the members the filter reads.
+        let d = Decision {
+            pool: "web".into(),
+            origin: "eu".into(),
+            source: Source::Cache,
+            ranking_region: Some("eu-west-1".into()),
+            ranking_age_ms: Some(1500),
+            losers: Vec::new(),
+            elapsed: Duration::from_micros(10),
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&decision_line(&d, "eu-west-1", 1)).unwrap();
+
+        // `Key: value` of a line, trimmed, list dashes dropped.
+        let value = |line: &str, key: &str| -> Option<String> {
+            let line = line.trim().trim_start_matches("- ");
+            line.strip_prefix(key)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_string())
+        };
+        // The property lines of each resource of a type (deeper than the
+        // resource's own two-space indentation).
+        let resources = |kind: &str| -> Vec<Vec<&str>> {
+            template
+                .split(&format!("Type: {kind}\n"))
+                .skip(1)
+                .map(|rest| {
+                    rest.lines()
+                        .take_while(|l| l.is_empty() || l.starts_with("    "))
+                        .collect()
+                })
+                .collect()
+        };
+        let filtered: Vec<String> = resources("AWS::Logs::MetricFilter")
+            .iter()
+            .flat_map(|b| b.iter().filter_map(|l| value(l, "MetricName")))
+            .collect();
+        let mut alarms = 0;
+        for block in resources("AWS::CloudWatch::Alarm") {
+            let get = |key: &str| block.iter().find_map(|l| value(l, key));
+            assert_eq!(get("Namespace").as_deref(), Some(NAMESPACE));
+            let name = get("MetricName").expect("an alarm names its metric");
+            let dims: Vec<String> = block.iter().filter_map(|l| value(l, "Name")).collect();
+            let dim_values: Vec<String> = block.iter().filter_map(|l| value(l, "Value")).collect();
+            if metrics.contains(&name.as_str()) {
+                assert!(
+                    dimension_sets.iter().any(|set| *set == dims),
+                    "{name} with dimensions {dims:?}"
+                );
+                for v in &dim_values {
+                    assert!(
+                        Source::ALL.iter().any(|s| s.as_str() == v),
+                        "{name}: no source {v}"
+                    );
+                }
+            } else {
+                // A metric-filter metric: a member of the line, no dimensions.
+                assert!(dims.is_empty(), "{name}: {dims:?}");
+                assert!(
+                    filtered.contains(&name),
+                    "{name}: no metric filter makes it"
+                );
+                assert!(
+                    line.get(&name).is_some(),
+                    "{name} is not a member of the line"
+                );
+                let pattern = format!("$.{name} >= 0");
+                assert!(template.contains(&pattern), "{pattern}");
+                assert!(template.contains(&format!("MetricValue: $.{name}")));
+                assert!(template.contains(r#"$.message = "origin decision""#));
+                assert_eq!(line["message"], "origin decision");
+            }
+            alarms += 1;
+        }
+        assert_eq!(alarms, 3, "watchdog, known_down and ranking age");
+    }
 }

@@ -11,6 +11,13 @@
 //! - `ranking_changes_total{region,pool}`: top origin changed;
 //! - `publish_seconds{region,pool}`, `publish_failures_total{region,pool}`,
 //!   `publish_stale_total{region,pool}`: publishing to the store;
+//! - `origin_state{region,pool,origin,state}`: 1 for each origin's state
+//!   (`healthy`, `degraded`, `down`, `drained`) in the last ranking this
+//!   worker wrote to the store, 0 for the other three, so an alert can ask
+//!   `== 1` and a state that ends resolves it;
+//! - `ranking_generated_timestamp_seconds{region,pool}`: when the last
+//!   ranking this worker wrote was generated (Unix seconds): `time()` minus
+//!   it is the age an edge would see;
 //! - `leader{region,worker}`: 1 while this worker leads its region;
 //! - `round_lag_seconds{region}`: how late a round started after its
 //!   scheduled time; `round_seconds{region}`: how long rounds take;
@@ -27,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use origin_router::document::{OriginState, RankingDocument};
 use origin_router::sample::{unix_millis_now, FailureClass, Outcome};
 use tokio::net::TcpListener;
 
@@ -140,6 +148,46 @@ impl TargetMetrics {
     }
 }
 
+/// The `state` label's values, indexed by [`state_index`].
+const STATES: [&str; 4] = ["healthy", "degraded", "down", "drained"];
+
+/// An exhaustive match: a new state stops this compiling until it has a
+/// label value.
+fn state_index(s: OriginState) -> usize {
+    match s {
+        OriginState::Healthy => 0,
+        OriginState::Degraded => 1,
+        OriginState::Down => 2,
+        OriginState::Drained => 3,
+    }
+}
+
+/// Records a ranking the store accepted: each origin's state and when the
+/// ranking was generated. Called after the write, not when the ranking is
+/// computed, so the gauges say what the edges can read; these are the
+/// metrics the Prometheus rules in `deploy/prometheus/` alert on.
+pub fn record_published(region: &str, doc: &RankingDocument) {
+    for o in &doc.origins {
+        let current = state_index(o.state);
+        for (i, state) in STATES.iter().enumerate() {
+            metrics::gauge!(
+                "origin_router_origin_state",
+                "region" => region.to_string(),
+                "pool" => doc.pool.clone(),
+                "origin" => o.id.clone(),
+                "state" => *state
+            )
+            .set(if i == current { 1.0 } else { 0.0 });
+        }
+    }
+    metrics::gauge!(
+        "origin_router_ranking_generated_timestamp_seconds",
+        "region" => region.to_string(),
+        "pool" => doc.pool.clone()
+    )
+    .set(doc.generated_at as f64 / 1000.0);
+}
+
 /// What `/healthz` reports.
 #[derive(Debug)]
 pub struct Health {
@@ -220,4 +268,21 @@ pub async fn serve(
             });
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_state_label_is_the_states_own_name() {
+        for s in [
+            OriginState::Healthy,
+            OriginState::Degraded,
+            OriginState::Down,
+            OriginState::Drained,
+        ] {
+            assert_eq!(STATES[state_index(s)], s.as_str());
+        }
+    }
 }

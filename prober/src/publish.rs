@@ -168,6 +168,7 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
             Ok(Ok(WriteOutcome::Written)) => {
                 metrics::histogram!("origin_router_publish_seconds", &labels)
                     .record(elapsed.as_secs_f64());
+                crate::metrics::record_published(&region, &doc);
                 tracing::debug!(pool = %doc.pool, seq = doc.seq, elapsed_ms = elapsed.as_millis() as u64, "ranking published");
                 false
             }

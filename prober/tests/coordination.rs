@@ -116,6 +116,22 @@ async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
         metrics.contains(r#"origin_router_probe_failures_total{region="eu-west-1",pool="web",origin="a",class="response_timeout"}"#),
         "failures by class"
     );
+    // What the leader wrote to the table, as the Prometheus rules read it
+    // (deploy/prometheus/rules.yml): c's state and the ranking's time.
+    let published = eventually(Duration::from_secs(5), || async {
+        let m = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[2]))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (m.contains(r#"origin_router_origin_state{region="eu-west-1",pool="web",origin="c",state="healthy"} 1"#)
+            && m.contains(r#"origin_router_origin_state{region="eu-west-1",pool="web",origin="c",state="down"} 0"#)
+            && m.contains(r#"origin_router_ranking_generated_timestamp_seconds{region="eu-west-1",pool="web"}"#))
+        .then_some(())
+    })
+    .await;
+    assert!(published.is_some(), "published-state gauges:\n{metrics}");
 
     // The leader also keeps the latest ranking in Redis for `prober
     // rankings --source redis`.

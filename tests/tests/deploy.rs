@@ -30,7 +30,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn templates_are_lint_clean() {
-    let templates: Vec<PathBuf> = ["table.yaml", "prober.yaml", "edge.yaml"]
+    let templates: Vec<PathBuf> = ["table.yaml", "prober.yaml", "edge.yaml", "edge-alarms.yaml"]
         .iter()
         .map(|t| workspace_root().join("deploy").join(t))
         .collect();
