@@ -60,8 +60,9 @@ pub enum Command {
     ///
     /// Without --config the configuration is read from the environment
     /// variable ORIGIN_ROUTER_CONFIG_TOML (how the ECS template passes it).
-    /// ORIGIN_ROUTER_REDIS_URL and ORIGIN_ROUTER_DYNAMODB_TABLE, when set,
-    /// override store.redis_url and store.dynamodb_table.
+    /// ORIGIN_ROUTER_REDIS_URL, ORIGIN_ROUTER_DYNAMODB_TABLE and
+    /// ORIGIN_ROUTER_EVENT_BUS, when set, override store.redis_url,
+    /// store.dynamodb_table and events.event_bus.
     Run {
         /// Configuration file.
         #[arg(long, short)]
@@ -417,9 +418,9 @@ pub fn load(path: &Path) -> Result<Config, CliError> {
     Ok(config)
 }
 
-/// Applies `ORIGIN_ROUTER_REDIS_URL` and `ORIGIN_ROUTER_DYNAMODB_TABLE`
-/// (set by the deploy templates, which create the Redis and know the table
-/// name), then validates again.
+/// Applies `ORIGIN_ROUTER_REDIS_URL`, `ORIGIN_ROUTER_DYNAMODB_TABLE` and
+/// `ORIGIN_ROUTER_EVENT_BUS` (set by the deploy templates, which create the
+/// Redis and the bus and know the table name), then validates again.
 pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
     if let Ok(url) = std::env::var("ORIGIN_ROUTER_REDIS_URL") {
         config.store.redis_url = Some(url).filter(|u| !u.is_empty());
@@ -433,6 +434,10 @@ pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
     }
     if let Ok(table) = std::env::var("ORIGIN_ROUTER_DYNAMODB_TABLE") {
         config.store.dynamodb_table = Some(table).filter(|t| !t.is_empty());
+    }
+    // The bus the deploy template creates or names (`events.event_bus`).
+    if let Ok(bus) = std::env::var("ORIGIN_ROUTER_EVENT_BUS") {
+        config.events.event_bus = Some(bus).filter(|b| !b.is_empty());
     }
     config.validate().map_err(|problems| {
         let text: Vec<String> = problems
