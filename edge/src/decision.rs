@@ -42,6 +42,7 @@ use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
 use crate::race::Racer;
+use crate::steering::{self, Ranked};
 
 /// Where a decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,11 +90,14 @@ impl Source {
 /// The outcome of the pure choice over a pool's rankings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Choice<'p> {
-    /// The best usable origin of the nearest fresh ranking.
+    /// The steered choice among the usable origins of the nearest fresh
+    /// ranking (under `fastest`, the best of them).
     Ranked {
         origin: &'p OriginConfig,
         region: String,
         age_ms: u64,
+        /// Origins in the band the choice was made from (1: `fastest`).
+        band: usize,
     },
     /// The nearest fresh ranking holds every known origin down.
     AllDown {
@@ -105,7 +109,9 @@ pub enum Choice<'p> {
     NoFreshRanking,
 }
 
-/// Chooses from `rankings` (any regions) as seen from `region`.
+/// Chooses from `rankings` (any regions) as seen from `region`, steering
+/// by the pool's policy with the request's `key` (see [`crate::steering`];
+/// `fastest` ignores it).
 pub fn choose<'p>(
     pool: &'p PoolConfig,
     rankings: &[RankingDocument],
@@ -113,6 +119,7 @@ pub fn choose<'p>(
     proximity: &BTreeMap<String, Vec<String>>,
     max_age: Duration,
     now: UnixMillis,
+    key: &str,
 ) -> Choice<'p> {
     let order = origin_router::geo::nearest_first(
         region,
@@ -140,12 +147,20 @@ pub fn choose<'p>(
         if known.peek().is_none() {
             continue;
         }
-        let mut usable = known.filter(|(e, _)| e.state.is_usable());
-        return match usable.next() {
-            Some((_, origin)) => Choice::Ranked {
+        let usable: Vec<Ranked<'p>> = known
+            .filter(|(e, _)| e.state.is_usable())
+            .map(|(e, origin)| Ranked {
                 origin,
+                state: e.state,
+                score: e.score,
+            })
+            .collect();
+        return match steering::steer(pool, &usable, key) {
+            Some(steered) => Choice::Ranked {
+                origin: steered.origin,
                 region: doc.region.clone(),
                 age_ms,
+                band: steered.band,
             },
             None => Choice::AllDown {
                 origin: pool
@@ -256,6 +271,13 @@ impl Router {
     /// the rest, so the pool's default origin is answered by then whatever
     /// fails.
     pub async fn decide(&self, pool_name: &str, now: UnixMillis) -> Decision {
+        self.decide_keyed(pool_name, "", now).await
+    }
+
+    /// [`Router::decide`] for a request whose steering key is `key` (see
+    /// [`crate::key`]): a `band` pool spreads keys over its band. A race
+    /// winner, an override or a default is not steered.
+    pub async fn decide_keyed(&self, pool_name: &str, key: &str, now: UnixMillis) -> Decision {
         let started = Instant::now();
         let inner = &self.inner;
         let edge = &inner.config.edge;
@@ -276,6 +298,7 @@ impl Router {
                     origin,
                     region,
                     age_ms,
+                    ..
                 } => (origin, region, age_ms, source),
                 Choice::AllDown {
                     origin,
@@ -316,7 +339,7 @@ impl Router {
         let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
-                let choice = self.choose(pool, &rankings, now);
+                let choice = self.choose(pool, &rankings, now, key);
                 if age <= edge.cache_ttl {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
@@ -362,7 +385,7 @@ impl Router {
                     }
                     Controlled::Pool(pool) => pool,
                 };
-                let choice = self.choose(&pool, &rankings, now);
+                let choice = self.choose(&pool, &rankings, now, key);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
@@ -436,6 +459,7 @@ impl Router {
         pool: &'p PoolConfig,
         rankings: &[RankingDocument],
         now: UnixMillis,
+        key: &str,
     ) -> Choice<'p> {
         let edge = &self.inner.config.edge;
         choose(
@@ -445,6 +469,7 @@ impl Router {
             &edge.proximity,
             edge.ranking_max_age,
             now,
+            key,
         )
     }
 
