@@ -185,6 +185,9 @@ pub struct Decision {
     pub ranking_age_ms: Option<u64>,
     /// Failure classes of race attempts that lost.
     pub losers: Vec<(String, FailureClass)>,
+    /// How many origins a `band` pool's choice was made among (`None`
+    /// when no ranking steered it, 1 under `fastest`).
+    pub band: Option<usize>,
     /// Time spent deciding.
     pub elapsed: Duration,
 }
@@ -199,6 +202,7 @@ impl Decision {
             ranking_region: None,
             ranking_age_ms: None,
             losers: Vec::new(),
+            band: None,
             elapsed: started.elapsed(),
         }
     }
@@ -293,18 +297,18 @@ impl Router {
         };
         let pool: &PoolConfig = &pool;
         let decided = |choice: Choice<'_>, source: Source| -> Option<Decision> {
-            let (origin, region, age, source) = match choice {
+            let (origin, region, age, source, band) = match choice {
                 Choice::Ranked {
                     origin,
                     region,
                     age_ms,
-                    ..
-                } => (origin, region, age_ms, source),
+                    band,
+                } => (origin, region, age_ms, source, Some(band)),
                 Choice::AllDown {
                     origin,
                     region,
                     age_ms,
-                } => (origin, region, age_ms, Source::KnownDown),
+                } => (origin, region, age_ms, Source::KnownDown, None),
                 Choice::NoFreshRanking => return None,
             };
             Some(Decision {
@@ -314,6 +318,7 @@ impl Router {
                 ranking_region: Some(region),
                 ranking_age_ms: Some(age),
                 losers: Vec::new(),
+                band,
                 elapsed: started.elapsed(),
             })
         };
@@ -601,6 +606,7 @@ impl Router {
             ranking_region: None,
             ranking_age_ms: None,
             losers,
+            band: None,
             elapsed: started.elapsed(),
         };
         let origins: Vec<&OriginConfig> = pool.origins.iter().collect();

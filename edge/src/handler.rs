@@ -124,6 +124,7 @@ fn passthrough(pool: String) -> Decision {
         ranking_region: None,
         ranking_age_ms: None,
         losers: Vec::new(),
+        band: None,
         elapsed: std::time::Duration::ZERO,
     }
 }

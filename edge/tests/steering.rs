@@ -6,15 +6,22 @@
 //! keys. Over 100,000 keys the binomial standard deviation is at most
 //! 0.16 points, so 3 points is honest slack, not a tuned threshold.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use edge::decision::{choose, Choice};
+use async_trait::async_trait;
+use edge::decision::{choose, Choice, Router, Source};
+use edge::handler::handle;
+use edge::race::{RaceOutcome, Racer};
 use edge::steering::{steer, water_fill, Ranked};
+use origin_router::config::Config;
 use origin_router::config::{
     OriginConfig, PoolConfig, SteeringConfig, SteeringKey, SteeringPolicy,
 };
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
+use origin_router::store::MemoryStore;
 use proptest::prelude::*;
+use serde_json::Value;
 
 const KEYS: usize = 100_000;
 const TOLERANCE: f64 = 0.03;
@@ -301,4 +308,192 @@ fn a_zero_band_is_fastest() {
     narrowed.steering.band_relative = 0.0;
     let got = shares(&assign(&narrowed, &usable), 2);
     assert_eq!(got, [1.0, 0.0]);
+}
+
+/// A race that `a` wins at once.
+struct AWins;
+
+#[async_trait]
+impl Racer for AWins {
+    async fn race(&self, _: &[&OriginConfig], _: Duration) -> RaceOutcome {
+        RaceOutcome {
+            winner: Some("a".into()),
+            elapsed: Duration::ZERO,
+            watchdog_fired: false,
+            losers: Vec::new(),
+        }
+    }
+}
+
+const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
+
+fn band_config(key: &str) -> Config {
+    Config::from_toml(
+        &format!(
+            r#"
+            [routing]
+            default_pool = "web"
+            [pools.web]
+            origins = [
+                {{ id = "a", host = "origin-a.example.net" }},
+                {{ id = "b", host = "origin-b.example.net" }},
+                {{ id = "c", host = "origin-c.example.net" }},
+            ]
+            [pools.web.steering]
+            policy = "band"
+            band_absolute = "5ms"
+            band_relative = 0.1
+            key = "{key}"
+            "#
+        ),
+        "steering.toml",
+    )
+    .unwrap()
+}
+
+fn event(uri: &str, cookie: Option<&str>) -> Value {
+    let mut e: Value = serde_json::from_str(FIXTURE).unwrap();
+    let request = &mut e["Records"][0]["cf"]["request"];
+    request["uri"] = uri.into();
+    if let Some(c) = cookie {
+        request["headers"]["cookie"] = serde_json::json!([{"key": "Cookie", "value": c}]);
+    }
+    e
+}
+
+/// The origin (id and rewritten domain) `handle` sends the event to.
+async fn routed(router: &Router, event: Value) -> (String, Source, Option<usize>) {
+    let h = handle(router, event, NOW).await.unwrap();
+    let domain = h.request["origin"]["custom"]["domainName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(domain, format!("origin-{}.example.net", h.decision.origin));
+    (h.decision.origin, h.decision.source, h.decision.band)
+}
+
+fn put(store: &MemoryStore, seq: u64, entries: &[(&str, OriginState, f64)]) {
+    store.put(RankingDocument::new(
+        "web",
+        "eu-west-1",
+        seq,
+        NOW,
+        entries
+            .iter()
+            .map(|(id, s, ms)| RankedOrigin::measured(id, *s, *ms, 2))
+            .collect(),
+    ));
+}
+
+/// Through `handle`: a band of two near-equal origins (c is outside it)
+/// spreads URIs over both, each URI always to the same one; when b goes
+/// down, b's URIs move to a and a's stay.
+#[tokio::test(start_paused = true)]
+async fn the_handler_spreads_a_band_by_uri_and_each_uri_stays() {
+    let store = Arc::new(MemoryStore::new());
+    // Band: best 20 ms, up to 25 ms (absolute) or 22 ms (relative).
+    put(
+        &store,
+        1,
+        &[
+            ("a", OriginState::Healthy, 20.0),
+            ("b", OriginState::Healthy, 24.0),
+            ("c", OriginState::Healthy, 26.0),
+        ],
+    );
+    let router = Router::new(
+        Arc::new(band_config("uri")),
+        "eu-west-1",
+        store.clone(),
+        Arc::new(AWins),
+    );
+    let mut first = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let uri = format!("/img/{i}.png");
+        let (origin, source, band) = routed(&router, event(&uri, None)).await;
+        assert!(
+            matches!(source, Source::Table | Source::Cache),
+            "{source:?}"
+        );
+        assert_eq!(band, Some(2));
+        assert_ne!(origin, "c", "outside the band");
+        let (again, _, _) = routed(&router, event(&uri, None)).await;
+        assert_eq!(again, origin, "{uri} moved");
+        first.insert(uri, origin);
+    }
+    let on_a = first.values().filter(|o| *o == "a").count();
+    assert!((60..=140).contains(&on_a), "a has {on_a} of 200");
+
+    // b goes down: its URIs move to a, a's stay. Past the cache TTL the
+    // stale ranking answers once and a background refresh brings the new one.
+    put(
+        &store,
+        2,
+        &[
+            ("a", OriginState::Healthy, 20.0),
+            ("c", OriginState::Healthy, 26.0),
+            ("b", OriginState::Down, 24.0),
+        ],
+    );
+    tokio::time::advance(router.config().edge.cache_ttl + Duration::from_millis(1)).await;
+    routed(&router, event("/warm", None)).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for (uri, before) in &first {
+        let (now, _, band) = routed(&router, event(uri, None)).await;
+        assert_eq!(now, "a", "{uri} (was on {before})");
+        assert_eq!(band, Some(1));
+    }
+}
+
+/// Session affinity by cookie: a session stays on its origin whatever the
+/// URI; two sessions can land on different origins; no cookie falls back
+/// to the viewer address; a race winner is not steered.
+#[tokio::test(start_paused = true)]
+async fn the_handler_keeps_a_cookie_session_on_one_origin() {
+    let store = Arc::new(MemoryStore::new());
+    put(
+        &store,
+        1,
+        &[
+            ("b", OriginState::Healthy, 20.0),
+            ("a", OriginState::Healthy, 20.5),
+            ("c", OriginState::Healthy, 20.9),
+        ],
+    );
+    let router = Router::new(
+        Arc::new(band_config("cookie:sid")),
+        "eu-west-1",
+        store,
+        Arc::new(AWins),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for s in 0..30 {
+        let cookie = format!("theme=dark; sid=session-{s}");
+        let (origin, _, band) = routed(&router, event("/", Some(&cookie))).await;
+        assert_eq!(band, Some(3));
+        for page in ["/a", "/b?x=1", "/c/d"] {
+            let (o, _, _) = routed(&router, event(page, Some(&cookie))).await;
+            assert_eq!(o, origin, "session-{s} moved on {page}");
+        }
+        seen.insert(origin);
+    }
+    assert_eq!(seen.len(), 3, "30 sessions over a band of three: {seen:?}");
+    // Without the cookie: the viewer address (the fixture's), for any URI.
+    let (no_cookie, _, _) = routed(&router, event("/x", Some("theme=dark"))).await;
+    for page in ["/y", "/z"] {
+        assert_eq!(routed(&router, event(page, None)).await.0, no_cookie);
+    }
+
+    // No ranking at all: the race winner serves every key, unsteered.
+    let router = Router::new(
+        Arc::new(band_config("cookie:sid")),
+        "eu-west-1",
+        Arc::new(MemoryStore::new()),
+        Arc::new(AWins),
+    );
+    for s in 0..10 {
+        let cookie = format!("sid=session-{s}");
+        let (origin, source, band) = routed(&router, event("/", Some(&cookie))).await;
+        assert_eq!((origin.as_str(), source, band), ("a", Source::Race, None));
+    }
 }
