@@ -497,3 +497,47 @@ async fn the_handler_keeps_a_cookie_session_on_one_origin() {
         assert_eq!((origin.as_str(), source, band), ("a", Source::Race, None));
     }
 }
+
+/// The README's band example and the example config's steering block,
+/// uncommented with `policy = "band"`, load and steer as they say.
+#[test]
+fn the_documented_band_configs_load() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = &readme[readme.find("### Steering").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let snippet = &section[start..start + section[start..].find("```").unwrap()];
+    let c = Config::from_toml(snippet, "README.md").unwrap();
+    let web = &c.pools["web"];
+    assert_eq!(web.steering.policy, SteeringPolicy::Band);
+    assert_eq!(web.origins[0].max_share, Some(0.6));
+
+    let example = std::fs::read_to_string(format!("{root}/examples/origin-router.toml")).unwrap();
+    let mut uncommented = String::new();
+    let mut in_steering = false;
+    for line in example.lines() {
+        if line.starts_with("# [pools.web.steering]") {
+            in_steering = true;
+        } else if line.starts_with("# Outlier") || !line.starts_with(['#', ' ']) {
+            in_steering = false;
+        }
+        let line = match (in_steering, line.strip_prefix("# ")) {
+            (true, Some(rest)) => rest.replace("\"fastest\"", "\"band\""),
+            _ => line.to_string(),
+        };
+        uncommented.push_str(&line);
+        uncommented.push('\n');
+    }
+
+    assert!(
+        uncommented.contains("\n[pools.web.steering]\npolicy = \"band\""),
+        "{uncommented}"
+    );
+    assert!(
+        uncommented.contains("\n# [pools.web.outlier]"),
+        "only steering"
+    );
+    let c = Config::from_toml(&uncommented, "example").unwrap();
+    assert_eq!(c.pools["web"].steering.policy, SteeringPolicy::Band);
+    assert_eq!(c.pools["web"].steering.key, SteeringKey::Uri);
+}
