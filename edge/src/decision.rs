@@ -15,6 +15,12 @@
 //! 6. a fresh ranking says every origin is down: the default at once
 //!    (`known_down`), never a race against what is known to be down.
 //!
+//! Wherever a ranking decides (2-4), the origin is the pool's *steering*
+//! choice among the ranking's usable origins ([`crate::steering`]): the
+//! first under `fastest`, a weighted rendezvous pick of the request's key
+//! within the latency band under `band`. A race winner, the default and an
+//! override are not steered.
+//!
 //! Operators' controls (see `origin_router::control`), read with the
 //! pool's rankings and cached with them, come before all of this: an
 //! override in force for this edge's region sends the pool to its origin

@@ -115,8 +115,14 @@ pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Ranked<'p>> {
                 .is_some_and(|s| s.is_finite() && (s <= absolute || s <= relative))
         })
         .filter(|r| r.origin.weight.is_finite() && r.origin.weight > 0.0)
-        .copied()
-        .collect()
+        .fold(Vec::new(), |mut band, r| {
+            // An origin listed twice (a table the store did not check)
+            // counts once, at its first place.
+            if !band.iter().any(|b: &Ranked<'p>| b.origin.id == r.origin.id) {
+                band.push(*r);
+            }
+            band
+        })
 }
 
 /// Effective weights of the band's candidates after `max_share`

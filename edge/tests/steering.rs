@@ -541,3 +541,49 @@ fn the_documented_band_configs_load() {
     assert_eq!(c.pools["web"].steering.policy, SteeringPolicy::Band);
     assert_eq!(c.pools["web"].steering.key, SteeringKey::Uri);
 }
+
+/// A hostile table seen through `choose`: the best with a NaN score, an
+/// origin listed twice, an unknown origin with the best score. The choice
+/// is always an origin of the pool, the band never counts one twice, and a
+/// band that cannot be formed is the first usable.
+#[test]
+fn hostile_rankings_steer_within_the_pool_without_panicking() {
+    let pool = pool(&[1.0, 1.0, 1.0], &[]);
+    let choose_for = |origins: Vec<RankedOrigin>, key: &str| {
+        let doc = RankingDocument::new("web", "eu-west-1", 1, NOW, origins);
+        match choose(
+            &pool,
+            std::slice::from_ref(&doc),
+            "eu-west-1",
+            &Default::default(),
+            Duration::from_secs(30),
+            NOW,
+            key,
+        ) {
+            Choice::Ranked { origin, band, .. } => (origin.id.clone(), band),
+            other => panic!("{other:?}"),
+        }
+    };
+    let m = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 2);
+    let mut nan = m("o1", 5.0);
+    nan.score = Some(f64::NAN);
+    for i in 0..50 {
+        assert_eq!(
+            choose_for(vec![nan.clone(), m("o0", 5.0)], &key(i)),
+            ("o1".into(), 1)
+        );
+    }
+    // o0 twice: once in the band.
+    let mut on_o0 = 0;
+    for i in 0..2000 {
+        let (id, band) = choose_for(vec![m("o0", 5.0), m("o2", 5.0), m("o0", 5.0)], &key(i));
+        assert_eq!(band, 2);
+        on_o0 += usize::from(id == "o0");
+    }
+    assert!((800..=1200).contains(&on_o0), "o0 took {on_o0} of 2000");
+    // An unknown origin is not the best the band is measured from.
+    for i in 0..50 {
+        let (id, band) = choose_for(vec![m("evil", 0.001), m("o2", 50.0)], &key(i));
+        assert_eq!((id.as_str(), band), ("o2", 1));
+    }
+}
