@@ -169,5 +169,31 @@ fn warm_path_percentiles(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, warm_path, warm_path_percentiles);
+/// Steering alone: the band of three (one capped) and a key, no parsing:
+/// what `band` adds to a decision.
+fn steer_only(c: &mut Criterion) {
+    let rt = runtime();
+    let (router, _) = build(&rt, Steering::Band);
+    let pool = &router.config().pools["web"];
+    let usable: Vec<edge::steering::Ranked<'_>> = [("eu", 5.0), ("us", 70.0), ("ap", 150.0)]
+        .iter()
+        .map(|(id, score)| edge::steering::Ranked {
+            origin: pool.origin(id).unwrap(),
+            state: OriginState::Healthy,
+            score: Some(*score),
+        })
+        .collect();
+    let keys: Vec<String> = (0..1024)
+        .map(|i| format!("/static/app/{i}.js?v=3&lang=en"))
+        .collect();
+    let mut next = keys.iter().cycle();
+    c.bench_function("band steering alone: band, water-fill, rendezvous", |b| {
+        b.iter(|| {
+            let key = std::hint::black_box(next.next().unwrap().as_str());
+            edge::steering::steer(pool, &usable, key).unwrap().band
+        })
+    });
+}
+
+criterion_group!(benches, warm_path, warm_path_percentiles, steer_only);
 criterion_main!(benches);
