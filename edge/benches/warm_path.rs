@@ -1,6 +1,8 @@
 //! The edge's warm in-process path: parse the event bytes, decide from a
-//! cached fresh ranking, serialize the rewritten request.
-//! `cargo bench -p edge --bench warm_path`
+//! cached fresh ranking, serialize the rewritten request; under `fastest`
+//! (the fixture's one URI) and under `band` (three origins in the band,
+//! the key from 1024 different URIs with query strings, cycled).
+//! `cargo bench -p edge --bench warm_path` (filter with `-- band`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,18 +27,33 @@ impl Racer for NoRace {
     }
 }
 
-fn build(rt: &tokio::runtime::Runtime) -> (Router, u64) {
+/// The pool's steering: `fastest`, or a band that holds all three origins.
+#[derive(Clone, Copy, PartialEq)]
+enum Steering {
+    Fastest,
+    Band,
+}
+
+fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
+    let band = if steering == Steering::Band {
+        "[pools.web.steering]\npolicy = \"band\"\nband_absolute = \"200ms\"\n"
+    } else {
+        ""
+    };
     let mut config = Config::from_toml(
-        r#"
+        &format!(
+            r#"
         [routing]
         default_pool = "web"
         [pools.web]
         origins = [
-            { id = "us", host = "origin-us.example.net" },
-            { id = "eu", host = "origin-eu.example.net" },
-            { id = "ap", host = "origin-ap.example.net" },
+            {{ id = "us", host = "origin-us.example.net" }},
+            {{ id = "eu", host = "origin-eu.example.net", max_share = 0.5 }},
+            {{ id = "ap", host = "origin-ap.example.net" }},
         ]
-        "#,
+        {band}
+        "#
+        ),
         "bench.toml",
     )
     .unwrap();
@@ -61,49 +78,122 @@ fn build(rt: &tokio::runtime::Runtime) -> (Router, u64) {
     (router, now)
 }
 
-fn warm_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The event texts one case cycles through: the fixture as it is under
+/// `fastest`; 1024 URIs with query strings under `band`.
+fn events(steering: Steering) -> Vec<String> {
+    let fixture = std::str::from_utf8(FIXTURE).unwrap().to_string();
+    match steering {
+        Steering::Fastest => vec![fixture],
+        Steering::Band => (0..1024)
+            .map(|i| {
+                fixture
+                    .replace(
+                        "\"uri\": \"/\"",
+                        &format!("\"uri\": \"/static/app/{i}.js\""),
+                    )
+                    .replace("\"querystring\": \"\"", "\"querystring\": \"v=3&lang=en\"")
+            })
+            .collect(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let (router, now) = build(&rt);
-    c.bench_function("warm path: parse, decide from cache, serialize", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let text = std::str::from_utf8(std::hint::black_box(FIXTURE)).unwrap();
-                let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
-                assert_eq!(routed.decision.source, edge::decision::Source::Cache);
-                serde_json::to_vec(&routed.request).unwrap()
+        .unwrap()
+}
+
+fn name(steering: Steering) -> &'static str {
+    match steering {
+        Steering::Fastest => "warm path: parse, decide from cache, serialize",
+        Steering::Band => "warm path band: parse, key, steer from cache, serialize",
+    }
+}
+
+fn warm_path(c: &mut Criterion) {
+    for steering in [Steering::Fastest, Steering::Band] {
+        let rt = runtime();
+        let (router, now) = build(&rt, steering);
+        let events = events(steering);
+        let mut next = events.iter().cycle();
+        c.bench_function(name(steering), |b| {
+            b.iter(|| {
+                let text = std::hint::black_box(next.next().unwrap().as_str());
+                rt.block_on(async {
+                    let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
+                    assert_eq!(routed.decision.source, edge::decision::Source::Cache);
+                    serde_json::to_vec(&routed.request).unwrap()
+                })
             })
-        })
-    });
+        });
+    }
 }
 
 /// Criterion reports means; the target is a p99, so time each iteration.
 fn warm_path_percentiles(_: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (router, now) = build(&rt);
-    let mut samples = Vec::with_capacity(100_000);
-    for _ in 0..100_000 {
-        let t = std::time::Instant::now();
-        rt.block_on(async {
-            let text = std::str::from_utf8(std::hint::black_box(FIXTURE)).unwrap();
-            let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
-            std::hint::black_box(serde_json::to_vec(&routed.request).unwrap());
-        });
-        samples.push(t.elapsed());
+    for steering in [Steering::Fastest, Steering::Band] {
+        // Honour a name filter (`cargo bench ... -- band`) here too.
+        let filters: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        if !filters.iter().all(|f| name(steering).contains(f.as_str())) {
+            continue;
+        }
+        let rt = runtime();
+        let (router, now) = build(&rt, steering);
+        let events = events(steering);
+        let mut samples = Vec::with_capacity(100_000);
+        let mut bands = std::collections::BTreeMap::new();
+        for text in events.iter().cycle().take(100_000) {
+            let t = std::time::Instant::now();
+            let band = rt.block_on(async {
+                let routed = edge::handler::handle_raw(&router, text, now).await.unwrap();
+                std::hint::black_box(serde_json::to_vec(&routed.request).unwrap());
+                (routed.decision.band, routed.decision.origin)
+            });
+            samples.push(t.elapsed());
+            *bands.entry(band).or_insert(0u32) += 1;
+        }
+        let p = origin_router_tests::stats::Percentiles::new(samples);
+        println!(
+            "{} over 100000 iterations: p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}; (band, origin): {:?}",
+            name(steering),
+            p.p50().unwrap_or_default(),
+            p.p99().unwrap_or_default(),
+            p.at(0.999).unwrap_or_default(),
+            p.at(1.0).unwrap_or_default(),
+            bands
+        );
     }
-    let p = origin_router_tests::stats::Percentiles::new(samples);
-    println!(
-        "warm path over 100000 iterations: p50 {:?}, p99 {:?}, p99.9 {:?}",
-        p.p50().unwrap_or_default(),
-        p.p99().unwrap_or_default(),
-        p.at(0.999).unwrap_or_default()
-    );
 }
 
-criterion_group!(benches, warm_path, warm_path_percentiles);
+/// Steering alone: the band of three (one capped) and a key, no parsing:
+/// what `band` adds to a decision.
+fn steer_only(c: &mut Criterion) {
+    let rt = runtime();
+    let (router, _) = build(&rt, Steering::Band);
+    let pool = &router.config().pools["web"];
+    let usable: Vec<edge::steering::Ranked<'_>> = [("eu", 5.0), ("us", 70.0), ("ap", 150.0)]
+        .iter()
+        .map(|(id, score)| edge::steering::Ranked {
+            origin: pool.origin(id).unwrap(),
+            state: OriginState::Healthy,
+            score: Some(*score),
+        })
+        .collect();
+    let keys: Vec<String> = (0..1024)
+        .map(|i| format!("/static/app/{i}.js?v=3&lang=en"))
+        .collect();
+    let mut next = keys.iter().cycle();
+    c.bench_function("band steering alone: band, water-fill, rendezvous", |b| {
+        b.iter(|| {
+            let key = std::hint::black_box(next.next().unwrap().as_str());
+            edge::steering::steer(pool, &usable, key).unwrap().band
+        })
+    });
+}
+
+criterion_group!(benches, warm_path, warm_path_percentiles, steer_only);
 criterion_main!(benches);

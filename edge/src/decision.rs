@@ -15,6 +15,12 @@
 //! 6. a fresh ranking says every origin is down: the default at once
 //!    (`known_down`), never a race against what is known to be down.
 //!
+//! Wherever a ranking decides (2-4), the origin is the pool's *steering*
+//! choice among the ranking's usable origins ([`crate::steering`]): the
+//! first under `fastest`, a weighted rendezvous pick of the request's key
+//! within the latency band under `band`. A race winner, the default and an
+//! override are not steered.
+//!
 //! Operators' controls (see `origin_router::control`), read with the
 //! pool's rankings and cached with them, come before all of this: an
 //! override in force for this edge's region sends the pool to its origin
@@ -42,6 +48,7 @@ use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
 use crate::race::Racer;
+use crate::steering::{self, Ranked};
 
 /// Where a decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,11 +96,14 @@ impl Source {
 /// The outcome of the pure choice over a pool's rankings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Choice<'p> {
-    /// The best usable origin of the nearest fresh ranking.
+    /// The steered choice among the usable origins of the nearest fresh
+    /// ranking (under `fastest`, the best of them).
     Ranked {
         origin: &'p OriginConfig,
         region: String,
         age_ms: u64,
+        /// Origins in the band the choice was made from (1: `fastest`).
+        band: usize,
     },
     /// The nearest fresh ranking holds every known origin down.
     AllDown {
@@ -105,7 +115,9 @@ pub enum Choice<'p> {
     NoFreshRanking,
 }
 
-/// Chooses from `rankings` (any regions) as seen from `region`.
+/// Chooses from `rankings` (any regions) as seen from `region`, steering
+/// by the pool's policy with the request's `key` (see [`crate::steering`];
+/// `fastest` ignores it).
 pub fn choose<'p>(
     pool: &'p PoolConfig,
     rankings: &[RankingDocument],
@@ -113,6 +125,7 @@ pub fn choose<'p>(
     proximity: &BTreeMap<String, Vec<String>>,
     max_age: Duration,
     now: UnixMillis,
+    key: &str,
 ) -> Choice<'p> {
     let order = origin_router::geo::nearest_first(
         region,
@@ -140,12 +153,20 @@ pub fn choose<'p>(
         if known.peek().is_none() {
             continue;
         }
-        let mut usable = known.filter(|(e, _)| e.state.is_usable());
-        return match usable.next() {
-            Some((_, origin)) => Choice::Ranked {
+        let usable: Vec<Ranked<'p>> = known
+            .filter(|(e, _)| e.state.is_usable())
+            .map(|(e, origin)| Ranked {
                 origin,
+                state: e.state,
+                score: e.score,
+            })
+            .collect();
+        return match steering::steer(pool, &usable, key) {
+            Some(steered) => Choice::Ranked {
+                origin: steered.origin,
                 region: doc.region.clone(),
                 age_ms,
+                band: steered.band,
             },
             None => Choice::AllDown {
                 origin: pool
@@ -170,6 +191,9 @@ pub struct Decision {
     pub ranking_age_ms: Option<u64>,
     /// Failure classes of race attempts that lost.
     pub losers: Vec<(String, FailureClass)>,
+    /// How many origins a `band` pool's choice was made among (`None`
+    /// when no ranking steered it, 1 under `fastest`).
+    pub band: Option<usize>,
     /// Time spent deciding.
     pub elapsed: Duration,
 }
@@ -184,6 +208,7 @@ impl Decision {
             ranking_region: None,
             ranking_age_ms: None,
             losers: Vec::new(),
+            band: None,
             elapsed: started.elapsed(),
         }
     }
@@ -262,6 +287,13 @@ impl Router {
     /// the rest, so the pool's default origin is answered by then whatever
     /// fails.
     pub async fn decide(&self, pool_name: &str, now: UnixMillis) -> Decision {
+        self.decide_keyed(pool_name, "", now).await
+    }
+
+    /// [`Router::decide`] for a request whose steering key is `key` (see
+    /// [`crate::key`]): a `band` pool spreads keys over its band. A race
+    /// winner, an override or a default is not steered.
+    pub async fn decide_keyed(&self, pool_name: &str, key: &str, now: UnixMillis) -> Decision {
         let started = Instant::now();
         let inner = &self.inner;
         let edge = &inner.config.edge;
@@ -278,17 +310,18 @@ impl Router {
         };
         let pool: &PoolConfig = &pool;
         let decided = |choice: Choice<'_>, source: Source| -> Option<Decision> {
-            let (origin, region, age, source) = match choice {
+            let (origin, region, age, source, band) = match choice {
                 Choice::Ranked {
                     origin,
                     region,
                     age_ms,
-                } => (origin, region, age_ms, source),
+                    band,
+                } => (origin, region, age_ms, source, Some(band)),
                 Choice::AllDown {
                     origin,
                     region,
                     age_ms,
-                } => (origin, region, age_ms, Source::KnownDown),
+                } => (origin, region, age_ms, Source::KnownDown, None),
                 Choice::NoFreshRanking => return None,
             };
             Some(Decision {
@@ -298,6 +331,7 @@ impl Router {
                 ranking_region: Some(region),
                 ranking_age_ms: Some(age),
                 losers: Vec::new(),
+                band,
                 elapsed: started.elapsed(),
             })
         };
@@ -323,7 +357,7 @@ impl Router {
         let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
-                let choice = self.choose(pool_name, pool, &rankings, now);
+                let choice = self.choose(pool_name, pool, &rankings, now, key);
                 if age <= edge.cache_ttl {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
@@ -370,7 +404,7 @@ impl Router {
                     Controlled::Closed => return Decision::closed(pool_name, started),
                     Controlled::Pool(pool) => pool,
                 };
-                let choice = self.choose(pool_name, &pool, &rankings, now);
+                let choice = self.choose(pool_name, &pool, &rankings, now, key);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
@@ -457,6 +491,7 @@ impl Router {
         pool: &'p PoolConfig,
         rankings: &[RankingDocument],
         now: UnixMillis,
+        key: &str,
     ) -> Choice<'p> {
         let config = &self.inner.config;
         let edge = &config.edge;
@@ -468,6 +503,7 @@ impl Router {
                 &edge.proximity,
                 edge.ranking_max_age,
                 now,
+                key,
             )
         };
         let choice = pick(pool);
@@ -587,6 +623,7 @@ impl Router {
             ranking_region: None,
             ranking_age_ms: None,
             losers,
+            band: None,
             elapsed: started.elapsed(),
         };
         let origins: Vec<&OriginConfig> = pool.origins.iter().collect();

@@ -183,6 +183,7 @@ mod tests {
             ranking_region: Some("eu-west-1".into()),
             ranking_age_ms: Some(10),
             losers: Vec::new(),
+            band: None,
             elapsed: Duration::from_micros(3),
         }
     }

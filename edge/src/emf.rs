@@ -32,6 +32,9 @@ struct Members<'a> {
     origin: &'a str,
     ranking_region: Option<&'a str>,
     ranking_age_ms: Option<u64>,
+    /// Origins in the band a `band` pool chose among.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    band: Option<usize>,
     decision_micros: u64,
     decisions: u32,
     race_losers: Vec<Loser<'a>>,
@@ -57,6 +60,7 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
         origin: &d.origin,
         ranking_region: d.ranking_region.as_deref(),
         ranking_age_ms: d.ranking_age_ms,
+        band: d.band,
         decision_micros: d.elapsed.as_micros() as u64,
         decisions: 1,
         race_losers: d
@@ -110,6 +114,7 @@ mod tests {
                 ("us".into(), FailureClass::ConnectTimeout),
                 ("ap".into(), FailureClass::ResponseTimeout),
             ],
+            band: None,
             elapsed: Duration::from_micros(900_123),
         };
         let v: serde_json::Value =
@@ -123,17 +128,20 @@ mod tests {
         assert_eq!(v["Timestamp"], serde_json::Value::Null, "only under _aws");
         assert_eq!(v["_aws"]["Timestamp"], 1_780_000_000_000u64);
         assert_eq!(v["RankingRegion"], serde_json::Value::Null);
+        assert_eq!(v.get("Band"), None, "no band, no member");
         let d = Decision {
             ranking_region: Some("eu-west-1".into()),
             ranking_age_ms: Some(1500),
             losers: Vec::new(),
             source: Source::Cache,
+            band: Some(3),
             ..d
         };
         let v: serde_json::Value =
             serde_json::from_str(&decision_line(&d, "eu-west-1", 1)).unwrap();
         assert_eq!(v["RankingRegion"], "eu-west-1");
         assert_eq!(v["RankingAgeMs"], 1500);
+        assert_eq!(v["Band"], 3);
         assert_eq!(v["RaceLosers"], serde_json::json!([]));
         // Every metric named in the directive is a top-level member.
         for m in v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
@@ -253,6 +261,7 @@ mod tests {
             ranking_age_ms: Some(1500),
             losers: Vec::new(),
             elapsed: Duration::from_micros(10),
+            band: None,
         };
         let line: serde_json::Value =
             serde_json::from_str(&decision_line(&d, "eu-west-1", 1)).unwrap();

@@ -88,7 +88,10 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
     .map(str::to_string);
     let has_custom_origin = request.origin.as_ref().is_some_and(|o| o.custom.is_some());
     let decision = match pool {
-        Some(pool) if has_custom_origin => router.decide(&pool, now).await,
+        Some(pool) if has_custom_origin => {
+            let key = crate::key::for_pool(router.config(), &pool, &request);
+            router.decide_keyed(&pool, &key, now).await
+        }
         other => {
             tracing::info!(
                 pool = other.as_deref().unwrap_or(""),
@@ -121,6 +124,7 @@ fn passthrough(pool: String) -> Decision {
         ranking_region: None,
         ranking_age_ms: None,
         losers: Vec::new(),
+        band: None,
         elapsed: std::time::Duration::ZERO,
     }
 }

@@ -6,6 +6,9 @@
 //! - [`decision`]: the decision order (cache, stale-while-revalidate,
 //!   table, race, known-down) in [`decision::Router`], with its pure core
 //!   [`decision::choose`];
+//! - [`steering`]: which usable origin takes a request (`fastest`, or a
+//!   latency band spread by weighted rendezvous hashing), pure;
+//! - [`key`]: the request's steering key (URI, viewer, header, cookie);
 //! - [`race`]: the live race, 0.8 s per attempt under a 0.9 s watchdog;
 //! - [`handler`]: event in, request with its origin rewritten out;
 //! - [`emf`]: one CloudWatch Embedded Metric Format line per decision;
@@ -17,8 +20,10 @@ pub mod decision;
 pub mod decision_log;
 pub mod emf;
 pub mod handler;
+pub mod key;
 pub mod race;
 pub mod routing;
+pub mod steering;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -472,6 +472,125 @@ async fn hostile_files_in_the_embedded_store_are_ignored_at_once() {
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
 }
 
+/// Band steering through the binary: a pool with `band` over two
+/// near-equal origins (a third outside it) sends different URIs to
+/// different origins, the same URI always to the same one, and names the
+/// band's size in the decision line. `store_toml` picks the store.
+async fn band_spreads_and_keys_stay(
+    store_toml: &str,
+    store: &dyn RankingStore,
+    env: Vec<(String, String)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        [routing.hosts]
+        "band.test" = "band"
+        [pools.band]
+        origins = [
+            {{ id = "near1", host = "127.0.0.42", port = 1025, protocol = "http" }},
+            {{ id = "near2", host = "127.0.0.43", port = 1025, protocol = "http" }},
+            {{ id = "far", host = "127.0.0.44", port = 1025, protocol = "http" }},
+        ]
+        [pools.band.steering]
+        policy = "band"
+        band_absolute = "3ms"
+        band_relative = 0.1
+        {store_toml}
+        "#
+    );
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(&config, text).unwrap();
+    store
+        .write(&doc(
+            "band",
+            1,
+            vec![
+                entry("near1", OriginState::Healthy, 20.0),
+                entry("near2", OriginState::Healthy, 21.0),
+                entry("far", OriginState::Healthy, 40.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    let mut env = env;
+    env.push(("ORIGIN_ROUTER_CONFIG".into(), config.display().to_string()));
+    env.push(("RUST_LOG".into(), "warn".into()));
+    let edge = Function::start(std::path::Path::new(env!("CARGO_BIN_EXE_edge")), env)
+        .await
+        .unwrap();
+    let mut chosen = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for i in 0..16 {
+            let uri = format!("/objects/{i}.bin");
+            let mut event = event_for("band.test");
+            event["Records"][0]["cf"]["request"]["uri"] = uri.clone().into();
+            let answer = edge
+                .api
+                .invoke(&event, Duration::from_secs(10))
+                .await
+                .expect("the edge answers")
+                .unwrap_or_else(|e| panic!("invocation failed: {e}"));
+            let d = decision(&edge);
+            assert_eq!(d["Source"], "cache", "{d}");
+            assert_eq!(d["Band"], 2, "{d}");
+            let origin = d["Origin"].as_str().unwrap().to_string();
+            let host = match origin.as_str() {
+                "near1" => "127.0.0.42",
+                "near2" => "127.0.0.43",
+                other => panic!("{uri} went to {other}, outside the band"),
+            };
+            assert_eq!(answer["origin"]["custom"]["domainName"], host);
+            if round == 0 {
+                chosen.insert(uri, origin);
+            } else {
+                assert_eq!(chosen[&uri], origin, "{uri} moved in round {round}");
+            }
+        }
+    }
+    let on_near1 = chosen.values().filter(|o| *o == "near1").count();
+    assert!(
+        (1..16).contains(&on_near1),
+        "16 URIs over a band of two all went one way: {chosen:?}"
+    );
+}
+
+/// The configuration a new user starts with: the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_spreads_a_band_and_keeps_each_key_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = origin_router::store::EmbeddedStore::new(&root);
+    band_spreads_and_keys_stay(
+        &format!("[store]\nembedded_path = \"{}\"", root.display()),
+        &store,
+        vec![("AWS_REGION".into(), REGION.into())],
+    )
+    .await;
+}
+
+/// The full configuration: DynamoDB (moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_spreads_a_band_and_keeps_each_key_dynamodb() {
+    let moto = MotoServer::start().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .build(),
+    );
+    let table = DynamoStore::new(client, "rankings", Duration::from_secs(86_400));
+    table.create_table().await.unwrap();
+    band_spreads_and_keys_stay(
+        "[store]\ndynamodb_table = \"rankings\"",
+        &table,
+        moto.aws_env(REGION),
+    )
+    .await;
+}
+
 /// An operator's drain and override, as `prober drain` / `prober override`
 /// store them in the embedded store a new user starts with: the binary
 /// never sends the pool to the drained origin, and follows the override

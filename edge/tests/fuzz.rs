@@ -265,6 +265,7 @@ proptest! {
                 &Default::default(),
                 Duration::from_secs(30),
                 now,
+                "/",
             );
             match choice {
                 // Ranked: an entry of the document, up, and of the pool.

@@ -192,6 +192,7 @@ pub async fn run(args: BenchArgs) -> Result<(), SimError> {
         PoolConfig {
             default_origin: None,
             origins,
+            ..Default::default()
         },
     );
     // One round covers every origin; rounds repeat to reach the rate.

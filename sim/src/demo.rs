@@ -8,7 +8,9 @@
 //! with its cache) decides every 100 ms. Midway the origin that is fastest
 //! from the first region fails (connections refused); the demo shows each
 //! region moving away and how long it took, then restores it and shows the
-//! traffic coming back after the rise threshold. A live status page
+//! traffic coming back after the rise threshold. A second pool steers by
+//! a latency band over two near-equal origins ([`crate::band`]): the demo
+//! shows how each region's misses spread over them. A live status page
 //! (`prober dashboard`'s) over the same store shows it all in a browser.
 
 use std::collections::BTreeMap;
@@ -24,6 +26,7 @@ use origin_router::store::{EmbeddedStore, RankingStore};
 use prober::dashboard::{Dashboard, Options};
 use tokio::time::Instant;
 
+use crate::band;
 use crate::world::{self, Failure, OriginSpec, World, REGIONS};
 use crate::SimError;
 
@@ -57,6 +60,7 @@ struct RegionView {
     back_after: Option<Duration>,
     sources: BTreeMap<&'static str, u64>,
     used_failed_origin: bool,
+    band: band::Spread,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), SimError> {
@@ -68,9 +72,12 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
         .tempdir()?;
     let store = EmbeddedStore::new(dir.path());
     let world = World::start(&ORIGINS, Some("virginia")).await?;
+    let band_world = World::start(&band::ORIGINS, None).await?;
 
     let mut base = Config::default();
     base.pools.insert(POOL.into(), world.pool().clone());
+    base.pools
+        .insert(band::POOL.into(), band::pool(&band_world));
     base.prober.interval = Duration::from_secs(1);
     base.prober.connect_timeout = Duration::from_millis(500);
     base.prober.response_timeout = Duration::from_millis(1000);
@@ -103,6 +110,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
             back_after: None,
             sources: BTreeMap::new(),
             used_failed_origin: false,
+            band: band::Spread::default(),
         });
     }
 
@@ -158,6 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
                 v.back_after = Some(t - restore_at);
             }
             v.last = Some((d.origin, d.source));
+            v.band.misses(&v.router, now).await;
         }
         if Instant::now() >= next_view {
             next_view += Duration::from_secs(1);
@@ -196,6 +205,13 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
             v.region,
             sources.join(", ")
         );
+    }
+    println!(
+        "\nPool {} (band steering by URI over two near-equal origins), misses per region:",
+        band::POOL
+    );
+    for v in &views {
+        println!("  {:<15} band: {}", v.region, v.band.summary());
     }
     println!(
         "\nEach part for real:\n  \
@@ -256,6 +272,12 @@ fn render(
             v.region, origin
         ));
         out.push_str(&format!("  {:<15} ranking: {order}\n", ""));
+        out.push_str(&format!(
+            "  {:<15} {} misses: {}\n",
+            "",
+            band::POOL,
+            v.band.summary()
+        ));
     }
     print!("{out}");
 }

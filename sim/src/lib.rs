@@ -6,12 +6,14 @@
 //!   addresses, origins with per-region delays, failure injection);
 //! - [`observe`]: watching real workers through their log events;
 //! - [`demo`]: the whole system, offline, with a failover to watch;
+//! - [`band`]: the demo's latency-band pool and where its misses go;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
 //! - the `echo-handler` binary: the Runtime API benchmark's baseline.
 //!
 //! Percentiles come from one helper, `origin_router_tests::stats`.
 
+pub mod band;
 pub mod bench;
 pub mod demo;
 pub mod failover;

@@ -140,6 +140,7 @@ impl World {
         let mut pool = PoolConfig {
             default_origin: default_origin.map(str::to_string),
             origins: Vec::new(),
+            ..Default::default()
         };
         let certs = tempfile::Builder::new()
             .prefix("origin-router-world")

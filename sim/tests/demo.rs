@@ -101,6 +101,21 @@ fn the_demo_runs_to_its_end_and_shows_the_failover() {
         summary.contains("moved away after") && !summary.contains("never"),
         "{summary}"
     );
+    // The band pool spread every region's misses over both its origins.
+    for region in ["us-east-1", "eu-west-1", "ap-southeast-1"] {
+        let band = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(region) && l.contains("band: "))
+            .unwrap_or_else(|| panic!("no band line for {region}:\n{stdout}"));
+        for origin in ["london", "frankfurt"] {
+            let count: u64 = band
+                .split_once(&format!("{origin} "))
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(count > 0, "{origin} got no misses: {band}");
+        }
+    }
 }
 
 #[test]

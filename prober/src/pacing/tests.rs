@@ -176,6 +176,7 @@ async fn run_world(
             .iter()
             .map(|o| origin_router::config::OriginConfig::http(o.id, "127.0.0.1", 8080))
             .collect(),
+        ..Default::default()
     };
     let mut pacing: Vec<Pacing> = origins
         .iter()

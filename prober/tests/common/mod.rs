@@ -92,6 +92,7 @@ pub fn pool<'a>(origins: impl Iterator<Item = &'a TestOrigin>, ids: &[&str]) -> 
             .zip(ids)
             .map(|(o, id)| OriginConfig::http(id, &o.addr().ip().to_string(), o.port()))
             .collect(),
+        ..Default::default()
     }
 }
 

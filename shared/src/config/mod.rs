@@ -33,6 +33,7 @@ mod pool;
 mod prober;
 mod ranking;
 mod routing;
+mod steering;
 mod store;
 mod validate;
 
@@ -54,6 +55,10 @@ pub use pool::{
 pub use prober::ProberConfig;
 pub use ranking::RankingConfig;
 pub use routing::RoutingConfig;
+pub use steering::{
+    OutlierConfig, SteeringConfig, SteeringKey, SteeringPolicy, MAX_BAND_ABSOLUTE,
+    MAX_BAND_RELATIVE, MAX_CONSECUTIVE_5XX,
+};
 pub use store::StoreConfig;
 pub use validate::{is_host_name, is_name};
 
@@ -441,6 +446,7 @@ mod tests {
             PoolConfig {
                 default_origin: None,
                 origins: vec![OriginConfig::http("a", "a.example.net", 8080)],
+                ..Default::default()
             },
         );
         let c = c.validate().unwrap();

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::steering::{OutlierConfig, SteeringConfig};
 use super::validate::{is_host_name, Validator};
 
 /// Most origins one pool may hold (and one ranking document may rank).
@@ -46,7 +47,7 @@ pub fn is_cloudfront_port(protocol: Protocol, port: u16) -> bool {
 }
 
 /// A named set of origins that serve the same content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// The origin chosen when nothing better is known (watchdog, all down).
@@ -55,6 +56,13 @@ pub struct PoolConfig {
     pub default_origin: Option<String>,
     /// The origins, in the order used for ties. At least one.
     pub origins: Vec<OriginConfig>,
+    /// How the edge spreads requests over the origins: `fastest` (default)
+    /// or a latency `band`.
+    #[serde(default)]
+    pub steering: SteeringConfig,
+    /// When the edge stops choosing an origin that answers 5xx.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
 }
 
 impl PoolConfig {
@@ -133,6 +141,11 @@ pub struct OriginConfig {
     /// one of which parses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The largest share of a band's requests this origin gets, in (0, 1];
+    /// its weight's share is capped there and the rest spread over the
+    /// others by weight. Default: no cap. Only `band` steering uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_share: Option<f64>,
 }
 
 fn default_health_path() -> String {
@@ -160,6 +173,7 @@ impl OriginConfig {
             weight: 1.0,
             tls_server_name: None,
             ca_file: None,
+            max_share: None,
         }
     }
 
@@ -416,6 +430,14 @@ impl PoolConfig {
                     );
                 }
             }
+            if let Some(share) = o.max_share {
+                if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                    v.fail(
+                        format!("{at}.max_share"),
+                        format!("{share} is not in (0, 1] (a fraction of the band's requests)"),
+                    );
+                }
+            }
             if let HostHeaderPolicy::Fixed(fixed) = &o.host_header {
                 if !is_host_name(fixed) {
                     v.fail(
@@ -425,6 +447,8 @@ impl PoolConfig {
                 }
             }
         }
+        pool.steering.validate(v, &format!("{at}.steering"));
+        pool.outlier.validate(v, &format!("{at}.outlier"));
         if let Some(d) = &pool.default_origin {
             if pool.origin(d).is_none() {
                 v.fail(

@@ -16,6 +16,7 @@ fn pool(ids: &[&str]) -> PoolConfig {
             .iter()
             .map(|id| OriginConfig::http(id, "127.0.0.1", 80))
             .collect(),
+        ..Default::default()
     }
 }
 

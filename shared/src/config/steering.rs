@@ -1,0 +1,340 @@
+//! How the edge spreads a pool's requests (`steering`) and when it stops
+//! choosing an origin that answers with errors (`outlier`).
+//!
+//! `fastest` sends every miss to the top of the ranking (the default, so a
+//! config without a `steering` table keeps its meaning). `band` takes every
+//! usable origin whose score is within `band_absolute` *or* `band_relative`
+//! of the best and spreads requests over them by weighted rendezvous hashing
+//! of a key, so a key keeps its origin while the band is unchanged.
+//!
+//! Outlier detection follows Envoy's (`consecutive_5xx`,
+//! `base_ejection_time`, `max_ejection_time`, `max_ejection_percent`, with
+//! Envoy's defaults): an origin ejected for the n-th time stays out for
+//! `base_ejection_time × n`, capped at `max_ejection_time`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::validate::Validator;
+
+/// Largest `band_absolute`: a band wider than this is no longer "near the
+/// best" (use weights instead).
+pub const MAX_BAND_ABSOLUTE: Duration = Duration::from_secs(10);
+/// Largest `band_relative` (score up to 11 × the best).
+pub const MAX_BAND_RELATIVE: f64 = 10.0;
+/// Largest `consecutive_5xx`.
+pub const MAX_CONSECUTIVE_5XX: u32 = 10_000;
+const EJECTION_MIN: Duration = Duration::from_secs(1);
+const EJECTION_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// A pool's steering policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringConfig {
+    /// `"fastest"` (default) or `"band"`.
+    #[serde(default)]
+    pub policy: SteeringPolicy,
+    /// An origin is in the band if its score is at most this much above
+    /// the best's. Default 10ms; [0, 10s].
+    #[serde(default = "default_band_absolute", with = "humantime_serde")]
+    pub band_absolute: Duration,
+    /// ...or at most this fraction above the best's (0.2: within 20 %).
+    /// Default 0.2; [0, 10].
+    #[serde(default = "default_band_relative")]
+    pub band_relative: f64,
+    /// What is hashed to pick within the band: `"uri"` (path and query
+    /// string, the default: each object stays on one origin, so origin
+    /// caches stay warm), `"clientIp"`, `"header:NAME"` or `"cookie:NAME"`
+    /// (session affinity).
+    #[serde(default)]
+    pub key: SteeringKey,
+}
+
+impl Default for SteeringConfig {
+    fn default() -> Self {
+        SteeringConfig {
+            policy: SteeringPolicy::default(),
+            band_absolute: default_band_absolute(),
+            band_relative: default_band_relative(),
+            key: SteeringKey::default(),
+        }
+    }
+}
+
+fn default_band_absolute() -> Duration {
+    Duration::from_millis(10)
+}
+
+fn default_band_relative() -> f64 {
+    0.2
+}
+
+/// `fastest` or `band`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SteeringPolicy {
+    /// The top of the ranking takes every request.
+    #[default]
+    Fastest,
+    /// Weighted rendezvous hashing over the origins near the best.
+    Band,
+}
+
+/// What identifies a request for the band's hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SteeringKey {
+    /// URI and query string.
+    #[default]
+    Uri,
+    /// The viewer's address.
+    ClientIp,
+    /// A request header (name lower case, as in CloudFront events).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+impl fmt::Display for SteeringKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SteeringKey::Uri => f.write_str("uri"),
+            SteeringKey::ClientIp => f.write_str("clientIp"),
+            SteeringKey::Header(h) => write!(f, "header:{h}"),
+            SteeringKey::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
+/// An HTTP token (RFC 9110 `tchar`), as header and cookie names must be.
+fn is_token(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl FromStr for SteeringKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad_name = |kind: &str, name: &str| {
+            format!(
+                "`{}` is not a {kind} name (1-128 HTTP token characters)",
+                name.escape_debug()
+            )
+        };
+        match s {
+            "uri" => Ok(SteeringKey::Uri),
+            "clientIp" => Ok(SteeringKey::ClientIp),
+            _ => {
+                if let Some(name) = s.strip_prefix("header:") {
+                    if !is_token(name) {
+                        return Err(bad_name("header", name));
+                    }
+                    Ok(SteeringKey::Header(name.to_ascii_lowercase()))
+                } else if let Some(name) = s.strip_prefix("cookie:") {
+                    if !is_token(name) {
+                        return Err(bad_name("cookie", name));
+                    }
+                    Ok(SteeringKey::Cookie(name.to_string()))
+                } else {
+                    Err(format!(
+                        "`{}` is not a steering key (expected \"uri\", \"clientIp\", \"header:NAME\" or \"cookie:NAME\")",
+                        s.chars().take(64).collect::<String>().escape_debug()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for SteeringKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SteeringKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Passive outlier detection at the edge (Envoy's names, semantics and
+/// defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// 5xx answers in a row (as seen by one edge container) that eject an
+    /// origin. 0 turns ejection off. Default 5; [0, 10000].
+    #[serde(default = "default_consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// An origin ejected for the n-th time stays out for this × n.
+    /// Default 30s; [1s, 24h].
+    #[serde(default = "default_base_ejection_time", with = "humantime_serde")]
+    pub base_ejection_time: Duration,
+    /// The cap on one ejection's length. Default 300s; [base_ejection_time, 24h].
+    #[serde(default = "default_max_ejection_time", with = "humantime_serde")]
+    pub max_ejection_time: Duration,
+    /// At most this percentage of the pool's origins is ejected at once,
+    /// though one may always be (as in Envoy), and never the last origin
+    /// the ranking holds usable. Default 10; [0, 100].
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_5xx: default_consecutive_5xx(),
+            base_ejection_time: default_base_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
+}
+
+fn default_consecutive_5xx() -> u32 {
+    5
+}
+fn default_base_ejection_time() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_ejection_time() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejection_percent() -> u32 {
+    10
+}
+
+impl SteeringConfig {
+    pub(crate) fn validate(&self, v: &mut Validator, at: &str) {
+        v.duration(
+            &format!("{at}.band_absolute"),
+            self.band_absolute,
+            Duration::ZERO,
+            MAX_BAND_ABSOLUTE,
+        );
+        if !(self.band_relative.is_finite()
+            && (0.0..=MAX_BAND_RELATIVE).contains(&self.band_relative))
+        {
+            v.fail(
+                format!("{at}.band_relative"),
+                format!(
+                    "{} is not in [0, {MAX_BAND_RELATIVE}] (a fraction of the best score: 0.2 is within 20 %)",
+                    self.band_relative
+                ),
+            );
+        }
+    }
+}
+
+impl OutlierConfig {
+    pub(crate) fn validate(&self, v: &mut Validator, at: &str) {
+        if self.consecutive_5xx > MAX_CONSECUTIVE_5XX {
+            v.fail(
+                format!("{at}.consecutive_5xx"),
+                format!(
+                    "{} is not in [0, {MAX_CONSECUTIVE_5XX}] (0 turns ejection off)",
+                    self.consecutive_5xx
+                ),
+            );
+        }
+        let base_ok = v.duration(
+            &format!("{at}.base_ejection_time"),
+            self.base_ejection_time,
+            EJECTION_MIN,
+            EJECTION_MAX,
+        );
+        let min = if base_ok {
+            self.base_ejection_time
+        } else {
+            EJECTION_MIN
+        };
+        v.duration(
+            &format!("{at}.max_ejection_time"),
+            self.max_ejection_time,
+            min,
+            EJECTION_MAX,
+        );
+        if self.max_ejection_percent > 100 {
+            v.fail(
+                format!("{at}.max_ejection_percent"),
+                format!("{} is not in [0, 100]", self.max_ejection_percent),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_print_back() {
+        for text in ["uri", "clientIp", "header:x-user", "cookie:session_id"] {
+            let key: SteeringKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+        }
+        assert_eq!(
+            "header:X-User".parse::<SteeringKey>().unwrap(),
+            SteeringKey::Header("x-user".into())
+        );
+        for bad in ["", "url", "header:", "cookie:a b", "header:a\nb", "Uri"] {
+            let e = bad.parse::<SteeringKey>().unwrap_err();
+            assert!(e.contains("is not a"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named_by_field() {
+        let text = r#"
+[pools.web]
+[pools.web.steering]
+policy = "band"
+band_absolute = "11s"
+band_relative = -0.5
+key = "header:x-user"
+[pools.web.outlier]
+consecutive_5xx = 10001
+base_ejection_time = "10s"
+max_ejection_time = "5s"
+max_ejection_percent = 101
+[[pools.web.origins]]
+id = "a"
+host = "a.example.net"
+max_share = 1.5
+"#;
+        let e = crate::config::Config::from_toml(text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "pools.web.steering.band_absolute",
+            "pools.web.steering.band_relative",
+            "pools.web.outlier.consecutive_5xx",
+            "pools.web.outlier.max_ejection_time",
+            "pools.web.outlier.max_ejection_percent",
+            "pools.web.origins[0].max_share",
+        ] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
+        let e =
+            crate::config::Config::from_toml(&text.replace("header:x-user", "header:"), "t.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("steering.key") && e.contains("not a header name"),
+            "{e}"
+        );
+        let c = crate::config::Config::from_toml(
+            "[pools.web]\n[[pools.web.origins]]\nid = \"a\"\nhost = \"a.example.net\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pools["web"].steering.policy, SteeringPolicy::Fastest);
+        assert_eq!(c.pools["web"].outlier, OutlierConfig::default());
+    }
+}
