@@ -23,6 +23,13 @@
 //! pool is drained (then the drains are ignored with a log line: the pool
 //! fails open rather than having nowhere to go).
 //!
+//! Passive ejection ([`crate::ejection`]) comes after the controls: an
+//! origin this container saw answer `consecutive_5xx` 5xx in a row is left
+//! out of every step above while its ejection lasts, unless that would
+//! leave no origin the ranking holds usable (then the ejections are
+//! ignored for that decision). The decision line names the ejections in
+//! force.
+//!
 //! [`choose`] is the pure part (rankings + now in, choice out); [`Router`]
 //! adds the cache, the table and the race. Cache ages use tokio's clock, so
 //! tests run on paused time; ranking freshness uses the wall clock passed in
@@ -41,6 +48,7 @@ use origin_router::sample::{FailureClass, UnixMillis};
 use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
+use crate::ejection::{self, Ejections, Recorded};
 use crate::race::Racer;
 
 /// Where a decision came from.
@@ -172,6 +180,8 @@ pub struct Decision {
     pub losers: Vec<(String, FailureClass)>,
     /// Time spent deciding.
     pub elapsed: Duration,
+    /// Origins of the pool ejected in this container when it decided.
+    pub ejected: Vec<String>,
 }
 
 impl Decision {
@@ -185,6 +195,7 @@ impl Decision {
             ranking_age_ms: None,
             losers: Vec::new(),
             elapsed: started.elapsed(),
+            ejected: Vec::new(),
         }
     }
 }
@@ -220,6 +231,9 @@ struct Inner {
     store: Arc<dyn RankingStore>,
     racer: Arc<dyn Racer>,
     state: Mutex<State>,
+    /// Passive ejection state: its own lock, taken briefly by both event
+    /// types.
+    ejections: Mutex<Ejections>,
 }
 
 impl Router {
@@ -229,12 +243,14 @@ impl Router {
         store: Arc<dyn RankingStore>,
         racer: Arc<dyn Racer>,
     ) -> Self {
+        let ejections = Mutex::new(Ejections::new(&config));
         Router {
             inner: Arc::new(Inner {
                 config,
                 region: region.into(),
                 store,
                 racer,
+                ejections,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -257,6 +273,20 @@ impl Router {
     /// fails.
     pub async fn decide(&self, pool_name: &str, now: UnixMillis) -> Decision {
         let started = Instant::now();
+        let ejected = self.ejected(pool_name, started);
+        let mut decision = self.decide_among(pool_name, now, started, &ejected).await;
+        decision.ejected = ejected;
+        decision
+    }
+
+    /// [`decide`](Self::decide) with the pool's ejected origins left out.
+    async fn decide_among(
+        &self,
+        pool_name: &str,
+        now: UnixMillis,
+        started: Instant,
+        ejected: &[String],
+    ) -> Decision {
         let inner = &self.inner;
         let edge = &inner.config.edge;
         let deadline = started + edge.race_watchdog;
@@ -292,6 +322,7 @@ impl Router {
                 ranking_age_ms: Some(age),
                 losers: Vec::new(),
                 elapsed: started.elapsed(),
+                ejected: Vec::new(),
             })
         };
 
@@ -316,7 +347,7 @@ impl Router {
         let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
-                let choice = self.choose(pool, &rankings, now);
+                let choice = self.choose(pool, &rankings, now, ejected);
                 if age <= edge.cache_ttl {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
@@ -341,7 +372,7 @@ impl Router {
         };
 
         // A recent race winner answers before any read.
-        if let Some(winner) = winner.filter(|w| pool.origin(w).is_some()) {
+        if let Some(winner) = winner.filter(|w| pool.origin(w).is_some() && !ejected.contains(w)) {
             if read_in_foreground {
                 self.refresh_in_background(pool_name);
             }
@@ -362,7 +393,7 @@ impl Router {
                     }
                     Controlled::Pool(pool) => pool,
                 };
-                let choice = self.choose(&pool, &rankings, now);
+                let choice = self.choose(&pool, &rankings, now, ejected);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
@@ -375,7 +406,12 @@ impl Router {
             Controlled::Override(origin) => {
                 Decision::unranked(pool_name, origin, Source::Override, started)
             }
-            Controlled::Pool(pool) => self.race(pool_name, &pool, started, deadline).await,
+            Controlled::Pool(pool) => {
+                let ejected: Vec<&str> = ejected.iter().map(String::as_str).collect();
+                let left = ejection::without(&pool, &ejected);
+                self.race(pool_name, left.as_ref().unwrap_or(&pool), started, deadline)
+                    .await
+            }
         }
     }
 
@@ -431,12 +467,41 @@ impl Router {
         Controlled::Pool(Cow::Owned(left))
     }
 
+    /// [`choose`] without the `ejected` origins, unless that leaves no
+    /// usable origin: then with them (never eject the last usable origin).
     fn choose<'p>(
         &self,
         pool: &'p PoolConfig,
         rankings: &[RankingDocument],
         now: UnixMillis,
+        ejected: &[String],
     ) -> Choice<'p> {
+        let ejected: Vec<&str> = ejected.iter().map(String::as_str).collect();
+        if let Some(left) = ejection::without(pool, &ejected).filter(|_| !ejected.is_empty()) {
+            if let Choice::Ranked {
+                origin,
+                region,
+                age_ms,
+            } = self.choose_in(&left, rankings, now)
+            {
+                if let Some(origin) = pool.origin(&origin.id) {
+                    return Choice::Ranked {
+                        origin,
+                        region,
+                        age_ms,
+                    };
+                }
+            }
+        }
+        self.choose_in(pool, rankings, now)
+    }
+
+    fn choose_in<'q>(
+        &self,
+        pool: &'q PoolConfig,
+        rankings: &[RankingDocument],
+        now: UnixMillis,
+    ) -> Choice<'q> {
         let edge = &self.inner.config.edge;
         choose(
             pool,
@@ -446,6 +511,55 @@ impl Router {
             edge.ranking_max_age,
             now,
         )
+    }
+
+    /// Records an origin's answer (from an origin-response event) at
+    /// `at`; logs an ejection or a refused one. `None` when the pair is not
+    /// in the config.
+    pub fn record_response(
+        &self,
+        pool: &str,
+        origin: &str,
+        status: u16,
+        at: Instant,
+    ) -> Option<Recorded> {
+        let recorded = self
+            .inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(pool, origin, status, at)?;
+        match &recorded {
+            Recorded::Ejected { duration, times } => tracing::warn!(
+                pool,
+                origin,
+                status,
+                ejection_ms = duration.as_millis() as u64,
+                times_ejected = times,
+                "ejected an origin after consecutive 5xx answers"
+            ),
+            Recorded::Refused(refusal) => tracing::info!(
+                pool,
+                origin,
+                status,
+                reason = ?refusal,
+                "not ejecting an origin despite consecutive 5xx answers"
+            ),
+            _ => {}
+        }
+        Some(recorded)
+    }
+
+    /// The origins of `pool` ejected in this container at `at`.
+    pub fn ejected(&self, pool: &str, at: Instant) -> Vec<String> {
+        self.inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ejected(pool, at)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Reads the pool's rankings from the store within `table_timeout` and
@@ -577,6 +691,7 @@ impl Router {
             ranking_age_ms: None,
             losers,
             elapsed: started.elapsed(),
+            ejected: Vec::new(),
         };
         let origins: Vec<&OriginConfig> = pool.origins.iter().collect();
         let watchdog = deadline.saturating_duration_since(Instant::now());

@@ -184,6 +184,7 @@ mod tests {
             ranking_age_ms: Some(10),
             losers: Vec::new(),
             elapsed: Duration::from_micros(3),
+            ejected: Vec::new(),
         }
     }
 
