@@ -8,12 +8,14 @@
 //! - [`demo`]: the whole system, offline, with a failover to watch;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
+//! - [`eject_bench`]: how fast passive ejection takes a 5xx origin out;
 //! - the `echo-handler` binary: the Runtime API benchmark's baseline.
 //!
 //! Percentiles come from one helper, `origin_router_tests::stats`.
 
 pub mod bench;
 pub mod demo;
+pub mod eject_bench;
 pub mod failover;
 pub mod observe;
 pub mod world;
