@@ -8,7 +8,9 @@
 //! with its cache) decides every 100 ms. Midway the origin that is fastest
 //! from the first region fails (connections refused); the demo shows each
 //! region moving away and how long it took, then restores it and shows the
-//! traffic coming back after the rise threshold. A live status page
+//! traffic coming back after the rise threshold. Then one region's edge
+//! ejects an origin that answers 503 on its own, before any prober could
+//! tell ([`crate::demo_eject`]). A live status page
 //! (`prober dashboard`'s) over the same store shows it all in a browser.
 
 use std::collections::BTreeMap;
@@ -171,6 +173,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     for w in workers {
         let _ = w.await;
     }
+    crate::demo_eject::show(&views[0].router, views[0].region, &world, POOL).await?;
     println!(
         "\nSummary ({failed} failed at {}s, restored at {}s):",
         fail_at.as_secs(),
@@ -202,7 +205,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
          prober check-config examples/origin-router.toml   validate a config\n  \
          prober run --config examples/origin-router.toml   a regional worker (add store.redis_url for several per region)\n  \
          prober rankings --config examples/origin-router.toml   what the edge reads, per region with its age\n  \
-         edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request handler (see deploy/README.md)"
+         edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request and origin-response handler (see deploy/README.md)"
     );
     Ok(())
 }

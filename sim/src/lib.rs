@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod demo_eject;
 pub mod eject_bench;
 pub mod failover;
 pub mod observe;
