@@ -347,6 +347,40 @@ impl EventType {
     }
 }
 
+/// The response of an origin-response event whose other parts need not
+/// parse: `Records` holding one record with `cf.config.eventType`
+/// "origin-response" and a `cf.response` object. Only for the fallback
+/// when [`parse_str`] fails.
+pub fn origin_response_only(text: &str) -> Option<RawJson> {
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "Records")]
+        records: Vec<Record>,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        cf: Cf,
+    }
+    #[derive(Deserialize)]
+    struct Cf {
+        config: Config,
+        response: Option<RawJson>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(rename = "eventType")]
+        event_type: String,
+    }
+    let mut event: Event = serde_json::from_str(text).ok()?;
+    if event.records.len() != 1 {
+        return None;
+    }
+    let cf = event.records.pop()?.cf;
+    let response = cf.response?;
+    (cf.config.event_type == "origin-response" && response.get().trim_start().starts_with('{'))
+        .then_some(response)
+}
+
 /// The `status` of an origin-response's response object, as CloudFront
 /// sends it (a string such as "503"); `None` when it is missing or not a
 /// string. The rest of the response is not read.

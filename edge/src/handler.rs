@@ -112,7 +112,22 @@ pub struct Observed {
 /// Handles one event of either type given as JSON text (the Lambda path):
 /// wall-clock `now` for the decision, tokio's clock for ejections.
 pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<Answer, EdgeError> {
-    let event = cloudfront::parse_str(payload)?;
+    let event = match cloudfront::parse_str(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            // An origin-response whose request part is malformed still
+            // carries a response: it goes back unchanged, counted nowhere
+            // (an error would make CloudFront answer the viewer 502).
+            if let Some(response) = cloudfront::origin_response_only(payload) {
+                tracing::warn!(error = %e, "malformed origin-response event: response returned unchanged, counted nowhere");
+                return Ok(Answer::Response(Observed {
+                    response,
+                    recorded: Vec::new(),
+                }));
+            }
+            return Err(e.into());
+        }
+    };
     match EventType::of(&event.records[0].cf) {
         Some(EventType::OriginResponse) => {
             Ok(Answer::Response(observe(router, event, Instant::now())))

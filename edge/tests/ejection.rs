@@ -245,6 +245,41 @@ async fn bad_origin_responses_change_nothing_and_return_the_response() {
     };
     assert_eq!(observed.recorded.len(), 1);
 
+    // A malformed request part (port as a string, no uri): the response
+    // still goes back unchanged, counted nowhere.
+    for broken in [
+        |v: &mut Value| v["Records"][0]["cf"]["request"]["origin"]["custom"]["port"] = "443".into(),
+        |v: &mut Value| {
+            v["Records"][0]["cf"]["request"]
+                .as_object_mut()
+                .unwrap()
+                .remove("uri");
+        },
+        |v: &mut Value| v["Records"][0]["cf"]["request"] = Value::Null,
+    ] {
+        let mut v: Value =
+            serde_json::from_str(&response_event("o0.example.net", 443, "503".into())).unwrap();
+        broken(&mut v);
+        let Answer::Response(observed) = invoke(&r, &v.to_string(), NOW).await.unwrap() else {
+            panic!("routed")
+        };
+        assert!(observed.recorded.is_empty());
+        let answer: Value =
+            serde_json::from_str(&serde_json::to_string(&Answer::Response(observed)).unwrap())
+                .unwrap();
+        assert_eq!(answer, v["Records"][0]["cf"]["response"]);
+    }
+    // A response that is not an object, or an origin-request with a
+    // "response": no fallback, the named error.
+    let mut v: Value = serde_json::from_str(RESPONSE).unwrap();
+    v["Records"][0]["cf"]["response"] = "503".into();
+    v["Records"][0]["cf"]["request"] = Value::Null;
+    assert!(invoke(&r, &v.to_string(), NOW).await.is_err());
+    let mut v: Value = serde_json::from_str(RESPONSE).unwrap();
+    v["Records"][0]["cf"]["config"]["eventType"] = "origin-request".into();
+    v["Records"][0]["cf"]["request"] = Value::Null;
+    assert!(invoke(&r, &v.to_string(), NOW).await.is_err());
+
     // No response at all: nothing to return, a named error.
     let mut v: Value = serde_json::from_str(RESPONSE).unwrap();
     v["Records"][0]["cf"]
