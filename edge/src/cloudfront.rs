@@ -1,4 +1,12 @@
-//! CloudFront origin-request event types (aws_lambda_events has none).
+//! CloudFront origin-request and origin-response event types
+//! (aws_lambda_events has none).
+//!
+//! One binary serves both triggers, told apart by
+//! `Records[0].cf.config.eventType`. An origin-response event carries the
+//! request as it went to the origin (with the origin the origin-request
+//! handler chose) and the origin's `response`; the response is kept as its
+//! raw JSON text, so the answer to an origin-response is byte for byte the
+//! response that came in.
 //!
 //! Every object keeps the fields it does not model in `extra`, as their JSON
 //! text, so a request passes through the handler with nothing lost: the
@@ -51,6 +59,24 @@ impl Serialize for Extra {
             map.serialize_entry(k, v)?;
         }
         map.end()
+    }
+}
+
+/// A JSON value kept as its text, compared by its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<RawValue>);
+
+impl RawJson {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
     }
 }
 
@@ -163,6 +189,9 @@ object! {
     pub struct Cf as "the `cf` object of a CloudFront event" {
         "config" => pub config: CfConfig = required,
         "request" => pub request: Request = required,
+        /// Origin-response events only: the origin's response, verbatim.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        "response" => pub response: Option<RawJson> = default,
     }
 }
 
@@ -249,8 +278,12 @@ pub enum EventError {
     Shape { path: String, message: String },
     #[error("event has {0} records; CloudFront sends exactly one")]
     RecordCount(usize),
-    #[error("Records[0].cf.config.eventType is `{0}`; this handler serves origin-request events")]
+    #[error("Records[0].cf.config.eventType is `{0}`; this handler serves origin-request and origin-response events")]
     EventType(String),
+    #[error(
+        "an origin-response event without Records[0].cf.response: there is no response to return"
+    )]
+    MissingResponse,
 }
 
 /// Parses an event, naming the offending field on failure.
@@ -283,11 +316,86 @@ fn check(event: Event) -> Result<Event, EventError> {
     if event.records.len() != 1 {
         return Err(EventError::RecordCount(event.records.len()));
     }
-    let kind = &event.records[0].cf.config.event_type;
-    if kind != "origin-request" {
-        return Err(EventError::EventType(kind.chars().take(40).collect()));
+    let cf = &event.records[0].cf;
+    match EventType::of(cf) {
+        Some(EventType::OriginRequest) => Ok(event),
+        Some(EventType::OriginResponse) if cf.response.is_none() => {
+            Err(EventError::MissingResponse)
+        }
+        Some(EventType::OriginResponse) => Ok(event),
+        None => Err(EventError::EventType(
+            cf.config.event_type.chars().take(40).collect(),
+        )),
     }
-    Ok(event)
+}
+
+/// The two triggers this handler serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    OriginRequest,
+    OriginResponse,
+}
+
+impl EventType {
+    /// The type of a record, if it is one of the two.
+    pub fn of(cf: &Cf) -> Option<EventType> {
+        match cf.config.event_type.as_str() {
+            "origin-request" => Some(EventType::OriginRequest),
+            "origin-response" => Some(EventType::OriginResponse),
+            _ => None,
+        }
+    }
+}
+
+/// The response of an origin-response event whose other parts need not
+/// parse: `Records` holding one record with `cf.config.eventType`
+/// "origin-response" and a `cf.response` object. Only for the fallback
+/// when [`parse_str`] fails.
+pub fn origin_response_only(text: &str) -> Option<RawJson> {
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "Records")]
+        records: Vec<Record>,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        cf: Cf,
+    }
+    #[derive(Deserialize)]
+    struct Cf {
+        config: Config,
+        response: Option<RawJson>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(rename = "eventType")]
+        event_type: String,
+    }
+    let mut event: Event = serde_json::from_str(text).ok()?;
+    if event.records.len() != 1 {
+        return None;
+    }
+    let cf = event.records.pop()?.cf;
+    let response = cf.response?;
+    (cf.config.event_type == "origin-response" && response.get().trim_start().starts_with('{'))
+        .then_some(response)
+}
+
+/// The `status` of an origin-response's response object, as CloudFront
+/// sends it (a string such as "503"); `None` when it is missing or not a
+/// string. The rest of the response is not read.
+pub fn response_status(response: &RawJson) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Status {
+        status: Option<Value>,
+    }
+    match serde_json::from_str::<Status>(response.get())
+        .ok()?
+        .status?
+    {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +403,43 @@ mod tests {
     use super::*;
 
     pub const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
+    const RESPONSE_FIXTURE: &str =
+        include_str!("../../tests/fixtures/cloudfront/origin-response.json");
+
+    #[test]
+    fn origin_response_fixture_round_trips_with_its_response_verbatim() {
+        let event = parse_str(RESPONSE_FIXTURE).unwrap();
+        let cf = &event.records[0].cf;
+        assert_eq!(EventType::of(cf), Some(EventType::OriginResponse));
+        let response = cf.response.as_ref().unwrap();
+        assert_eq!(response_status(response).as_deref(), Some("200"));
+        let original: Value = serde_json::from_str(RESPONSE_FIXTURE).unwrap();
+        assert_eq!(serde_json::to_value(&event).unwrap(), original);
+        let text_in = &original["Records"][0]["cf"]["response"];
+        let text_out: Value = serde_json::from_str(response.get()).unwrap();
+        assert_eq!(&text_out, text_in);
+        // Without a response there is nothing to return: a named error.
+        let mut v = original.clone();
+        v["Records"][0]["cf"]
+            .as_object_mut()
+            .unwrap()
+            .remove("response");
+        assert!(matches!(parse(v), Err(EventError::MissingResponse)));
+        // A status that is not a string is read as missing, not an error.
+        for status in [
+            serde_json::json!(503),
+            Value::Null,
+            serde_json::json!({"a": 1}),
+        ] {
+            let mut v = original.clone();
+            v["Records"][0]["cf"]["response"]["status"] = status;
+            let event = parse(v).unwrap();
+            assert_eq!(
+                response_status(event.records[0].cf.response.as_ref().unwrap()),
+                None
+            );
+        }
+    }
 
     #[test]
     fn fixture_round_trips_without_loss() {

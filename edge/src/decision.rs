@@ -29,6 +29,13 @@
 //! pool is drained (then the drains are ignored with a log line: the pool
 //! fails open rather than having nowhere to go).
 //!
+//! Passive ejection ([`crate::ejection`]) comes after the controls: an
+//! origin this container saw answer `consecutive_5xx` 5xx in a row is left
+//! out of every step above while its ejection lasts, unless that would
+//! leave no origin the ranking holds usable (then the ejections are
+//! ignored for that decision). The decision line names the ejections in
+//! force.
+//!
 //! [`choose`] is the pure part (rankings + now in, choice out); [`Router`]
 //! adds the cache, the table and the race. Cache ages use tokio's clock, so
 //! tests run on paused time; ranking freshness uses the wall clock passed in
@@ -47,6 +54,7 @@ use origin_router::sample::{FailureClass, UnixMillis};
 use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
+use crate::ejection::{self, Ejections, Recorded};
 use crate::race::Racer;
 use crate::steering::{self, Ranked};
 
@@ -196,6 +204,8 @@ pub struct Decision {
     pub band: Option<usize>,
     /// Time spent deciding.
     pub elapsed: Duration,
+    /// Origins of the pool ejected in this container when it decided.
+    pub ejected: Vec<String>,
 }
 
 impl Decision {
@@ -210,6 +220,7 @@ impl Decision {
             losers: Vec::new(),
             band: None,
             elapsed: started.elapsed(),
+            ejected: Vec::new(),
         }
     }
 
@@ -251,6 +262,9 @@ struct Inner {
     store: Arc<dyn RankingStore>,
     racer: Arc<dyn Racer>,
     state: Mutex<State>,
+    /// Passive ejection state: its own lock, taken briefly by both event
+    /// types.
+    ejections: Mutex<Ejections>,
 }
 
 impl Router {
@@ -260,12 +274,14 @@ impl Router {
         store: Arc<dyn RankingStore>,
         racer: Arc<dyn Racer>,
     ) -> Self {
+        let ejections = Mutex::new(Ejections::new(&config));
         Router {
             inner: Arc::new(Inner {
                 config,
                 region: region.into(),
                 store,
                 racer,
+                ejections,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -295,6 +311,23 @@ impl Router {
     /// winner, an override or a default is not steered.
     pub async fn decide_keyed(&self, pool_name: &str, key: &str, now: UnixMillis) -> Decision {
         let started = Instant::now();
+        let ejected = self.ejected(pool_name, started);
+        let mut decision = self
+            .decide_among(pool_name, key, now, started, &ejected)
+            .await;
+        decision.ejected = ejected;
+        decision
+    }
+
+    /// [`decide`](Self::decide) with the pool's ejected origins left out.
+    async fn decide_among(
+        &self,
+        pool_name: &str,
+        key: &str,
+        now: UnixMillis,
+        started: Instant,
+        ejected: &[String],
+    ) -> Decision {
         let inner = &self.inner;
         let edge = &inner.config.edge;
         let deadline = started + edge.race_watchdog;
@@ -333,6 +366,7 @@ impl Router {
                 losers: Vec::new(),
                 band,
                 elapsed: started.elapsed(),
+                ejected: Vec::new(),
             })
         };
 
@@ -357,7 +391,7 @@ impl Router {
         let mut cache_is_current = false;
         if let Some((rankings, age)) = cached {
             if age <= edge.max_stale {
-                let choice = self.choose(pool_name, pool, &rankings, now, key);
+                let choice = self.choose(pool_name, pool, &rankings, now, key, ejected);
                 if age <= edge.cache_ttl {
                     if let Some(d) = decided(choice, Source::Cache) {
                         return d;
@@ -382,7 +416,7 @@ impl Router {
         };
 
         // A recent race winner answers before any read.
-        if let Some(winner) = winner.filter(|w| pool.origin(w).is_some()) {
+        if let Some(winner) = winner.filter(|w| pool.origin(w).is_some() && !ejected.contains(w)) {
             if read_in_foreground {
                 self.refresh_in_background(pool_name);
             }
@@ -404,7 +438,7 @@ impl Router {
                     Controlled::Closed => return Decision::closed(pool_name, started),
                     Controlled::Pool(pool) => pool,
                 };
-                let choice = self.choose(pool_name, &pool, &rankings, now, key);
+                let choice = self.choose(pool_name, &pool, &rankings, now, key, ejected);
                 if let Some(d) = decided(choice, Source::Table) {
                     return d;
                 }
@@ -418,7 +452,12 @@ impl Router {
                 Decision::unranked(pool_name, origin, Source::Override, started)
             }
             Controlled::Closed => Decision::closed(pool_name, started),
-            Controlled::Pool(pool) => self.race(pool_name, &pool, started, deadline).await,
+            Controlled::Pool(pool) => {
+                let ejected: Vec<&str> = ejected.iter().map(String::as_str).collect();
+                let left = ejection::without(&pool, &ejected);
+                self.race(pool_name, left.as_ref().unwrap_or(&pool), started, deadline)
+                    .await
+            }
         }
     }
 
@@ -481,10 +520,8 @@ impl Router {
         Controlled::Pool(Cow::Owned(left))
     }
 
-    /// [`choose`] over the pool the controls leave; when that leaves only
-    /// down origins and `operations.fail_open` is set, a drained origin
-    /// that is up is chosen rather than a down one (it is the pool's last
-    /// usable origin).
+    /// [`choose`] without the `ejected` origins, unless that leaves no
+    /// usable origin: then with them (never eject the last usable origin).
     fn choose<'p>(
         &'p self,
         pool_name: &str,
@@ -492,10 +529,45 @@ impl Router {
         rankings: &[RankingDocument],
         now: UnixMillis,
         key: &str,
+        ejected: &[String],
     ) -> Choice<'p> {
+        let ejected: Vec<&str> = ejected.iter().map(String::as_str).collect();
+        if let Some(left) = ejection::without(pool, &ejected).filter(|_| !ejected.is_empty()) {
+            if let Choice::Ranked {
+                origin,
+                region,
+                age_ms,
+                band,
+            } = self.choose_in(pool_name, &left, rankings, now, key)
+            {
+                if let Some(origin) = pool.origin(&origin.id) {
+                    return Choice::Ranked {
+                        origin,
+                        region,
+                        age_ms,
+                        band,
+                    };
+                }
+            }
+        }
+        self.choose_in(pool_name, pool, rankings, now, key)
+    }
+
+    /// [`choose`] over the pool the controls (and ejections) leave; when
+    /// that leaves only down origins and `operations.fail_open` is set, a
+    /// drained origin that is up is chosen rather than a down one (it is
+    /// the pool's last usable origin).
+    fn choose_in<'q>(
+        &'q self,
+        pool_name: &str,
+        pool: &'q PoolConfig,
+        rankings: &[RankingDocument],
+        now: UnixMillis,
+        key: &str,
+    ) -> Choice<'q> {
         let config = &self.inner.config;
         let edge = &config.edge;
-        let pick = |pool: &'p PoolConfig| {
+        let pick = |pool: &'q PoolConfig| {
             choose(
                 pool,
                 rankings,
@@ -523,6 +595,55 @@ impl Router {
             }
         }
         choice
+    }
+
+    /// Records an origin's answer (from an origin-response event) at
+    /// `at`; logs an ejection or a refused one. `None` when the pair is not
+    /// in the config.
+    pub fn record_response(
+        &self,
+        pool: &str,
+        origin: &str,
+        status: u16,
+        at: Instant,
+    ) -> Option<Recorded> {
+        let recorded = self
+            .inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(pool, origin, status, at)?;
+        match &recorded {
+            Recorded::Ejected { duration, times } => tracing::warn!(
+                pool,
+                origin,
+                status,
+                ejection_ms = duration.as_millis() as u64,
+                times_ejected = times,
+                "ejected an origin after consecutive 5xx answers"
+            ),
+            Recorded::Refused(refusal) => tracing::info!(
+                pool,
+                origin,
+                status,
+                reason = ?refusal,
+                "not ejecting an origin despite consecutive 5xx answers"
+            ),
+            _ => {}
+        }
+        Some(recorded)
+    }
+
+    /// The origins of `pool` ejected in this container at `at`.
+    pub fn ejected(&self, pool: &str, at: Instant) -> Vec<String> {
+        self.inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ejected(pool, at)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Reads the pool's rankings from the store within `table_timeout` and
@@ -625,6 +746,7 @@ impl Router {
             losers,
             band: None,
             elapsed: started.elapsed(),
+            ejected: Vec::new(),
         };
         let origins: Vec<&OriginConfig> = pool.origins.iter().collect();
         let watchdog = deadline.saturating_duration_since(Instant::now());

@@ -185,6 +185,7 @@ mod tests {
             losers: Vec::new(),
             band: None,
             elapsed: Duration::from_micros(3),
+            ejected: Vec::new(),
         }
     }
 

@@ -38,6 +38,8 @@ struct Members<'a> {
     decision_micros: u64,
     decisions: u32,
     race_losers: Vec<Loser<'a>>,
+    /// Origins of the pool ejected in this container (passive ejection).
+    ejected: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -71,6 +73,7 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
                 class: class.to_string(),
             })
             .collect(),
+        ejected: &d.ejected,
     };
     let at = out.len();
     // Strings and numbers only: serializing cannot fail. Were it to, the
@@ -116,6 +119,7 @@ mod tests {
             ],
             band: None,
             elapsed: Duration::from_micros(900_123),
+            ejected: vec!["ap".into()],
         };
         let v: serde_json::Value =
             serde_json::from_str(&decision_line(&d, "eu-west-1", 1_780_000_000_000)).unwrap();
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!(v["DecisionMicros"], 900_123);
         assert_eq!(v["RaceLosers"][0]["class"], "connect_timeout");
         assert_eq!(v["RaceLosers"][1]["class"], "response_timeout");
+        assert_eq!(v["Ejected"], serde_json::json!(["ap"]));
         assert_eq!(v["message"], "origin decision");
         assert_eq!(v["Timestamp"], serde_json::Value::Null, "only under _aws");
         assert_eq!(v["_aws"]["Timestamp"], 1_780_000_000_000u64);
@@ -262,6 +267,7 @@ mod tests {
             losers: Vec::new(),
             elapsed: Duration::from_micros(10),
             band: None,
+            ejected: Vec::new(),
         };
         let line: serde_json::Value =
             serde_json::from_str(&decision_line(&d, "eu-west-1", 1)).unwrap();

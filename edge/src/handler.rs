@@ -1,5 +1,8 @@
-//! The CloudFront origin-request handler: event in, request out, with its
-//! origin rewritten to the chosen origin of the request's pool.
+//! The CloudFront handler. An origin-request event: request out, with its
+//! origin rewritten to the chosen origin of the request's pool. An
+//! origin-response event: the origin's answer is counted for passive
+//! ejection ([`crate::ejection`]) and the response goes back exactly as it
+//! came in, whatever the event holds.
 //!
 //! A plain async function over the event and a [`Router`], so tests call it
 //! directly with fixtures and an in-memory store.
@@ -9,7 +12,10 @@ use origin_router::config::OriginConfig;
 use origin_router::sample::UnixMillis;
 use serde_json::Value;
 
-use crate::cloudfront::{self, EventError, Request};
+use crate::cloudfront::{self, EventError, EventType, RawJson, Request};
+use crate::ejection::{self, Recorded};
+use serde::Serialize;
+use tokio::time::Instant;
 
 /// Why an invocation failed. Reported to Lambda with a named error type.
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +66,148 @@ pub async fn handle(
     })
 }
 
-/// Handles one event given as JSON text: parsed once, straight into the
-/// typed event, and answered with the typed request (the Lambda path).
+/// Handles one origin-request event given as JSON text: parsed once,
+/// straight into the typed event, and answered with the typed request. An
+/// origin-response event is an `EventType` error here: see [`invoke`].
 pub async fn handle_raw(
     router: &Router,
     payload: &str,
     now: UnixMillis,
 ) -> Result<Routed, EdgeError> {
-    Ok(route(router, cloudfront::parse_str(payload)?, now).await)
+    let event = cloudfront::parse_str(payload)?;
+    if EventType::of(&event.records[0].cf) != Some(EventType::OriginRequest) {
+        return Err(EventError::EventType("origin-response".into()).into());
+    }
+    Ok(route(router, event, now).await)
+}
+
+/// The answer to either event type.
+#[derive(Debug)]
+pub enum Answer {
+    /// Origin-request: the rewritten request, and the decision.
+    Request(Box<Routed>),
+    /// Origin-response: the response unchanged, and what was recorded.
+    Response(Observed),
+}
+
+impl Serialize for Answer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Request(r) => r.request.serialize(serializer),
+            Answer::Response(o) => o.response.serialize(serializer),
+        }
+    }
+}
+
+/// What an origin-response event did.
+#[derive(Debug)]
+pub struct Observed {
+    /// The response as it came in.
+    pub response: RawJson,
+    /// The (pool, origin) the answer was counted against, with what it did
+    /// there; empty when nothing was counted.
+    pub recorded: Vec<(String, String, Recorded)>,
+}
+
+/// Handles one event of either type given as JSON text (the Lambda path):
+/// wall-clock `now` for the decision, tokio's clock for ejections.
+pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<Answer, EdgeError> {
+    let event = match cloudfront::parse_str(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            // An origin-response whose request part is malformed still
+            // carries a response: it goes back unchanged, counted nowhere
+            // (an error would make CloudFront answer the viewer 502).
+            if let Some(response) = cloudfront::origin_response_only(payload) {
+                tracing::warn!(error = %e, "malformed origin-response event: response returned unchanged, counted nowhere");
+                return Ok(Answer::Response(Observed {
+                    response,
+                    recorded: Vec::new(),
+                }));
+            }
+            return Err(e.into());
+        }
+    };
+    match EventType::of(&event.records[0].cf) {
+        Some(EventType::OriginResponse) => {
+            Ok(Answer::Response(observe(router, event, Instant::now())))
+        }
+        _ => Ok(Answer::Request(Box::new(route(router, event, now).await))),
+    }
+}
+
+/// Counts an origin-response's status against the origin that answered
+/// (the origin the request was sent to, mapped back to the config by host
+/// name and port) and returns the response unchanged. An origin not in
+/// the config, or a status that is not a three-digit code, is logged and
+/// counts nothing.
+pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observed {
+    let record = event
+        .records
+        .into_iter()
+        .next()
+        .expect("parse checked one record");
+    let cf = record.cf;
+    let response = cf.response.expect("parse checked the response");
+    let mut recorded = Vec::new();
+    let status_text = cloudfront::response_status(&response);
+    let Some(status) = status_text.as_deref().and_then(ejection::parse_status) else {
+        tracing::warn!(
+            status = status_text
+                .as_deref()
+                .map(|s| s.chars().take(16).collect::<String>())
+                .unwrap_or_default(),
+            "origin-response without a valid status: counted nowhere, response unchanged"
+        );
+        return Observed { response, recorded };
+    };
+    let Some(custom) = cf.request.origin.as_ref().and_then(|o| o.custom.as_ref()) else {
+        tracing::info!(
+            status,
+            "origin-response from a non-custom origin: counted nowhere"
+        );
+        return Observed { response, recorded };
+    };
+    let config = router.config();
+    let distribution = cf.config.distribution_id.as_str();
+    let routed = crate::routing::pool_for(
+        &config.routing,
+        cf.request.header("host"),
+        Some(distribution).filter(|d| !d.is_empty()),
+    );
+    // Every (pool, origin) with this host and port; the request's own pool
+    // first, and only it when it has the origin.
+    let mut pairs: Vec<(&str, &str)> = config
+        .pools
+        .iter()
+        .flat_map(|(name, pool)| {
+            pool.origins
+                .iter()
+                .filter(|o| {
+                    o.host.eq_ignore_ascii_case(&custom.domain_name) && o.port() == custom.port
+                })
+                .map(move |o| (name.as_str(), o.id.as_str()))
+        })
+        .collect();
+    if let Some(routed) = routed {
+        if pairs.iter().any(|(p, _)| *p == routed) {
+            pairs.retain(|(p, _)| *p == routed);
+        }
+    }
+    if pairs.is_empty() {
+        tracing::info!(
+            domain = %custom.domain_name.chars().take(253).collect::<String>(),
+            port = custom.port,
+            status,
+            "origin-response from an origin not in the config: counted nowhere"
+        );
+    }
+    for (pool, origin) in pairs {
+        if let Some(r) = router.record_response(pool, origin, status, at) {
+            recorded.push((pool.to_string(), origin.to_string(), r));
+        }
+    }
+    Observed { response, recorded }
 }
 
 /// Decides for a parsed event and rewrites its request.
@@ -126,6 +266,7 @@ fn passthrough(pool: String) -> Decision {
         losers: Vec::new(),
         band: None,
         elapsed: std::time::Duration::ZERO,
+        ejected: Vec::new(),
     }
 }
 

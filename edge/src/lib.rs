@@ -1,5 +1,5 @@
-//! The Origin Router edge: a CloudFront origin-request handler on
-//! `lambda_runtime`, and everything only it needs.
+//! The Origin Router edge: a CloudFront origin-request and origin-response
+//! handler on `lambda_runtime`, and everything only it needs.
 //!
 //! - [`cloudfront`]: the event types (with round-trip fidelity);
 //! - [`routing`]: request → pool;
@@ -10,6 +10,8 @@
 //!   latency band spread by weighted rendezvous hashing), pure;
 //! - [`key`]: the request's steering key (URI, viewer, header, cookie);
 //! - [`race`]: the live race, 0.8 s per attempt under a 0.9 s watchdog;
+//! - [`ejection`]: passive ejection of origins answering 5xx, fed by
+//!   origin-response events;
 //! - [`handler`]: event in, request with its origin rewritten out;
 //! - [`emf`]: one CloudWatch Embedded Metric Format line per decision;
 //! - [`decision_log`]: those lines, written after the response is posted;
@@ -18,6 +20,7 @@
 pub mod cloudfront;
 pub mod decision;
 pub mod decision_log;
+pub mod ejection;
 pub mod emf;
 pub mod handler;
 pub mod key;
@@ -71,15 +74,17 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
     let handler = service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let (router, region, log) = (router.clone(), region.clone(), handler_log.clone());
         async move {
-            let handled =
-                handler::handle_raw(&router, event.payload.get(), unix_millis_now()).await;
+            let handled = handler::invoke(&router, event.payload.get(), unix_millis_now()).await;
             match &handled {
-                Ok(h) => log.record(&h.decision, &region, unix_millis_now()),
+                Ok(handler::Answer::Request(h)) => {
+                    log.record(&h.decision, &region, unix_millis_now())
+                }
+                Ok(handler::Answer::Response(_)) => {}
                 Err(e) => {
                     tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event")
                 }
             }
-            handled.map(|h| h.request)
+            handled
         }
     });
     // The tracing span, outermost, gives every log line of an invocation

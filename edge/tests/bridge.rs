@@ -80,7 +80,7 @@ async fn bridge_runs_the_binary_through_the_runtime_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("# pass 8") && stdout.contains("# fail 0"),
+        stdout.contains("# pass 9") && stdout.contains("# fail 0"),
         "{stdout}"
     );
 }

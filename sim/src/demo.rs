@@ -10,7 +10,9 @@
 //! region moving away and how long it took, then restores it and shows the
 //! traffic coming back after the rise threshold. A second pool steers by
 //! a latency band over two near-equal origins ([`crate::band`]): the demo
-//! shows how each region's misses spread over them. A live status page
+//! shows how each region's misses spread over them. Then one region's edge
+//! ejects an origin that answers 503 on its own, before any prober could
+//! tell ([`crate::demo_eject`]). A live status page
 //! (`prober dashboard`'s) over the same store shows it all in a browser.
 
 use std::collections::BTreeMap;
@@ -180,6 +182,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     for w in workers {
         let _ = w.await;
     }
+    crate::demo_eject::show(&views[0].router, views[0].region, &world, POOL).await?;
     println!(
         "\nSummary ({failed} failed at {}s, restored at {}s):",
         fail_at.as_secs(),
@@ -218,7 +221,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
          prober check-config examples/origin-router.toml   validate a config\n  \
          prober run --config examples/origin-router.toml   a regional worker (add store.redis_url for several per region)\n  \
          prober rankings --config examples/origin-router.toml   what the edge reads, per region with its age\n  \
-         edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request handler (see deploy/README.md)"
+         edge (bootstrap) with ORIGIN_ROUTER_CONFIG=...     the CloudFront origin-request and origin-response handler (see deploy/README.md)"
     );
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`band`]: the demo's latency-band pool and where its misses go;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
+//! - [`eject_bench`]: how fast passive ejection takes a 5xx origin out;
 //! - the `echo-handler` binary: the Runtime API benchmark's baseline.
 //!
 //! Percentiles come from one helper, `origin_router_tests::stats`.
@@ -16,6 +17,8 @@
 pub mod band;
 pub mod bench;
 pub mod demo;
+pub mod demo_eject;
+pub mod eject_bench;
 pub mod failover;
 pub mod observe;
 pub mod world;

@@ -29,6 +29,9 @@ enum Command {
     /// Measure the failover timeline: origin death, first failed probe,
     /// state change, ranking published, every edge switched.
     BenchFailover(sim::failover::FailoverArgs),
+    /// Measure passive ejection: after how many misses and how long one
+    /// edge container stops choosing an origin that answers 5xx.
+    BenchEject(sim::eject_bench::EjectArgs),
 }
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => sim::demo::run(args).await,
         Command::Bench(args) => sim::bench::run(args).await,
         Command::BenchFailover(args) => sim::failover::run(args, failures).await,
+        Command::BenchEject(args) => sim::eject_bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

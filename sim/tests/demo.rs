@@ -116,11 +116,22 @@ fn the_demo_runs_to_its_end_and_shows_the_failover() {
             assert!(count > 0, "{origin} got no misses: {band}");
         }
     }
+    // The edge ejects the origin answering 503 by itself, and the next
+    // decision line names the ejection.
+    let ejected = stdout
+        .lines()
+        .position(|l| l.contains("-> ejected for 30s"))
+        .unwrap_or_else(|| panic!("no ejection in the demo:\n{stdout}"));
+    let next = stdout.lines().nth(ejected + 1).unwrap_or_default();
+    assert!(
+        next.contains("ejected=[\"") && next.contains("answered 200"),
+        "{next}"
+    );
 }
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["demo", "bench", "bench-failover"] {
+    for sub in ["demo", "bench", "bench-failover", "bench-eject"] {
         let out = Command::new(env!("CARGO_BIN_EXE_sim"))
             .args([sub, "--help"])
             .output()

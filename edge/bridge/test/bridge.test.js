@@ -54,6 +54,24 @@ test('each decision line is written before its invocation returns', async () => 
   }
 });
 
+test('an origin-response event comes back as the response it carries, unchanged', async () => {
+  // The function is attached to origin-response too (passive ejection).
+  const file = path.join(path.dirname(need('FIXTURE')), 'origin-response.json');
+  const event = JSON.parse(fs.readFileSync(file, 'utf8'));
+  event.Records[0].cf.response.status = '503';
+  const bridge = new Bridge({ binary: need('EDGE_BINARY'), config: need('EDGE_CONFIG') });
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      const response = await bridge.invoke(event, context());
+      assert.deepStrictEqual(response, event.Records[0].cf.response);
+    }
+    const request = await bridge.invoke(fixture(), context());
+    assert.strictEqual(request.origin.custom.domainName, need('EXPECT_DOMAIN'));
+  } finally {
+    await bridge.close();
+  }
+});
+
 test('a malformed event fails the invocation with the binary\'s named error', async () => {
   const bridge = new Bridge({ binary: need('EDGE_BINARY'), config: need('EDGE_CONFIG') });
   try {

@@ -1,0 +1,463 @@
+//! Passive ejection: an origin that answers this container with
+//! `consecutive_5xx` 5xx responses in a row is not chosen again until its
+//! ejection expires, without waiting for the probers.
+//!
+//! The model is Envoy's outlier detection
+//! (<https://www.envoyproxy.io/docs/envoy/v1.10.0/intro/arch_overview/outlier>):
+//! - a non-5xx answer resets the origin's count;
+//! - the n-th ejection in a row lasts `base_ejection_time × n`, capped at
+//!   `max_ejection_time`. Envoy lowers the multiplier again while a host
+//!   stays healthy; here it drops by one for every `base_ejection_time` the
+//!   origin spent un-ejected since its last ejection ended, worked out when
+//!   it is next ejected (no timer);
+//! - `max_ejection_percent`, Envoy's documented rule: "If no hosts have been
+//!   ejected, Envoy will eject the host immediately. Otherwise, it checks to
+//!   make sure the number of ejected hosts is below the allowed threshold."
+//!   We count the new ejection in: a further origin is ejected only if the
+//!   ejected origins, it included, stay within the percentage. So the first
+//!   ejection is always allowed (even at 0 %), and the percentage is never
+//!   exceeded by a second one;
+//! - never the last origin: an ejection that would leave the pool with no
+//!   origin is refused, and [`Router`](crate::decision::Router) ignores the
+//!   ejections when they would leave no origin the ranking holds usable.
+//!
+//! State is per container (Lambda@Edge keeps no shared memory), kept only
+//! for the (pool, origin) pairs of the bundled config, so its size is fixed
+//! whatever the events say. Pure over (events, now): time is tokio's
+//! [`Instant`], so tests run on paused time.
+//!
+//! What CloudFront tells the origin-response trigger. The CloudFront
+//! developer guide ("CloudFront events that can trigger a Lambda@Edge
+//! function",
+//! <https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/lambda-cloudfront-trigger-events.html>)
+//! says the origin-response function "executes even if an error is returned
+//! from the origin", and does not run when the object is served from the
+//! cache or when an origin-request function generated the response. "How
+//! CloudFront processes HTTP 4xx and 5xx status codes from your origin"
+//! (<https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/HTTPStatusCodes.html>)
+//! says an origin that does not respond makes the request time out, which
+//! "is considered an HTTP 5xx error from the origin". Whether CloudFront
+//! runs the origin-response trigger for the 502/504 it generates itself
+//! (connection refused, TLS failure, origin read timeout) is not stated in
+//! the pages we could read: we cannot confirm it either way. So an origin
+//! that cannot be reached at all may never be counted here; it is left to
+//! the probers (and to the edge's own race when no ranking is fresh). An
+//! origin that answers with 5xx is counted.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use origin_router::config::{Config, OutlierConfig, PoolConfig};
+use tokio::time::Instant;
+
+/// One (pool, origin) pair's outlier state.
+#[derive(Debug, Clone, Default)]
+struct Tracked {
+    id: String,
+    consecutive_5xx: u32,
+    /// Ejections in a row (the multiplier of `base_ejection_time`).
+    times_ejected: u32,
+    ejected_until: Option<Instant>,
+}
+
+impl Tracked {
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| now < until)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PoolOutliers {
+    config: OutlierConfig,
+    origins: Vec<Tracked>,
+}
+
+/// What one answer did to an origin's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Not a 5xx: the count is back to zero.
+    Reset,
+    /// A 5xx, counted; not yet enough to eject.
+    Counted { consecutive_5xx: u32 },
+    /// This answer ejected the origin for `duration` (its `times`-th
+    /// ejection in a row).
+    Ejected { duration: Duration, times: u32 },
+    /// Enough 5xx, but ejecting would break a limit: it stays in (the next
+    /// 5xx tries again).
+    Refused(Refusal),
+    /// Already ejected, or ejection is off for the pool: nothing changes.
+    Unchanged,
+}
+
+/// Why an ejection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It is the last origin of the pool not ejected.
+    LastOrigin,
+    /// It would take the pool past `max_ejection_percent`.
+    MaxPercent,
+}
+
+/// Every configured (pool, origin) pair's outlier state in this container.
+#[derive(Debug, Clone, Default)]
+pub struct Ejections {
+    pools: HashMap<String, PoolOutliers>,
+}
+
+impl Ejections {
+    /// Tracks exactly the pools and origins of `config`.
+    pub fn new(config: &Config) -> Ejections {
+        let pools = config
+            .pools
+            .iter()
+            .map(|(name, pool)| (name.clone(), PoolOutliers::new(pool)))
+            .collect();
+        Ejections { pools }
+    }
+
+    /// Records one answer of `origin` (of `pool`) with HTTP `status` at
+    /// `now`. `None` when the pair is not in the config (nothing is kept).
+    pub fn record(
+        &mut self,
+        pool: &str,
+        origin: &str,
+        status: u16,
+        now: Instant,
+    ) -> Option<Recorded> {
+        let p = self.pools.get_mut(pool)?;
+        let index = p.origins.iter().position(|o| o.id == origin)?;
+        Some(p.record(index, status, now))
+    }
+
+    /// The origins of `pool` ejected at `now`, in config order.
+    pub fn ejected(&self, pool: &str, now: Instant) -> Vec<&str> {
+        self.pools
+            .get(pool)
+            .map(|p| {
+                p.origins
+                    .iter()
+                    .filter(|o| o.is_ejected(now))
+                    .map(|o| o.id.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// When `origin`'s ejection ends, if it is ejected at `now`.
+    pub fn ejected_until(&self, pool: &str, origin: &str, now: Instant) -> Option<Instant> {
+        let p = self.pools.get(pool)?;
+        let o = p.origins.iter().find(|o| o.id == origin)?;
+        o.ejected_until.filter(|_| o.is_ejected(now))
+    }
+}
+
+impl PoolOutliers {
+    fn new(pool: &PoolConfig) -> PoolOutliers {
+        PoolOutliers {
+            config: pool.outlier.clone(),
+            origins: pool
+                .origins
+                .iter()
+                .map(|o| Tracked {
+                    id: o.id.clone(),
+                    ..Tracked::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&mut self, index: usize, status: u16, now: Instant) -> Recorded {
+        let c = &self.config;
+        if c.consecutive_5xx == 0 {
+            return Recorded::Unchanged;
+        }
+        if self.origins[index].is_ejected(now) {
+            // Answers to requests sent before the ejection still arrive;
+            // they neither extend nor end it.
+            return Recorded::Unchanged;
+        }
+        if !(500..=599).contains(&status) {
+            self.origins[index].consecutive_5xx = 0;
+            return Recorded::Reset;
+        }
+        let count = self.origins[index].consecutive_5xx.saturating_add(1);
+        self.origins[index].consecutive_5xx = count;
+        if count < c.consecutive_5xx {
+            return Recorded::Counted {
+                consecutive_5xx: count,
+            };
+        }
+        if let Some(refusal) = self.refusal(now) {
+            return Recorded::Refused(refusal);
+        }
+        let (base, max) = (c.base_ejection_time, c.max_ejection_time);
+        let o = &mut self.origins[index];
+        // Envoy lowers the multiplier while the host stays healthy: one
+        // step per base_ejection_time since the last ejection ended.
+        if let Some(ended) = o.ejected_until {
+            let healthy = now.saturating_duration_since(ended);
+            let steps = (healthy.as_nanos() / base.as_nanos().max(1)).min(u32::MAX as u128) as u32;
+            o.times_ejected = o.times_ejected.saturating_sub(steps);
+        }
+        o.times_ejected = o.times_ejected.saturating_add(1);
+        let duration = ejection_time(base, max, o.times_ejected);
+        o.ejected_until = Some(now + duration);
+        o.consecutive_5xx = 0;
+        Recorded::Ejected {
+            duration,
+            times: o.times_ejected,
+        }
+    }
+
+    /// Why one more origin may not be ejected now, if it may not.
+    fn refusal(&self, now: Instant) -> Option<Refusal> {
+        let total = self.origins.len();
+        let ejected = self.origins.iter().filter(|o| o.is_ejected(now)).count();
+        if ejected + 1 >= total {
+            return Some(Refusal::LastOrigin);
+        }
+        if ejected > 0 && (ejected + 1) * 100 > total * self.config.max_ejection_percent as usize {
+            return Some(Refusal::MaxPercent);
+        }
+        None
+    }
+}
+
+/// The length of the `times`-th ejection in a row: `base × times`, capped
+/// at `max` (no overflow whatever `times` is).
+pub fn ejection_time(base: Duration, max: Duration, times: u32) -> Duration {
+    base.checked_mul(times.max(1)).unwrap_or(max).min(max)
+}
+
+/// The pool without the `ejected` origins, or `None` when nothing would be
+/// left (then the ejections are ignored: never the last origin). The
+/// default origin moves to the first one left if it was ejected.
+pub fn without(pool: &PoolConfig, ejected: &[&str]) -> Option<PoolConfig> {
+    let mut left = pool.clone();
+    left.origins.retain(|o| !ejected.contains(&o.id.as_str()));
+    if left.origins.is_empty() {
+        return None;
+    }
+    if left.origin(left.default_origin_id()).is_none() {
+        left.default_origin = Some(left.origins[0].id.clone());
+    }
+    Some(left)
+}
+
+/// Parses an origin-response `status` ("503"): a three-digit code in
+/// 100-599, or `None`.
+pub fn parse_status(text: &str) -> Option<u16> {
+    if text.len() != 3 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|s| (100..=599).contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(origins: usize, consecutive: u32, percent: u32) -> Config {
+        let mut text = format!(
+            "[pools.web]\n[pools.web.outlier]\nconsecutive_5xx = {consecutive}\nbase_ejection_time = \"30s\"\nmax_ejection_time = \"300s\"\nmax_ejection_percent = {percent}\n"
+        );
+        for i in 0..origins {
+            text.push_str(&format!(
+                "[[pools.web.origins]]\nid = \"o{i}\"\nhost = \"o{i}.example.net\"\n"
+            ));
+        }
+        Config::from_toml(&text, "t.toml").unwrap()
+    }
+
+    fn fail(e: &mut Ejections, origin: &str, times: u32, now: Instant) -> Option<Recorded> {
+        let mut last = None;
+        for _ in 0..times {
+            last = e.record("web", origin, 503, now);
+        }
+        last
+    }
+
+    #[test]
+    fn five_5xx_eject_and_a_success_in_between_resets() {
+        let c = config(3, 5, 50);
+        let mut e = Ejections::new(&c);
+        let t0 = Instant::now();
+        assert_eq!(
+            fail(&mut e, "o0", 4, t0),
+            Some(Recorded::Counted { consecutive_5xx: 4 })
+        );
+        assert_eq!(e.record("web", "o0", 200, t0), Some(Recorded::Reset));
+        assert_eq!(
+            fail(&mut e, "o0", 4, t0),
+            Some(Recorded::Counted { consecutive_5xx: 4 })
+        );
+        assert!(e.ejected("web", t0).is_empty());
+        assert_eq!(
+            e.record("web", "o0", 500, t0),
+            Some(Recorded::Ejected {
+                duration: Duration::from_secs(30),
+                times: 1
+            })
+        );
+        assert_eq!(e.ejected("web", t0), ["o0"]);
+        // A 404 is the origin answering: not a 5xx.
+        assert_eq!(e.record("web", "o1", 404, t0), Some(Recorded::Reset));
+        assert_eq!(e.record("web", "o0", 200, t0), Some(Recorded::Unchanged));
+        assert_eq!(e.ejected("web", t0 + Duration::from_millis(29_999)), ["o0"]);
+        assert!(e.ejected("web", t0 + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn ejection_time_grows_with_repeats_caps_and_decays_when_healthy() {
+        let c = config(3, 1, 50);
+        let mut e = Ejections::new(&c);
+        let mut now = Instant::now();
+        let mut lengths = Vec::new();
+        for _ in 0..12 {
+            match e.record("web", "o0", 502, now) {
+                Some(Recorded::Ejected { duration, .. }) => lengths.push(duration.as_secs()),
+                other => panic!("{other:?}"),
+            }
+            // Fails again the moment it is back.
+            now = e.ejected_until("web", "o0", now).unwrap();
+        }
+        assert_eq!(
+            lengths,
+            [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
+        );
+        // Healthy for 5 × base: the multiplier drops by 5 (12 → 7, then
+        // this ejection makes it 8).
+        now += Duration::from_secs(150);
+        assert_eq!(
+            e.record("web", "o0", 503, now),
+            Some(Recorded::Ejected {
+                duration: Duration::from_secs(240),
+                times: 8
+            })
+        );
+        // Healthy for a long time: back to the base.
+        now = e.ejected_until("web", "o0", now).unwrap() + Duration::from_secs(86_400);
+        assert_eq!(
+            e.record("web", "o0", 503, now),
+            Some(Recorded::Ejected {
+                duration: Duration::from_secs(30),
+                times: 1
+            })
+        );
+        assert_eq!(
+            ejection_time(
+                Duration::from_secs(86_400),
+                Duration::from_secs(86_400),
+                u32::MAX
+            ),
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn never_the_last_origin_and_never_past_the_percent() {
+        let t0 = Instant::now();
+        // Two origins, 100 %: one may go, never the second.
+        let mut e = Ejections::new(&config(2, 1, 100));
+        assert!(matches!(
+            e.record("web", "o0", 503, t0),
+            Some(Recorded::Ejected { .. })
+        ));
+        assert_eq!(
+            e.record("web", "o1", 503, t0),
+            Some(Recorded::Refused(Refusal::LastOrigin))
+        );
+        // A lone origin is never ejected.
+        let mut e = Ejections::new(&config(1, 1, 100));
+        assert_eq!(
+            e.record("web", "o0", 503, t0),
+            Some(Recorded::Refused(Refusal::LastOrigin))
+        );
+        // Ten origins at 10 % (the default): the first always goes, a
+        // second would be 20 %.
+        let mut e = Ejections::new(&config(10, 1, 10));
+        assert!(matches!(
+            e.record("web", "o3", 503, t0),
+            Some(Recorded::Ejected { .. })
+        ));
+        assert_eq!(
+            e.record("web", "o4", 503, t0),
+            Some(Recorded::Refused(Refusal::MaxPercent))
+        );
+        // 0 % still ejects one, as Envoy does.
+        let mut e = Ejections::new(&config(4, 1, 0));
+        assert!(matches!(
+            e.record("web", "o0", 503, t0),
+            Some(Recorded::Ejected { .. })
+        ));
+        assert_eq!(
+            e.record("web", "o1", 503, t0),
+            Some(Recorded::Refused(Refusal::MaxPercent))
+        );
+        // Once the first expires, another may go.
+        let later = t0 + Duration::from_secs(30);
+        assert!(matches!(
+            e.record("web", "o1", 503, later),
+            Some(Recorded::Ejected { .. })
+        ));
+    }
+
+    #[test]
+    fn off_unknown_and_bad_statuses() {
+        let t0 = Instant::now();
+        let mut e = Ejections::new(&config(3, 0, 100));
+        assert_eq!(fail(&mut e, "o0", 100, t0), Some(Recorded::Unchanged));
+        assert!(e.ejected("web", t0).is_empty());
+        assert_eq!(e.record("web", "nope", 503, t0), None);
+        assert_eq!(e.record("other", "o0", 503, t0), None);
+        assert!(e.ejected("other", t0).is_empty());
+        for bad in [
+            "", "5", "50x", "5033", "-50", " 503", "600", "099", "+50", "٥٠٣",
+        ] {
+            assert_eq!(parse_status(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_status("503"), Some(503));
+        assert_eq!(parse_status("200"), Some(200));
+    }
+
+    #[test]
+    fn without_moves_the_default_and_never_empties_the_pool() {
+        let c = config(3, 5, 10);
+        let pool = &c.pools["web"];
+        let left = without(pool, &["o0"]).unwrap();
+        assert_eq!(left.origins.len(), 2);
+        assert_eq!(left.default_origin_id(), "o1");
+        assert!(without(pool, &["o0", "o1", "o2"]).is_none());
+    }
+
+    proptest! {
+        /// Whatever the answers and the clock, no ejection leaves the pool
+        /// empty, more than max_ejection_percent is ejected only as the
+        /// single first ejection, and no ejection outlasts the cap.
+        #[test]
+        fn limits_hold_for_any_answers(
+            origins in 1usize..8,
+            percent in 0u32..=100,
+            consecutive in 1u32..4,
+            steps in proptest::collection::vec((0usize..8, prop_oneof![Just(200u16), Just(404), Just(500), Just(503), Just(599)], 0u64..40_000), 1..300),
+        ) {
+            let c = config(origins, consecutive, percent);
+            let mut e = Ejections::new(&c);
+            let mut now = Instant::now();
+            for (origin, status, advance_ms) in steps {
+                now += Duration::from_millis(advance_ms);
+                let id = format!("o{}", origin % origins);
+                if let Some(Recorded::Ejected { duration, .. }) = e.record("web", &id, status, now) {
+                    prop_assert!(duration <= Duration::from_secs(300));
+                    prop_assert!(duration >= Duration::from_secs(30));
+                }
+                let ejected = e.ejected("web", now).len();
+                prop_assert!(ejected < origins, "{ejected} of {origins} ejected");
+                prop_assert!(ejected <= 1 || ejected * 100 <= origins * percent as usize,
+                    "{ejected} of {origins} ejected at {percent} %");
+                prop_assert!(without(&c.pools["web"], &e.ejected("web", now)).is_some());
+            }
+        }
+    }
+}
