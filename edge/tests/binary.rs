@@ -2,13 +2,14 @@
 //! Runtime API protocol, reading a real DynamoDB API server (moto) through
 //! the standard AWS environment, racing real local origins.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{DynamoStore, RankingStore};
+use origin_router::store::RankingStore;
 use origin_router_tests::runtime_api::{Function, RuntimeApi};
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{loopback, Mode, TestOrigin};
@@ -51,16 +52,7 @@ async fn invoke(api: &RuntimeApi, edge: &Function, host: &str) -> (Value, Value,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_decides_through_the_runtime_api() {
     let moto = MotoServer::start().await.unwrap();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build(),
-    );
-    let table = DynamoStore::new(client, "rankings", Duration::from_secs(86_400));
-    table.create_table().await.unwrap();
+    let table = common::moto_table(&moto, REGION).await;
 
     let fast = TestOrigin::start(
         SocketAddr::new(loopback(31), 0),
@@ -573,16 +565,7 @@ async fn the_binary_spreads_a_band_and_keeps_each_key_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_spreads_a_band_and_keeps_each_key_dynamodb() {
     let moto = MotoServer::start().await.unwrap();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build(),
-    );
-    let table = DynamoStore::new(client, "rankings", Duration::from_secs(86_400));
-    table.create_table().await.unwrap();
+    let table = common::moto_table(&moto, REGION).await;
     band_spreads_and_keys_stay(
         "[store]\ndynamodb_table = \"rankings\"",
         &table,

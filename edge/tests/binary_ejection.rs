@@ -5,13 +5,14 @@
 //! configuration a new user starts with (embedded store, no Redis), once
 //! with DynamoDB (moto).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
+use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::{Function, RuntimeApi};
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{loopback, Mode, TestOrigin};
@@ -216,16 +217,7 @@ async fn the_binary_ejects_an_origin_answering_5xx_with_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_ejects_an_origin_answering_5xx_with_dynamodb() {
     let moto = MotoServer::start().await.unwrap();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build(),
-    );
-    let table = DynamoStore::new(client, "rankings", Duration::from_secs(86_400));
-    table.create_table().await.unwrap();
+    let table = common::moto_table(&moto, REGION).await;
     table.write(&ranking()).await.unwrap();
     let (sick, spare) = origins(54).await;
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +20,6 @@ use origin_router::sample::unix_millis_now;
 use origin_router::store::{PoolRankings, RankingStore, StoreError, WriteOutcome};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use tokio::time::Instant;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The browser, or `None` (with a message) when there is none and this is
 /// not CI. `ORIGIN_ROUTER_CHROMIUM` names one explicitly.

@@ -6,23 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{eventually, prober_binary, REGION};
+use common::{eventually, prober_binary, Proc, REGION};
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{Mode, TestOrigin};
-
-/// Kills the worker when the test ends, whatever happens.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn prober(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(prober_binary());
@@ -98,6 +88,31 @@ fn plain(text: &str) -> String {
     out
 }
 
+/// The published states of `web` once `want` holds of them (within 30 s),
+/// or, failing that, the last ones seen.
+async fn states_until(
+    store: &dyn RankingStore,
+    want: impl Fn(&[(String, String)]) -> bool,
+) -> Result<Vec<(String, String)>, Vec<(String, String)>> {
+    let found = eventually(Duration::from_secs(30), || async {
+        Some(states(store).await).filter(|s| want(s))
+    })
+    .await;
+    match found {
+        Some(s) => Ok(s),
+        None => Err(states(store).await),
+    }
+}
+
+/// Everything a worker started with [`Proc`] logged into `dir`, without
+/// colour sequences.
+fn worker_log(dir: &Path) -> String {
+    plain(
+        &(std::fs::read_to_string(dir.join("worker.log")).unwrap()
+            + &std::fs::read_to_string(dir.join("worker.err")).unwrap()),
+    )
+}
+
 /// The published states of `web` in the region, best first.
 async fn states(store: &dyn RankingStore) -> Vec<(String, String)> {
     let Ok(read) = store.read_pool("web").await else {
@@ -128,7 +143,7 @@ async fn a_drain_is_published_and_logged_by_a_new_users_worker() {
         &format!("[store]\nembedded_path = \"{}\"", store_dir.display()),
     );
     let log = dir.path().join("worker.log");
-    let _worker = Worker(
+    let _worker = Proc(
         prober(&[])
             .args(["run", "-c", &c])
             .stdout(std::fs::File::create(&log).unwrap())
@@ -137,36 +152,22 @@ async fn a_drain_is_published_and_logged_by_a_new_users_worker() {
             .unwrap(),
     );
     let store = EmbeddedStore::new(&store_dir);
-    let healthy = |s: &Vec<(String, String)>| {
-        s.len() == 2 && s[0] == ("a".to_string(), "healthy".to_string())
-    };
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            Some(states(&store).await).filter(healthy)
-        })
-        .await
-        .is_some(),
-        "a never ranked first: {:?}",
-        states(&store).await
-    );
+    let healthy =
+        |s: &[(String, String)]| s.len() == 2 && s[0] == ("a".to_string(), "healthy".to_string());
+    if let Err(s) = states_until(&store, healthy).await {
+        panic!("a never ranked first: {:?}", s);
+    }
     run_ok(prober(&[]).args([
         "drain", "-c", &c, "web", "a", "--for", "10m", "--reason", "patching", "--by", "ops",
     ]));
-    let drained = eventually(Duration::from_secs(30), || async {
-        let s = states(&store).await;
-        (s.last() == Some(&("a".to_string(), "drained".to_string()))).then_some(s)
-    })
-    .await;
+    let drained = states_until(&store, a_drained).await;
     assert_eq!(
-        drained.as_ref().map(|s| s[0].0.as_str()),
+        drained.as_ref().ok().map(|s| s[0].0.as_str()),
         Some("b"),
         "not published drained: {:?}",
         states(&store).await
     );
-    let logged = plain(
-        &(std::fs::read_to_string(&log).unwrap()
-            + &std::fs::read_to_string(dir.path().join("worker.err")).unwrap()),
-    );
+    let logged = worker_log(dir.path());
     assert!(
         logged.lines().any(|l| l.contains("event=\"origin_state\"")
             && l.contains("origin=a")
@@ -174,15 +175,9 @@ async fn a_drain_is_published_and_logged_by_a_new_users_worker() {
         "no drained event in the log:\n{logged}"
     );
     run_ok(prober(&[]).args(["undrain", "-c", &c, "web", "a"]));
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            Some(states(&store).await).filter(healthy)
-        })
-        .await
-        .is_some(),
-        "a not back after undrain: {:?}",
-        states(&store).await
-    );
+    if let Err(s) = states_until(&store, healthy).await {
+        panic!("a not back after undrain: {:?}", s);
+    }
 }
 
 /// What the queue has delivered so far, searched and read further.
@@ -291,7 +286,7 @@ async fn events_reach_an_sqs_queue_through_an_eventbridge_rule() {
         .await
         .unwrap();
 
-    let _worker = Worker(
+    let _worker = Proc(
         prober(&env)
             .args(["run", "-c", &c])
             .stdout(Stdio::null())
@@ -309,16 +304,13 @@ async fn events_reach_an_sqs_queue_through_an_eventbridge_rule() {
     // The first ranking is published with `a` on top; draining it moves
     // the top to `b`.
     let store = common::dynamo(&moto).await;
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            let s = states(store.as_ref()).await;
-            (s.first().map(|t| t.0.as_str()) == Some("a")).then_some(())
-        })
-        .await
-        .is_some(),
-        "no ranking with a on top: {:?}",
-        states(store.as_ref()).await
-    );
+    if let Err(s) = states_until(store.as_ref(), |s| {
+        s.first().map(|t| t.0.as_str()) == Some("a")
+    })
+    .await
+    {
+        panic!("no ranking with a on top: {s:?}");
+    }
     run_ok(prober(&env).args([
         "drain", "-c", &c, "web", "a", "--region", REGION, "--for", "10m", "--reason", "patching",
     ]));
@@ -433,7 +425,7 @@ async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
     store.put_control(&drain("ghost", 1), true).await.unwrap();
     store.put_control(&drain("b", 48), true).await.unwrap();
     let log = dir.path().join("worker.log");
-    let _worker = Worker(
+    let _worker = Proc(
         prober(&[
             ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
@@ -446,22 +438,18 @@ async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
         .unwrap(),
     );
     // b's drain lasts beyond the maximum: ignored, so both are usable.
-    let both = eventually(Duration::from_secs(30), || async {
-        let s = states(&store).await;
-        (s.len() == 2 && s.iter().all(|(_, st)| st == "healthy")).then_some(s)
+    let both = states_until(&store, |s| {
+        s.len() == 2 && s.iter().all(|(_, st)| st == "healthy")
     })
     .await;
-    assert!(both.is_some(), "{:?}", states(&store).await);
+    assert!(both.is_ok(), "{both:?}");
     // A good drain while every event put hangs: still published.
     run_ok(prober(&[]).args([
         "drain", "-c", &c, "web", "a", "--for", "10m", "--reason", "patching", "--by", "ops",
     ]));
-    let drained = eventually(Duration::from_secs(30), || async {
-        let s = states(&store).await;
-        (s.last() == Some(&("a".to_string(), "drained".to_string()))).then_some(s)
-    })
-    .await;
-    assert!(drained.is_some(), "{:?}", states(&store).await);
+    if let Err(s) = states_until(&store, a_drained).await {
+        panic!("{s:?}");
+    }
     // Rankings keep coming while the bus stays silent.
     let seq = |s: &Option<origin_router::RankingDocument>| s.as_ref().map(|d| d.seq).unwrap_or(0);
     let first = store
@@ -476,10 +464,7 @@ async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
     })
     .await;
     assert!(later.is_some(), "publishing stopped");
-    let logged = plain(
-        &(std::fs::read_to_string(&log).unwrap()
-            + &std::fs::read_to_string(dir.path().join("worker.err")).unwrap()),
-    );
+    let logged = worker_log(dir.path());
     for key in ["drain#all-regions#ghost", "drain#all-regions#b"] {
         assert!(
             logged
@@ -489,4 +474,9 @@ async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
         );
     }
     held.abort();
+}
+
+/// `a` published drained, last.
+fn a_drained(s: &[(String, String)]) -> bool {
+    s.last() == Some(&("a".to_string(), "drained".to_string()))
 }

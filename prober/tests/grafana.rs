@@ -8,20 +8,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use origin_router_tests::{loopback, Mode, TestOrigin};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn dashboard() -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/origin-router.json");
@@ -43,43 +34,6 @@ fn queries(dash: &serde_json::Value) -> Vec<String> {
         }
     }
     out
-}
-
-/// The `origin_router_*` names a query uses.
-fn metric_names(query: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = query;
-    while let Some(at) = rest.find("origin_router_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        out.insert(name);
-    }
-    out
-}
-
-/// Series names in a Prometheus text exposition: a histogram shows as
-/// its `_bucket`, `_sum` and `_count` series, never under its bare name,
-/// so a query must name one of those, as the scrape does.
-fn exported(scrape: &str) -> BTreeSet<String> {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Names `queries` use that `scrape` does not export.
-fn missing(queries: &[String], scrape: &str) -> BTreeSet<String> {
-    let have = exported(scrape);
-    queries
-        .iter()
-        .flat_map(|q| metric_names(q))
-        .filter(|n| !have.contains(n))
-        .collect()
 }
 
 #[test]

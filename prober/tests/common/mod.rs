@@ -164,3 +164,50 @@ pub async fn ranking(store: &dyn RankingStore) -> Option<RankingDocument> {
 }
 
 pub const LEADER_KEY: &str = "origin-router:{eu-west-1}:leader";
+
+/// A child process (a worker) killed when the test ends, whatever happens.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `origin_router_*` names a query or rule expression uses.
+pub fn metric_names(query: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("origin_router_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        out.insert(name);
+    }
+    out
+}
+
+/// Series names in a Prometheus text exposition: a histogram shows as
+/// its `_bucket`, `_sum` and `_count` series, never under its bare name,
+/// so a query must name one of those, as the scrape does.
+pub fn exported(scrape: &str) -> std::collections::BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Names `queries` use that `scrape` does not export.
+pub fn missing(queries: &[String], scrape: &str) -> std::collections::BTreeSet<String> {
+    let have = exported(scrape);
+    queries
+        .iter()
+        .flat_map(|q| metric_names(q))
+        .filter(|n| !have.contains(n))
+        .collect()
+}
