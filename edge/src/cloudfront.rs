@@ -274,7 +274,7 @@ impl Request {
 /// Why an event was rejected; the message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("event is not valid JSON for a CloudFront origin-request event: {path}: {message}")]
+    #[error("event is not valid JSON for a CloudFront origin-request or origin-response event: {path}: {message}")]
     Shape { path: String, message: String },
     #[error("event has {0} records; CloudFront sends exactly one")]
     RecordCount(usize),

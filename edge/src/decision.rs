@@ -614,20 +614,25 @@ impl Router {
             .unwrap_or_else(|p| p.into_inner())
             .record(pool, origin, status, at)?;
         match &recorded {
-            Recorded::Ejected { duration, times } => tracing::warn!(
+            Recorded::Ejected {
+                duration,
+                times,
+                trigger,
+            } => tracing::warn!(
                 pool,
                 origin,
                 status,
+                trigger = trigger.as_str(),
                 ejection_ms = duration.as_millis() as u64,
                 times_ejected = times,
-                "ejected an origin after consecutive 5xx answers"
+                "ejected an origin answering 5xx"
             ),
             Recorded::Refused(refusal) => tracing::info!(
                 pool,
                 origin,
                 status,
                 reason = ?refusal,
-                "not ejecting an origin despite consecutive 5xx answers"
+                "not ejecting an origin despite its 5xx answers"
             ),
             _ => {}
         }

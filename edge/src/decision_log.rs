@@ -1,6 +1,7 @@
-//! The decision lines, written after the response.
+//! The decision lines (and ejection lines), written after the response.
 //!
-//! The handler records its decision's line in a [`DecisionLog`];
+//! The handler records its decision's line (or an origin-response's
+//! ejection lines) in a [`DecisionLog`];
 //! [`WriteAfterResponse`], a layer around the whole invocation, writes it
 //! once the Runtime API has taken the response and before the function
 //! asks for its next event.
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use crate::decision::Decision;
+use crate::handler::Observed;
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::LambdaInvocation;
 
@@ -54,6 +56,15 @@ impl DecisionLog {
     /// Adds the line for `decision`, to be written by the next [`flush`](Self::flush).
     pub fn record(&self, decision: &Decision, region: &str, timestamp_ms: u64) {
         emf::write_decision_line(&mut self.lock().pending, decision, region, timestamp_ms);
+    }
+
+    /// Adds one line per ejection an origin-response caused.
+    pub fn record_ejections(&self, observed: &Observed, region: &str, timestamp_ms: u64) {
+        let mut inner = None;
+        for e in observed.ejections() {
+            let inner = inner.get_or_insert_with(|| self.lock());
+            emf::write_ejection_line(&mut inner.pending, &e, region, timestamp_ms);
+        }
     }
 
     /// Writes the pending lines in one write. A failed write (stdout

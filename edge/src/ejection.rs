@@ -1,10 +1,20 @@
 //! Passive ejection: an origin that answers this container with
-//! `consecutive_5xx` 5xx responses in a row is not chosen again until its
+//! `consecutive_5xx` 5xx responses in a row, or (when `error_ratio` is set)
+//! with at least that fraction of 5xx among at least `error_min_requests`
+//! answers within the last `error_window`, is not chosen again until its
 //! ejection expires, without waiting for the probers.
 //!
 //! The model is Envoy's outlier detection
 //! (<https://www.envoyproxy.io/docs/envoy/v1.10.0/intro/arch_overview/outlier>):
 //! - a non-5xx answer resets the origin's count;
+//! - the error ratio is Envoy's failure-percentage detector over a sliding
+//!   window rather than Envoy's fixed interval: the window is
+//!   [`WINDOW_SLOTS`] slots of `error_window / WINDOW_SLOTS` each, so an
+//!   origin is judged on the answers of the last `error_window` (give or
+//!   take one slot) at every 5xx, not once per interval. A run of 5xx too
+//!   short for `consecutive_5xx` but frequent (an origin failing one
+//!   request in two) is what it catches. An ejection empties the window:
+//!   an origin coming back is judged on its answers after it;
 //! - the n-th ejection in a row lasts `base_ejection_time × n`, capped at
 //!   `max_ejection_time`. Envoy lowers the multiplier again while a host
 //!   stays healthy; here it drops by one for every `base_ejection_time` the
@@ -31,8 +41,11 @@
 //! function",
 //! <https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/lambda-cloudfront-trigger-events.html>)
 //! says the origin-response function "executes even if an error is returned
-//! from the origin", and does not run when the object is served from the
-//! cache or when an origin-request function generated the response. "How
+//! from the origin", and does not run when the requested object is in the
+//! cache and not expired, or when an origin-request function generated the
+//! response (the event's shape, `request.origin` included, is checked
+//! against "Lambda@Edge event structure", Response events, in
+//! `tests/fixtures/cloudfront/origin-response.json`). "How
 //! CloudFront processes HTTP 4xx and 5xx status codes from your origin"
 //! (<https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/HTTPStatusCodes.html>)
 //! says an origin that does not respond makes the request time out, which
@@ -42,13 +55,66 @@
 //! the pages we could read: we cannot confirm it either way. So an origin
 //! that cannot be reached at all may never be counted here; it is left to
 //! the probers (and to the edge's own race when no ranking is fresh). An
-//! origin that answers with 5xx is counted.
+//! origin that answers with 5xx is counted. "Restrictions on Lambda@Edge"
+//! adds one case where none of this runs: CloudFront resolves the
+//! distribution's configured origin name before the origin-request
+//! function, and answers 502 without calling it when that name does not
+//! resolve (deploy/README.md says to configure a name that always does).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use origin_router::config::{Config, OutlierConfig, PoolConfig};
 use tokio::time::Instant;
+
+/// How many slots the error-ratio window is cut into.
+pub const WINDOW_SLOTS: usize = 10;
+
+/// The answers and 5xx of the last `error_window`, in [`WINDOW_SLOTS`]
+/// slots: fixed size whatever the traffic.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Where slot numbers count from: the first answer counted.
+    epoch: Option<Instant>,
+    /// Per slot: its number (time since `epoch` / slot length), answers,
+    /// 5xx. A slot whose number is too old is stale and counts nothing.
+    slots: [(u64, u32, u32); WINDOW_SLOTS],
+}
+
+impl Window {
+    fn slot_number(&mut self, now: Instant, slot: Duration) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let n = now.saturating_duration_since(epoch).as_nanos() / slot.as_nanos().max(1);
+        n.min(u64::MAX as u128) as u64
+    }
+
+    /// Counts one answer at `now`.
+    fn add(&mut self, now: Instant, slot: Duration, error: bool) {
+        let n = self.slot_number(now, slot);
+        let s = &mut self.slots[(n % WINDOW_SLOTS as u64) as usize];
+        if s.0 != n {
+            *s = (n, 0, 0);
+        }
+        s.1 = s.1.saturating_add(1);
+        s.2 = s.2.saturating_add(error as u32);
+    }
+
+    /// (answers, 5xx) of the slots within the window ending at `now`.
+    fn totals(&mut self, now: Instant, slot: Duration) -> (u32, u32) {
+        let n = self.slot_number(now, slot);
+        let oldest = n.saturating_sub(WINDOW_SLOTS as u64 - 1);
+        self.slots
+            .iter()
+            .filter(|(k, _, _)| (oldest..=n).contains(k))
+            .fold((0u32, 0u32), |(a, e), (_, sa, se)| {
+                (a.saturating_add(*sa), e.saturating_add(*se))
+            })
+    }
+
+    fn clear(&mut self) {
+        *self = Window::default();
+    }
+}
 
 /// One (pool, origin) pair's outlier state.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +124,8 @@ struct Tracked {
     /// Ejections in a row (the multiplier of `base_ejection_time`).
     times_ejected: u32,
     ejected_until: Option<Instant>,
+    /// Answers of the last `error_window` (only when `error_ratio` is on).
+    window: Window,
 }
 
 impl Tracked {
@@ -73,20 +141,43 @@ struct PoolOutliers {
 }
 
 /// What one answer did to an origin's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// Not a 5xx: the count is back to zero.
     Reset,
     /// A 5xx, counted; not yet enough to eject.
     Counted { consecutive_5xx: u32 },
     /// This answer ejected the origin for `duration` (its `times`-th
-    /// ejection in a row).
-    Ejected { duration: Duration, times: u32 },
+    /// ejection in a row), by the detector `trigger`.
+    Ejected {
+        duration: Duration,
+        times: u32,
+        trigger: Trigger,
+    },
     /// Enough 5xx, but ejecting would break a limit: it stays in (the next
     /// 5xx tries again).
     Refused(Refusal),
     /// Already ejected, or ejection is off for the pool: nothing changes.
     Unchanged,
+}
+
+/// Which detector ejected an origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `consecutive_5xx` 5xx in a row.
+    Consecutive5xx,
+    /// `error_ratio` of the answers within `error_window` were 5xx.
+    ErrorRatio,
+}
+
+impl Trigger {
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Consecutive5xx => "consecutive_5xx",
+            Trigger::ErrorRatio => "error_ratio",
+        }
+    }
 }
 
 /// Why an ejection was refused.
@@ -168,7 +259,7 @@ impl PoolOutliers {
 
     fn record(&mut self, index: usize, status: u16, now: Instant) -> Recorded {
         let c = &self.config;
-        if c.consecutive_5xx == 0 {
+        if !c.enabled() {
             return Recorded::Unchanged;
         }
         if self.origins[index].is_ejected(now) {
@@ -176,17 +267,32 @@ impl PoolOutliers {
             // they neither extend nor end it.
             return Recorded::Unchanged;
         }
-        if !(500..=599).contains(&status) {
-            self.origins[index].consecutive_5xx = 0;
+        let is_5xx = (500..=599).contains(&status);
+        let slot = c.error_window / WINDOW_SLOTS as u32;
+        let ratio_on = c.error_ratio > 0.0;
+        let o = &mut self.origins[index];
+        if ratio_on {
+            o.window.add(now, slot, is_5xx);
+        }
+        if !is_5xx {
+            o.consecutive_5xx = 0;
             return Recorded::Reset;
         }
-        let count = self.origins[index].consecutive_5xx.saturating_add(1);
-        self.origins[index].consecutive_5xx = count;
-        if count < c.consecutive_5xx {
+        let count = o.consecutive_5xx.saturating_add(1);
+        o.consecutive_5xx = count;
+        let trigger = if c.consecutive_5xx > 0 && count >= c.consecutive_5xx {
+            Trigger::Consecutive5xx
+        } else if ratio_on && {
+            let (answers, errors) = o.window.totals(now, slot);
+            answers >= c.error_min_requests
+                && f64::from(errors) >= c.error_ratio * f64::from(answers)
+        } {
+            Trigger::ErrorRatio
+        } else {
             return Recorded::Counted {
                 consecutive_5xx: count,
             };
-        }
+        };
         if let Some(refusal) = self.refusal(now) {
             return Recorded::Refused(refusal);
         }
@@ -203,9 +309,12 @@ impl PoolOutliers {
         let duration = ejection_time(base, max, o.times_ejected);
         o.ejected_until = Some(now + duration);
         o.consecutive_5xx = 0;
+        // Judged afresh when it is back.
+        o.window.clear();
         Recorded::Ejected {
             duration,
             times: o.times_ejected,
+            trigger,
         }
     }
 
@@ -270,6 +379,16 @@ mod tests {
         Config::from_toml(&text, "t.toml").unwrap()
     }
 
+    /// `origins` origins, consecutive 5xx off, the error ratio on.
+    fn ratio_config(origins: usize, ratio: f64, window_s: u64, min: u32) -> Config {
+        let mut c = config(origins, 0, 100);
+        let o = &mut c.pools.get_mut("web").unwrap().outlier;
+        o.error_ratio = ratio;
+        o.error_window = Duration::from_secs(window_s);
+        o.error_min_requests = min;
+        c
+    }
+
     fn fail(e: &mut Ejections, origin: &str, times: u32, now: Instant) -> Option<Recorded> {
         let mut last = None;
         for _ in 0..times {
@@ -297,7 +416,8 @@ mod tests {
             e.record("web", "o0", 500, t0),
             Some(Recorded::Ejected {
                 duration: Duration::from_secs(30),
-                times: 1
+                times: 1,
+                trigger: Trigger::Consecutive5xx,
             })
         );
         assert_eq!(e.ejected("web", t0), ["o0"]);
@@ -306,6 +426,92 @@ mod tests {
         assert_eq!(e.record("web", "o0", 200, t0), Some(Recorded::Unchanged));
         assert_eq!(e.ejected("web", t0 + Duration::from_millis(29_999)), ["o0"]);
         assert!(e.ejected("web", t0 + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn one_answer_in_two_failing_is_ejected_by_the_error_ratio() {
+        // A window longer than the ejection: the answers that ejected it
+        // would still be in it when it is back.
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 60, 10));
+        let t0 = Instant::now();
+        let mut last = None;
+        for i in 0..10u64 {
+            let status = if i % 2 == 0 { 200 } else { 503 };
+            last = e.record("web", "o0", status, t0 + Duration::from_millis(100 * i));
+            if i < 9 {
+                assert!(
+                    e.ejected("web", t0).is_empty(),
+                    "ejected after {} answers",
+                    i + 1
+                );
+            }
+        }
+        // The 10th answer (5 of 10 failed) ejects; no two 5xx were in a row.
+        assert_eq!(
+            last,
+            Some(Recorded::Ejected {
+                duration: Duration::from_secs(30),
+                times: 1,
+                trigger: Trigger::ErrorRatio,
+            })
+        );
+        assert_eq!(e.ejected("web", t0 + Duration::from_secs(1)), ["o0"]);
+        // Back after 30 s, judged afresh: the window was emptied, so one
+        // 5xx is one answer of the 10 needed.
+        let back = t0 + Duration::from_secs(32);
+        assert!(e.ejected("web", back).is_empty());
+        assert_eq!(
+            e.record("web", "o0", 503, back),
+            Some(Recorded::Counted { consecutive_5xx: 1 })
+        );
+    }
+
+    #[test]
+    fn the_error_ratio_forgets_answers_older_than_its_window_and_counts_successes() {
+        let t0 = Instant::now();
+        // Nine 5xx, then a long pause: they are older than the window when
+        // the tenth comes, so there are too few answers to judge.
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10));
+        assert_eq!(
+            fail(&mut e, "o1", 9, t0),
+            Some(Recorded::Counted { consecutive_5xx: 9 })
+        );
+        assert_eq!(
+            e.record("web", "o1", 503, t0 + Duration::from_secs(11)),
+            Some(Recorded::Counted {
+                consecutive_5xx: 10
+            })
+        );
+        // Twenty successes dilute ten 5xx below one half...
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10));
+        for _ in 0..20 {
+            e.record("web", "o2", 200, t0);
+        }
+        assert_eq!(
+            fail(&mut e, "o2", 10, t0),
+            Some(Recorded::Counted {
+                consecutive_5xx: 10
+            })
+        );
+        // ...and the twentieth 5xx (20 of 40) ejects.
+        assert!(matches!(
+            fail(&mut e, "o2", 10, t0),
+            Some(Recorded::Ejected {
+                trigger: Trigger::ErrorRatio,
+                ..
+            })
+        ));
+        // With both detectors on, a run of 5xx is named as such.
+        let mut c = ratio_config(3, 0.5, 10, 4);
+        c.pools.get_mut("web").unwrap().outlier.consecutive_5xx = 4;
+        let mut e = Ejections::new(&c);
+        assert!(matches!(
+            fail(&mut e, "o0", 4, t0),
+            Some(Recorded::Ejected {
+                trigger: Trigger::Consecutive5xx,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -333,7 +539,8 @@ mod tests {
             e.record("web", "o0", 503, now),
             Some(Recorded::Ejected {
                 duration: Duration::from_secs(240),
-                times: 8
+                times: 8,
+                trigger: Trigger::Consecutive5xx,
             })
         );
         // Healthy for a long time: back to the base.
@@ -342,7 +549,8 @@ mod tests {
             e.record("web", "o0", 503, now),
             Some(Recorded::Ejected {
                 duration: Duration::from_secs(30),
-                times: 1
+                times: 1,
+                trigger: Trigger::Consecutive5xx,
             })
         );
         assert_eq!(
@@ -457,6 +665,48 @@ mod tests {
                 prop_assert!(ejected <= 1 || ejected * 100 <= origins * percent as usize,
                     "{ejected} of {origins} ejected at {percent} %");
                 prop_assert!(without(&c.pools["web"], &e.ejected("web", now)).is_some());
+            }
+        }
+
+        /// The error ratio ejects only on evidence from its window: when it
+        /// ejects, the answers of the last `error_window` since the
+        /// origin's last ejection (counted exactly, one by one) number at
+        /// least `error_min_requests`, and their 5xx at least
+        /// `error_ratio × error_min_requests`; and it is always on a 5xx.
+        #[test]
+        fn the_error_ratio_ejects_only_on_answers_within_its_window(
+            ratio in 0.05f64..=1.0,
+            window_s in 1u64..30,
+            min in 1u32..30,
+            steps in proptest::collection::vec((prop_oneof![Just(200u16), Just(503)], 0u64..3_000), 1..400),
+        ) {
+            let c = ratio_config(2, ratio, window_s, min);
+            let window = Duration::from_secs(window_s);
+            let mut e = Ejections::new(&c);
+            let mut now = Instant::now();
+            // Every answer counted since the last ejection ended.
+            let mut seen: Vec<(Instant, bool)> = Vec::new();
+            for (status, advance_ms) in steps {
+                now += Duration::from_millis(advance_ms);
+                match e.record("web", "o0", status, now) {
+                    Some(Recorded::Unchanged) => continue,
+                    Some(Recorded::Ejected { trigger, .. }) => {
+                        prop_assert_eq!(trigger, Trigger::ErrorRatio);
+                        prop_assert_eq!(status, 503);
+                        seen.push((now, true));
+                        let recent: Vec<bool> = seen
+                            .iter()
+                            .filter(|(at, _)| now.duration_since(*at) < window)
+                            .map(|(_, failed)| *failed)
+                            .collect();
+                        let errors = recent.iter().filter(|f| **f).count();
+                        prop_assert!(recent.len() >= min as usize, "{} answers < {min}", recent.len());
+                        prop_assert!(errors as f64 >= ratio * f64::from(min), "{errors} 5xx");
+                        seen.clear();
+                    }
+                    Some(_) => seen.push((now, status == 503)),
+                    None => prop_assert!(false, "o0 is configured"),
+                }
             }
         }
     }

@@ -1,9 +1,15 @@
 //! One structured line per decision, in CloudWatch Embedded Metric Format:
 //! CloudWatch Logs turns `DecisionMicros` and `Decisions` (by pool and
 //! source) into metrics with no API call from the function, and the same
-//! line carries everything needed to explain the decision.
+//! line carries everything needed to explain the decision. One more line
+//! per passive ejection makes `Ejections` (by pool and origin, and by the
+//! edge's region, which is where Lambda@Edge writes its logs and so where
+//! a per-region alarm can read it).
+
+use std::time::Duration;
 
 use crate::decision::Decision;
+use crate::ejection::Trigger;
 use serde::Serialize;
 
 /// The EMF namespace of the edge's metrics.
@@ -17,6 +23,17 @@ const AWS_METADATA_TAIL: &str = concat!(
     r#""Metrics":[{"Name":"DecisionMicros","Unit":"Microseconds"},"#,
     r#"{"Name":"Decisions","Unit":"Count"}]}]}"#
 );
+
+/// The metric directive of the ejection lines.
+const EJECTION_METADATA_TAIL: &str = concat!(
+    r#","CloudWatchMetrics":[{"Namespace":"OriginRouter/Edge","#,
+    r#""Dimensions":[["Pool","Origin"],["Region"]],"#,
+    r#""Metrics":[{"Name":"Ejections","Unit":"Count"}]}]}"#
+);
+
+/// The `message` member of the decision lines and of the ejection lines.
+pub const DECISION_MESSAGE: &str = "origin decision";
+pub const EJECTION_MESSAGE: &str = "origin ejected";
 
 /// The members of a line after `_aws`, borrowed from the decision: the line
 /// is written on every invocation, so it is serialized straight from the
@@ -51,11 +68,8 @@ struct Loser<'a> {
 /// Appends the log line for one decision (one JSON object and a newline)
 /// to `out`.
 pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timestamp_ms: u64) {
-    out.extend_from_slice(AWS_METADATA_HEAD.as_bytes());
-    out.extend_from_slice(timestamp_ms.to_string().as_bytes());
-    out.extend_from_slice(AWS_METADATA_TAIL.as_bytes());
     let members = Members {
-        message: "origin decision",
+        message: DECISION_MESSAGE,
         pool: &d.pool,
         source: d.source.as_str(),
         region,
@@ -75,16 +89,89 @@ pub fn write_decision_line(out: &mut Vec<u8>, d: &Decision, region: &str, timest
             .collect(),
         ejected: &d.ejected,
     };
+    write_line(
+        out,
+        AWS_METADATA_TAIL,
+        &members,
+        DECISION_MESSAGE,
+        timestamp_ms,
+    );
+}
+
+/// One passive ejection, as its log line tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ejection<'a> {
+    pub pool: &'a str,
+    pub origin: &'a str,
+    /// The status of the answer that ejected it.
+    pub status: u16,
+    pub trigger: Trigger,
+    pub duration: Duration,
+    /// Its ejections in a row, this one included.
+    pub times: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EjectionMembers<'a> {
+    #[serde(rename = "message")]
+    message: &'static str,
+    pool: &'a str,
+    origin: &'a str,
+    region: &'a str,
+    status: u16,
+    trigger: &'static str,
+    ejection_ms: u64,
+    times_ejected: u32,
+    ejections: u32,
+}
+
+/// Appends the log line for one ejection (metric `Ejections`) to `out`.
+pub fn write_ejection_line(out: &mut Vec<u8>, e: &Ejection<'_>, region: &str, timestamp_ms: u64) {
+    let members = EjectionMembers {
+        message: EJECTION_MESSAGE,
+        pool: e.pool,
+        origin: e.origin,
+        region,
+        status: e.status,
+        trigger: e.trigger.as_str(),
+        ejection_ms: e.duration.as_millis().min(u64::MAX as u128) as u64,
+        times_ejected: e.times,
+        ejections: 1,
+    };
+    write_line(
+        out,
+        EJECTION_METADATA_TAIL,
+        &members,
+        EJECTION_MESSAGE,
+        timestamp_ms,
+    );
+}
+
+/// `{"_aws":{"Timestamp":T` + `tail` + the members, joined into one
+/// object, and a newline.
+fn write_line(
+    out: &mut Vec<u8>,
+    tail: &str,
+    members: &impl Serialize,
+    message: &str,
+    timestamp_ms: u64,
+) {
+    out.extend_from_slice(AWS_METADATA_HEAD.as_bytes());
+    out.extend_from_slice(timestamp_ms.to_string().as_bytes());
+    out.extend_from_slice(tail.as_bytes());
     let at = out.len();
     // Strings and numbers only: serializing cannot fail. Were it to, the
     // line still ends as valid JSON.
-    match serde_json::to_writer(&mut *out, &members) {
+    match serde_json::to_writer(&mut *out, members) {
         // Join the two objects: the members' opening brace becomes the
         // comma after `_aws`.
         Ok(()) => out[at] = b',',
         Err(_) => {
             out.truncate(at);
-            out.extend_from_slice(br#","message":"origin decision"}"#);
+            out.extend_from_slice(br#","message":""#);
+            out.extend_from_slice(message.as_bytes());
+            out.extend_from_slice(br#""}"#);
         }
     }
     out.push(b'\n');
@@ -96,6 +183,95 @@ mod tests {
     use crate::decision::Source;
     use origin_router::FailureClass;
     use std::time::Duration;
+
+    /// Each directive the edge writes: (metric names, dimension sets).
+    fn directives() -> Vec<(Vec<String>, Vec<Vec<String>>)> {
+        [AWS_METADATA_TAIL, EJECTION_METADATA_TAIL]
+            .iter()
+            .map(|tail| {
+                let tail = format!("{{{}", &tail[1..]);
+                let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
+                let directive = &directive["CloudWatchMetrics"][0];
+                assert_eq!(directive["Namespace"], NAMESPACE);
+                let strings = |v: &serde_json::Value| -> Vec<String> {
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_str().unwrap().to_string())
+                        .collect()
+                };
+                let metrics = directive["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["Name"].as_str().unwrap().to_string())
+                    .collect();
+                let dims = directive["Dimensions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(strings)
+                    .collect();
+                (metrics, dims)
+            })
+            .collect()
+    }
+
+    /// The dimension sets `metric` is emitted with (empty: not emitted).
+    fn dimension_sets_of(metric: &str) -> Vec<Vec<String>> {
+        directives()
+            .into_iter()
+            .filter(|(metrics, _)| metrics.iter().any(|m| m == metric))
+            .flat_map(|(_, dims)| dims)
+            .collect()
+    }
+
+    fn ejection_line(e: &Ejection<'_>, region: &str, timestamp_ms: u64) -> String {
+        let mut out = Vec::new();
+        write_ejection_line(&mut out, e, region, timestamp_ms);
+        assert_eq!(out.pop(), Some(b'\n'));
+        assert!(!out.contains(&b'\n'), "one line");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    #[test]
+    fn an_ejection_line_is_valid_emf_with_its_metric_and_dimensions() {
+        let e = Ejection {
+            pool: "web",
+            origin: "eu\"\n<x>",
+            status: 503,
+            trigger: Trigger::ErrorRatio,
+            duration: Duration::from_secs(60),
+            times: 2,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&ejection_line(&e, "eu-west-1", 1_780_000_000_000)).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], 1_780_000_000_000u64);
+        assert_eq!(v["message"], EJECTION_MESSAGE);
+        assert_eq!(v["Pool"], "web");
+        assert_eq!(v["Origin"], "eu\"\n<x>", "escaped, one line");
+        assert_eq!(v["Region"], "eu-west-1");
+        assert_eq!(v["Status"], 503);
+        assert_eq!(v["Trigger"], "error_ratio");
+        assert_eq!(v["EjectionMs"], 60_000);
+        assert_eq!(v["TimesEjected"], 2);
+        assert_eq!(v["Ejections"], 1);
+        // Every metric and every dimension the directive names is a
+        // top-level member: CloudWatch drops a metric otherwise.
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        for m in directive["Metrics"].as_array().unwrap() {
+            assert!(v[m["Name"].as_str().unwrap()].is_number(), "{m}");
+        }
+        for set in directive["Dimensions"].as_array().unwrap() {
+            for d in set.as_array().unwrap() {
+                assert!(v[d.as_str().unwrap()].is_string(), "{d}");
+            }
+        }
+        assert_eq!(
+            dimension_sets_of("Ejections"),
+            [vec!["Pool", "Origin"], vec!["Region"]]
+        );
+    }
 
     /// The line as text, without its newline.
     fn decision_line(d: &Decision, region: &str, timestamp_ms: u64) -> String {
@@ -176,30 +352,6 @@ mod tests {
         assert!(!body.contains("${"), "unsubstituted: {body}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
 
-        let tail = format!("{{{}", &AWS_METADATA_TAIL[1..]);
-        let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
-        let directive = &directive["CloudWatchMetrics"][0];
-        let metrics: Vec<&str> = directive["Metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["Name"].as_str().unwrap())
-            .collect();
-        let dimension_sets: Vec<String> = directive["Dimensions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|set| {
-                let names: Vec<&str> = set
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_str().unwrap())
-                    .collect();
-                names.join(",")
-            })
-            .collect();
-
         let mut searches = 0;
         for widget in body["widgets"].as_array().unwrap() {
             if widget["type"] != "metric" {
@@ -214,17 +366,18 @@ mod tests {
                     .unwrap_or_else(|| panic!("no schema in {expr}"));
                 let (namespace, dims) = schema.split_once(',').unwrap();
                 assert_eq!(namespace, NAMESPACE, "{expr}");
-                assert!(dimension_sets.iter().any(|d| d == dims), "{expr}");
                 let name = expr
                     .split_once("MetricName=\"")
                     .and_then(|(_, rest)| rest.split_once('"'))
                     .map(|(name, _)| name)
                     .unwrap_or_else(|| panic!("no MetricName in {expr}"));
-                assert!(metrics.contains(&name), "{expr}");
+                let sets = dimension_sets_of(name);
+                assert!(!sets.is_empty(), "{name} is not emitted: {expr}");
+                assert!(sets.iter().any(|d| d.join(",") == dims), "{expr}");
                 searches += 1;
             }
         }
-        assert_eq!(searches, 9, "three widgets per region");
+        assert_eq!(searches, 12, "four widgets per region");
     }
 
     /// The CloudWatch alarms in deploy/edge-alarms.yaml read only what
@@ -236,27 +389,6 @@ mod tests {
     fn the_cloudwatch_alarms_read_the_metrics_these_lines_emit() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/edge-alarms.yaml");
         let template = std::fs::read_to_string(path).unwrap();
-        let tail = format!("{{{}", &AWS_METADATA_TAIL[1..]);
-        let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
-        let directive = &directive["CloudWatchMetrics"][0];
-        let metrics: Vec<&str> = directive["Metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["Name"].as_str().unwrap())
-            .collect();
-        let dimension_sets: Vec<Vec<&str>> = directive["Dimensions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|set| {
-                set.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_str().unwrap())
-                    .collect()
-            })
-            .collect();
         // A real decision line, for the members the filter reads.
         let d = Decision {
             pool: "web".into(),
@@ -303,16 +435,20 @@ mod tests {
             let name = get("MetricName").expect("an alarm names its metric");
             let dims: Vec<String> = block.iter().filter_map(|l| value(l, "Name")).collect();
             let dim_values: Vec<String> = block.iter().filter_map(|l| value(l, "Value")).collect();
-            if metrics.contains(&name.as_str()) {
-                assert!(
-                    dimension_sets.iter().any(|set| *set == dims),
-                    "{name} with dimensions {dims:?}"
-                );
-                for v in &dim_values {
-                    assert!(
-                        Source::ALL.iter().any(|s| s.as_str() == v),
-                        "{name}: no source {v}"
-                    );
+            let sets = dimension_sets_of(&name);
+            if !sets.is_empty() {
+                assert!(sets.contains(&dims), "{name} with dimensions {dims:?}");
+                for (dim, v) in dims.iter().zip(&dim_values) {
+                    match dim.as_str() {
+                        "Source" => assert!(
+                            Source::ALL.iter().any(|s| s.as_str() == v),
+                            "{name}: no source {v}"
+                        ),
+                        // The edge's region is where its logs land: the
+                        // alarm's own region.
+                        "Region" => assert_eq!(v, "!Ref AWS::Region", "{name}"),
+                        other => panic!("{name}: an alarm on dimension {other}"),
+                    }
                 }
             } else {
                 // A metric-filter metric: a member of the line, no dimensions.
@@ -333,6 +469,6 @@ mod tests {
             }
             alarms += 1;
         }
-        assert_eq!(alarms, 3, "watchdog, known_down and ranking age");
+        assert_eq!(alarms, 4, "watchdog, known_down, ranking age and ejections");
     }
 }

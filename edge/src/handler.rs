@@ -107,6 +107,31 @@ pub struct Observed {
     /// The (pool, origin) the answer was counted against, with what it did
     /// there; empty when nothing was counted.
     pub recorded: Vec<(String, String, Recorded)>,
+    /// The response's status, when it was a valid one.
+    pub status: Option<u16>,
+}
+
+impl Observed {
+    /// The ejections this answer caused, for their log lines.
+    pub fn ejections(&self) -> impl Iterator<Item = crate::emf::Ejection<'_>> {
+        self.recorded
+            .iter()
+            .filter_map(|(pool, origin, r)| match r {
+                Recorded::Ejected {
+                    duration,
+                    times,
+                    trigger,
+                } => Some(crate::emf::Ejection {
+                    pool,
+                    origin,
+                    status: self.status.unwrap_or_default(),
+                    trigger: *trigger,
+                    duration: *duration,
+                    times: *times,
+                }),
+                _ => None,
+            })
+    }
 }
 
 /// Handles one event of either type given as JSON text (the Lambda path):
@@ -123,6 +148,7 @@ pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<A
                 return Ok(Answer::Response(Observed {
                     response,
                     recorded: Vec::new(),
+                    status: None,
                 }));
             }
             return Err(e.into());
@@ -159,14 +185,22 @@ pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observ
                 .unwrap_or_default(),
             "origin-response without a valid status: counted nowhere, response unchanged"
         );
-        return Observed { response, recorded };
+        return Observed {
+            response,
+            recorded,
+            status: None,
+        };
     };
     let Some(custom) = cf.request.origin.as_ref().and_then(|o| o.custom.as_ref()) else {
         tracing::info!(
             status,
             "origin-response from a non-custom origin: counted nowhere"
         );
-        return Observed { response, recorded };
+        return Observed {
+            response,
+            recorded,
+            status: Some(status),
+        };
     };
     let config = router.config();
     let distribution = cf.config.distribution_id.as_str();
@@ -207,7 +241,11 @@ pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observ
             recorded.push((pool.to_string(), origin.to_string(), r));
         }
     }
-    Observed { response, recorded }
+    Observed {
+        response,
+        recorded,
+        status: Some(status),
+    }
 }
 
 /// Decides for a parsed event and rewrites its request.

@@ -13,7 +13,8 @@
 //! - [`ejection`]: passive ejection of origins answering 5xx, fed by
 //!   origin-response events;
 //! - [`handler`]: event in, request with its origin rewritten out;
-//! - [`emf`]: one CloudWatch Embedded Metric Format line per decision;
+//! - [`emf`]: one CloudWatch Embedded Metric Format line per decision,
+//!   and one per ejection;
 //! - [`decision_log`]: those lines, written after the response is posted;
 //! - [`run`]: builds the store, race and router once, then serves events.
 
@@ -79,7 +80,9 @@ pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::E
                 Ok(handler::Answer::Request(h)) => {
                     log.record(&h.decision, &region, unix_millis_now())
                 }
-                Ok(handler::Answer::Response(_)) => {}
+                Ok(handler::Answer::Response(observed)) => {
+                    log.record_ejections(observed, &region, unix_millis_now())
+                }
                 Err(e) => {
                     tracing::warn!(request_id = %event.context.request_id, error = %e, "rejected an event")
                 }

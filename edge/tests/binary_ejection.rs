@@ -135,6 +135,36 @@ async fn ejects_and_recovers(edge: &Function, sick: &TestOrigin) {
         let (origin, line, status) = miss(edge).await;
         assert_eq!((origin.as_str(), status), ("sick", 503), "5xx #{i}: {line}");
     }
+    // The fifth origin-response wrote the ejection's EMF line.
+    let ejection = edge
+        .next_json_with("Ejections", Duration::from_secs(5))
+        .expect("an ejection line");
+    assert_eq!(ejection["message"], "origin ejected", "{ejection}");
+    assert_eq!(
+        (
+            &ejection["Pool"],
+            &ejection["Origin"],
+            &ejection["Region"],
+            &ejection["Status"],
+            &ejection["Trigger"],
+            &ejection["TimesEjected"],
+            &ejection["EjectionMs"],
+        ),
+        (
+            &json!("eject"),
+            &json!("sick"),
+            &json!(REGION),
+            &json!(503),
+            &json!("consecutive_5xx"),
+            &json!(1),
+            &json!(1000),
+        ),
+        "{ejection}"
+    );
+    assert_eq!(
+        ejection["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+        "Ejections"
+    );
     let (origin, line, status) = miss(edge).await;
     assert_eq!((origin.as_str(), status), ("spare", 200), "{line}");
     assert_eq!(line["Ejected"], json!(["sick"]), "{line}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edge::decision::{Router, Source};
-use edge::ejection::Recorded;
+use edge::ejection::{Recorded, Trigger};
 use edge::handler::{handle, handle_raw, invoke, Answer, EdgeError};
 use edge::race::{RaceOutcome, Racer};
 use origin_router::config::{Config, OriginConfig};
@@ -22,7 +22,12 @@ const RESPONSE: &str = include_str!("../../tests/fixtures/cloudfront/origin-resp
 const NOW: u64 = 1_780_000_000_000;
 
 fn config(origins: usize) -> Config {
-    let mut text = String::from(
+    config_with(origins, "")
+}
+
+/// [`config`] with more `[pools.web.outlier]` lines.
+fn config_with(origins: usize, outlier: &str) -> Config {
+    let mut text = format!(
         r#"
         [routing]
         default_pool = "web"
@@ -32,6 +37,7 @@ fn config(origins: usize) -> Config {
         base_ejection_time = "30s"
         max_ejection_time = "300s"
         max_ejection_percent = 50
+        {outlier}
         [edge]
         cache_ttl = "1s"
         max_stale = "60s"
@@ -72,6 +78,10 @@ impl Racer for RecordingRacer {
 /// A router over `origins` origins `o0`.. whose ranking (fresh at `NOW`)
 /// puts them in order, with the given states.
 fn router(states: &[OriginState]) -> (Router, Arc<RecordingRacer>) {
+    router_with(config(states.len()), states)
+}
+
+fn router_with(config: Config, states: &[OriginState]) -> (Router, Arc<RecordingRacer>) {
     let store = Arc::new(MemoryStore::new());
     store.put(RankingDocument::new(
         "web",
@@ -85,12 +95,7 @@ fn router(states: &[OriginState]) -> (Router, Arc<RecordingRacer>) {
             .collect(),
     ));
     let racer = Arc::new(RecordingRacer::default());
-    let r = Router::new(
-        Arc::new(config(states.len())),
-        "eu-west-1",
-        store,
-        racer.clone(),
-    );
+    let r = Router::new(Arc::new(config), "eu-west-1", store, racer.clone());
     (r, racer)
 }
 
@@ -117,7 +122,7 @@ async fn answers(r: &Router, i: usize, status: &str, n: usize) -> Vec<Recorded> 
         let Answer::Response(observed) = invoke(r, &text, NOW).await.unwrap() else {
             panic!("an origin-response was routed");
         };
-        out.extend(observed.recorded.iter().map(|(_, _, rec)| rec.clone()));
+        out.extend(observed.recorded.iter().map(|(_, _, rec)| *rec));
         let answer: Value =
             serde_json::from_str(&serde_json::to_string(&Answer::Response(observed)).unwrap())
                 .unwrap();
@@ -131,6 +136,49 @@ async fn chosen(r: &Router) -> (String, Vec<String>) {
         .await
         .unwrap();
     (h.decision.origin, h.decision.ejected)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_origin_failing_every_other_answer_is_ejected_by_the_error_ratio_and_comes_back() {
+    let config = config_with(
+        3,
+        "error_ratio = 0.5\n        error_window = \"60s\"\n        error_min_requests = 10",
+    );
+    let (r, _) = router_with(config, &healthy(3));
+    // Nine answers over 0.9 s, every other one a 503: never two in a row,
+    // and too few answers to judge.
+    let mut recorded = Vec::new();
+    for i in 0..9 {
+        let status = if i % 2 == 0 { "200" } else { "503" };
+        recorded.extend(answers(&r, 0, status, 1).await);
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recorded
+            .iter()
+            .all(|r| !matches!(r, Recorded::Ejected { .. })),
+        "{recorded:?}"
+    );
+    assert_eq!(chosen(&r).await, ("o0".to_string(), vec![]));
+    // The tenth (5 of 10 failed) ejects it.
+    assert_eq!(
+        answers(&r, 0, "503", 1).await,
+        [Recorded::Ejected {
+            duration: Duration::from_secs(30),
+            times: 1,
+            trigger: Trigger::ErrorRatio,
+        }]
+    );
+    assert_eq!(chosen(&r).await, ("o1".to_string(), vec!["o0".to_string()]));
+    // Late answers while it is out change nothing.
+    assert_eq!(answers(&r, 0, "503", 3).await, [Recorded::Unchanged; 3]);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(chosen(&r).await, ("o0".to_string(), vec![]));
+    // Judged afresh: its old answers are gone with the ejection.
+    assert_eq!(
+        answers(&r, 0, "503", 1).await,
+        [Recorded::Counted { consecutive_5xx: 1 }]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,7 +197,8 @@ async fn five_5xx_eject_the_origin_until_its_ejection_expires_and_a_second_lasts
         answers(&r, 0, "502", 1).await,
         [Recorded::Ejected {
             duration: Duration::from_secs(30),
-            times: 1
+            times: 1,
+            trigger: Trigger::Consecutive5xx,
         }]
     );
     assert_eq!(chosen(&r).await, ("o1".to_string(), vec!["o0".to_string()]));
@@ -164,7 +213,8 @@ async fn five_5xx_eject_the_origin_until_its_ejection_expires_and_a_second_lasts
         second.last(),
         Some(&Recorded::Ejected {
             duration: Duration::from_secs(60),
-            times: 2
+            times: 2,
+            trigger: Trigger::Consecutive5xx,
         })
     );
     tokio::time::advance(Duration::from_millis(59_999)).await;

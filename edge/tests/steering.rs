@@ -518,7 +518,7 @@ fn the_documented_band_configs_load() {
     for line in example.lines() {
         if line.starts_with("# [pools.web.steering]") {
             in_steering = true;
-        } else if line.starts_with("# Outlier") || !line.starts_with(['#', ' ']) {
+        } else if line.starts_with("# Passive ejection") || !line.starts_with(['#', ' ']) {
             in_steering = false;
         }
         let line = match (in_steering, line.strip_prefix("# ")) {
@@ -540,6 +540,34 @@ fn the_documented_band_configs_load() {
     let c = Config::from_toml(&uncommented, "example").unwrap();
     assert_eq!(c.pools["web"].steering.policy, SteeringPolicy::Band);
     assert_eq!(c.pools["web"].steering.key, SteeringKey::Uri);
+
+    // The example's outlier block, uncommented, is the defaults it claims.
+    let mut uncommented = String::new();
+    let mut in_outlier = false;
+    for line in example.lines() {
+        if line.starts_with("# [pools.web.outlier]") {
+            in_outlier = true;
+        } else if !line.starts_with(['#', ' ']) {
+            in_outlier = false;
+        }
+        let line = match (in_outlier, line.strip_prefix("# ")) {
+            (true, Some(rest)) => rest.to_string(),
+            _ => line.to_string(),
+        };
+        uncommented.push_str(&line);
+        uncommented.push('\n');
+    }
+    assert!(
+        uncommented.contains("\n[pools.web.outlier] ")
+            && uncommented.contains("\nconsecutive_5xx = 5 ")
+            && uncommented.contains("\nerror_ratio = 0.0 "),
+        "{uncommented}"
+    );
+    let c = Config::from_toml(&uncommented, "example").unwrap();
+    assert_eq!(
+        c.pools["web"].outlier,
+        origin_router::config::OutlierConfig::default()
+    );
 }
 
 /// A hostile table seen through `choose`: the best with a NaN score, an

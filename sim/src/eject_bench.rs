@@ -10,6 +10,9 @@
 //! switches to 503; the bench counts the requests sent to it from then on
 //! and the time until the first decision for another origin. Misses
 //! arrive back to back, or paced at `--rate` per second per container.
+//! `--fail-every N` makes the origin fail one request in N (the others
+//! answer 200), which a run of `consecutive_5xx` never sees for N > 1;
+//! `--error-ratio R` turns on the error-ratio detector for that case.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +44,21 @@ pub struct EjectArgs {
     /// Misses per second per container; 0 sends them back to back.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub rate: u64,
+    /// The failing origin answers 503 to one request in this many (the
+    /// first of each N), 200 to the others; 1: every request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub fail_every: u64,
+    /// `outlier.error_ratio` (0: off, the default); `consecutive_5xx`
+    /// stays 5 and `error_min_requests` 20.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub error_ratio: f64,
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{text}` is not a ratio in [0, 1]")),
+    }
 }
 
 /// What one trial measured.
@@ -64,28 +82,38 @@ pub async fn run(args: EjectArgs) -> Result<(), SimError> {
         [pools.web.outlier]
         consecutive_5xx = 5
         max_ejection_percent = 50
+        error_ratio = {}
         "#,
         failing.addr().ip(),
         failing.port(),
         spare.addr().ip(),
-        spare.port()
+        spare.port(),
+        args.error_ratio,
     );
     let config = Arc::new(Config::from_toml(&text, "bench-eject.toml")?);
     let outlier = &config.pools["web"].outlier;
     println!(
-        "bench-eject: {} trials, misses {}, consecutive_5xx = {}",
+        "bench-eject: {} trials, misses {}, the origin fails {}, consecutive_5xx = {}, error_ratio = {} (window {:?}, at least {} answers)",
         args.trials,
         if args.rate == 0 {
             "back to back".to_string()
         } else {
             format!("at {}/s", args.rate)
         },
-        outlier.consecutive_5xx
+        if args.fail_every == 1 {
+            "every request".to_string()
+        } else {
+            format!("one request in {}", args.fail_every)
+        },
+        outlier.consecutive_5xx,
+        outlier.error_ratio,
+        outlier.error_window,
+        outlier.error_min_requests,
     );
     let mut trials = Vec::new();
     for _ in 0..args.trials {
         failing.set_mode(Mode::Ok);
-        trials.push(trial(&config, &failing, args.rate).await?);
+        trials.push(trial(&config, &failing, args.rate, args.fail_every).await?);
     }
     let requests = Percentiles::new(trials.iter().map(|t| t.requests_to_failing).collect());
     let times = Percentiles::new(trials.iter().map(|t| t.until_switched).collect());
@@ -103,7 +131,12 @@ pub async fn run(args: EjectArgs) -> Result<(), SimError> {
     Ok(())
 }
 
-async fn trial(config: &Arc<Config>, failing: &TestOrigin, rate: u64) -> Result<Trial, SimError> {
+async fn trial(
+    config: &Arc<Config>,
+    failing: &TestOrigin,
+    rate: u64,
+    fail_every: u64,
+) -> Result<Trial, SimError> {
     let store = Arc::new(MemoryStore::new());
     store.put(RankingDocument::new(
         "web",
@@ -133,6 +166,9 @@ async fn trial(config: &Arc<Config>, failing: &TestOrigin, rate: u64) -> Result<
             next += gap;
             tokio::time::sleep_until(next).await;
         }
+        // The first request of each `fail_every` fails, the rest succeed.
+        let fails = requests_to_failing % fail_every == 0;
+        failing.set_mode(if fails { Mode::Status(503) } else { Mode::Ok });
         let (origin, status) = miss(&router).await?;
         if origin != "failing" {
             return Ok(Trial {
@@ -140,7 +176,7 @@ async fn trial(config: &Arc<Config>, failing: &TestOrigin, rate: u64) -> Result<
                 until_switched: started.elapsed(),
             });
         }
-        if status != 503 {
+        if status != if fails { 503 } else { 200 } {
             return Err(format!("the failing origin answered {status}").into());
         }
         requests_to_failing += 1;

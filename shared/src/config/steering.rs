@@ -10,7 +10,11 @@
 //! Outlier detection follows Envoy's (`consecutive_5xx`,
 //! `base_ejection_time`, `max_ejection_time`, `max_ejection_percent`, with
 //! Envoy's defaults): an origin ejected for the n-th time stays out for
-//! `base_ejection_time × n`, capped at `max_ejection_time`.
+//! `base_ejection_time × n`, capped at `max_ejection_time`. Beside the run
+//! of 5xx, an *error ratio* over a sliding window (Envoy's failure
+//! percentage, off by default as there) ejects an origin that fails often
+//! but not in a row: `error_ratio` of at least `error_min_requests`
+//! answers within `error_window`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +33,12 @@ pub const MAX_BAND_RELATIVE: f64 = 10.0;
 pub const MAX_CONSECUTIVE_5XX: u32 = 10_000;
 const EJECTION_MIN: Duration = Duration::from_secs(1);
 const EJECTION_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The range of `error_window`: a window under a second holds too few
+/// answers to judge, one over an hour remembers failures long fixed.
+const ERROR_WINDOW_MIN: Duration = Duration::from_secs(1);
+const ERROR_WINDOW_MAX: Duration = Duration::from_secs(3600);
+/// Largest `error_min_requests`.
+pub const MAX_ERROR_MIN_REQUESTS: u32 = 1_000_000;
 
 /// A pool's steering policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +194,21 @@ pub struct OutlierConfig {
     /// the ranking holds usable. Default 10; [0, 100].
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: u32,
+    /// Eject an origin when at least this fraction of its answers within
+    /// `error_window` were 5xx (and there were at least
+    /// `error_min_requests` of them), in a row or not. Envoy's failure
+    /// percentage, as a fraction. 0 (the default, as in Envoy) turns it
+    /// off; (0, 1].
+    #[serde(default)]
+    pub error_ratio: f64,
+    /// The sliding window the ratio is taken over. Default 10s (Envoy's
+    /// `interval`); [1s, 1h].
+    #[serde(default = "default_error_window", with = "humantime_serde")]
+    pub error_window: Duration,
+    /// The fewest answers in the window for the ratio to count: a handful
+    /// of answers is no evidence. Default 20; [1, 1000000].
+    #[serde(default = "default_error_min_requests")]
+    pub error_min_requests: u32,
 }
 
 impl Default for OutlierConfig {
@@ -193,7 +218,17 @@ impl Default for OutlierConfig {
             base_ejection_time: default_base_ejection_time(),
             max_ejection_time: default_max_ejection_time(),
             max_ejection_percent: default_max_ejection_percent(),
+            error_ratio: 0.0,
+            error_window: default_error_window(),
+            error_min_requests: default_error_min_requests(),
         }
+    }
+}
+
+impl OutlierConfig {
+    /// Whether any detector is on.
+    pub fn enabled(&self) -> bool {
+        self.consecutive_5xx > 0 || self.error_ratio > 0.0
     }
 }
 
@@ -208,6 +243,12 @@ fn default_max_ejection_time() -> Duration {
 }
 fn default_max_ejection_percent() -> u32 {
     10
+}
+fn default_error_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_error_min_requests() -> u32 {
+    20
 }
 
 impl SteeringConfig {
@@ -266,6 +307,30 @@ impl OutlierConfig {
                 format!("{} is not in [0, 100]", self.max_ejection_percent),
             );
         }
+        if !(self.error_ratio.is_finite() && (0.0..=1.0).contains(&self.error_ratio)) {
+            v.fail(
+                format!("{at}.error_ratio"),
+                format!(
+                    "{} is not in [0, 1] (a fraction of the answers: 0.5 ejects at half 5xx; 0 turns it off)",
+                    self.error_ratio
+                ),
+            );
+        }
+        v.duration(
+            &format!("{at}.error_window"),
+            self.error_window,
+            ERROR_WINDOW_MIN,
+            ERROR_WINDOW_MAX,
+        );
+        if !(1..=MAX_ERROR_MIN_REQUESTS).contains(&self.error_min_requests) {
+            v.fail(
+                format!("{at}.error_min_requests"),
+                format!(
+                    "{} is not in [1, {MAX_ERROR_MIN_REQUESTS}]",
+                    self.error_min_requests
+                ),
+            );
+        }
     }
 }
 
@@ -303,6 +368,9 @@ consecutive_5xx = 10001
 base_ejection_time = "10s"
 max_ejection_time = "5s"
 max_ejection_percent = 101
+error_ratio = 1.5
+error_window = "2h"
+error_min_requests = 0
 [[pools.web.origins]]
 id = "a"
 host = "a.example.net"
@@ -317,6 +385,9 @@ max_share = 1.5
             "pools.web.outlier.consecutive_5xx",
             "pools.web.outlier.max_ejection_time",
             "pools.web.outlier.max_ejection_percent",
+            "pools.web.outlier.error_ratio",
+            "pools.web.outlier.error_window",
+            "pools.web.outlier.error_min_requests",
             "pools.web.origins[0].max_share",
         ] {
             assert!(e.contains(field), "{field} missing from: {e}");
@@ -336,5 +407,35 @@ max_share = 1.5
         .unwrap();
         assert_eq!(c.pools["web"].steering.policy, SteeringPolicy::Fastest);
         assert_eq!(c.pools["web"].outlier, OutlierConfig::default());
+        assert!(c.pools["web"].outlier.enabled());
+    }
+
+    #[test]
+    fn error_ratio_is_off_by_default_and_refuses_nan_and_infinity() {
+        let pool = |outlier: &str| {
+            format!("[pools.web]\n[pools.web.outlier]\n{outlier}\n[[pools.web.origins]]\nid = \"a\"\nhost = \"a.example.net\"\n")
+        };
+        let c = crate::config::Config::from_toml(&pool(""), "t.toml").unwrap();
+        let o = &c.pools["web"].outlier;
+        assert_eq!(o.error_ratio, 0.0);
+        assert_eq!(o.error_window, Duration::from_secs(10));
+        assert_eq!(o.error_min_requests, 20);
+        for bad in ["nan", "inf", "-inf", "-0.1"] {
+            let e =
+                crate::config::Config::from_toml(&pool(&format!("error_ratio = {bad}")), "t.toml")
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("pools.web.outlier.error_ratio"), "{bad}: {e}");
+        }
+        let c = crate::config::Config::from_toml(
+            &pool("consecutive_5xx = 0\nerror_ratio = 0.5\nerror_window = \"30s\"\nerror_min_requests = 10"),
+            "t.toml",
+        )
+        .unwrap();
+        let o = &c.pools["web"].outlier;
+        assert!(o.enabled());
+        assert_eq!((o.error_ratio, o.error_min_requests), (0.5, 10));
+        let c = crate::config::Config::from_toml(&pool("consecutive_5xx = 0"), "t.toml").unwrap();
+        assert!(!c.pools["web"].outlier.enabled());
     }
 }
