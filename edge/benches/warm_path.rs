@@ -1,7 +1,9 @@
 //! The edge's warm in-process path: parse the event bytes, decide from a
 //! cached fresh ranking, serialize the rewritten request; under `fastest`
 //! (the fixture's one URI) and under `band` (three origins in the band,
-//! the key from 1024 different URIs with query strings, cycled).
+//! the key from 1024 different URIs with query strings, cycled), and
+//! under `band` with one of the three origins ejected (passive ejection in
+//! force: the decision chooses among the others).
 //! `cargo bench -p edge --bench warm_path` (filter with `-- band`).
 
 use std::sync::Arc;
@@ -27,15 +29,19 @@ impl Racer for NoRace {
     }
 }
 
-/// The pool's steering: `fastest`, or a band that holds all three origins.
+/// The pool's steering: `fastest`, or a band that holds all three origins
+/// (with none or one of them ejected).
 #[derive(Clone, Copy, PartialEq)]
 enum Steering {
     Fastest,
     Band,
+    BandEjected,
 }
 
+const ALL: [Steering; 3] = [Steering::Fastest, Steering::Band, Steering::BandEjected];
+
 fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
-    let band = if steering == Steering::Band {
+    let band = if steering != Steering::Fastest {
         "[pools.web.steering]\npolicy = \"band\"\nband_absolute = \"200ms\"\n"
     } else {
         ""
@@ -70,6 +76,18 @@ fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
         vec![entry("eu", 5.0), entry("us", 70.0), entry("ap", 150.0)],
     ));
     let router = Router::new(Arc::new(config), "eu-west-1", store, Arc::new(NoRace));
+    if steering == Steering::BandEjected {
+        // consecutive_5xx (5 by default) answers of 503 from `us`: ejected
+        // for 30 s, longer than a run.
+        for _ in 0..5 {
+            router.record_response("web", "us", 503, tokio::time::Instant::now());
+        }
+        assert_eq!(
+            router.ejected("web", tokio::time::Instant::now()),
+            ["us"],
+            "ejected"
+        );
+    }
     // Prime the cache: the measured path does no I/O.
     rt.block_on(async {
         let event = serde_json::from_slice(FIXTURE).unwrap();
@@ -84,7 +102,7 @@ fn events(steering: Steering) -> Vec<String> {
     let fixture = std::str::from_utf8(FIXTURE).unwrap().to_string();
     match steering {
         Steering::Fastest => vec![fixture],
-        Steering::Band => (0..1024)
+        Steering::Band | Steering::BandEjected => (0..1024)
             .map(|i| {
                 fixture
                     .replace(
@@ -108,11 +126,14 @@ fn name(steering: Steering) -> &'static str {
     match steering {
         Steering::Fastest => "warm path: parse, decide from cache, serialize",
         Steering::Band => "warm path band: parse, key, steer from cache, serialize",
+        Steering::BandEjected => {
+            "warm path band, one origin ejected: parse, key, steer among the rest, serialize"
+        }
     }
 }
 
 fn warm_path(c: &mut Criterion) {
-    for steering in [Steering::Fastest, Steering::Band] {
+    for steering in ALL {
         let rt = runtime();
         let (router, now) = build(&rt, steering);
         let events = events(steering);
@@ -132,7 +153,7 @@ fn warm_path(c: &mut Criterion) {
 
 /// Criterion reports means; the target is a p99, so time each iteration.
 fn warm_path_percentiles(_: &mut Criterion) {
-    for steering in [Steering::Fastest, Steering::Band] {
+    for steering in ALL {
         // Honour a name filter (`cargo bench ... -- band`) here too.
         let filters: Vec<String> = std::env::args()
             .skip(1)
