@@ -10,7 +10,8 @@
 //!   (healthy, or degraded when nothing is healthy: the ranking uses a
 //!   degraded origin only after every healthy one, and so does the band)
 //!   whose score is at most `best + band_absolute` **or** at most
-//!   `best × (1 + band_relative)`. Among them the origin is chosen by
+//!   `best × (1 + band_relative)`, and beyond that edge, with a weight that
+//!   fades (see *The taper* below). Among them the origin is chosen by
 //!   weighted rendezvous (highest-random-weight) hashing: each candidate
 //!   draws `s_i = -w_i / ln(u_i)`, with `u_i` in (0, 1) from [`key_hash`] of
 //!   (key, origin id), and the largest `s_i` wins. `-ln(u_i)` is an Exp(1)
@@ -29,6 +30,26 @@
 //!   the band is then split in proportion to the caps. Capping makes the
 //!   effective weights depend on who is in the band, so with caps a band
 //!   change can move somewhat more keys than the leaving origin's own.
+//!
+//! The taper. Membership with a hard edge flaps: an origin whose smoothed
+//! score wanders across the edge by a few percent enters and leaves the
+//! band with each ranking, and each time its whole share of keys moves
+//! (their caches at the other origins go cold, then its own). Hysteresis
+//! would need each container to remember the last band, and containers
+//! started at different times would then disagree about the same ranking.
+//! A taper needs no memory: with the band's edge at `E = max(best +
+//! band_absolute, best × (1 + band_relative))` and its width `W = E − best`,
+//! a candidate scoring `s` in `(E, E + band_taper × W)` keeps the fraction
+//! `f = 1 − (s − E) / (band_taper × W)` of its weight, and its share is at
+//! most `f` (times its `max_share`, if it has one); one at or beyond the
+//! taper's end is out. Its share is then a continuous function of its
+//! score, falling to zero at the taper's end, and since lowering one
+//! origin's weight or cap only lowers its own draws, a score moving within
+//! the taper moves keys only onto or off that origin, about as many as its
+//! share changed. The cap fades with the weight so that this holds beside
+//! a capped best too: with `a` capped at 0.5 and `b` fading, a cap of 1
+//! left on `b` would give it half the band down to the taper's last
+//! microsecond, then nothing. `band_taper = 0` is the hard edge.
 //!
 //! A band with no candidates cannot happen when the best is usable with a
 //! finite score and a positive weight, but a hostile table or a future
@@ -80,7 +101,8 @@ pub fn steer<'p>(pool: &PoolConfig, usable: &[Ranked<'p>], key: &str) -> Option<
     let weights = capped_weights(&band);
     let kh = KeyHash::new(key);
     let mut best: Option<(f64, &'p OriginConfig)> = None;
-    for (c, w) in band.iter().zip(&weights) {
+    for (m, w) in band.iter().zip(&weights) {
+        let c = &m.ranked;
         let draw = rendezvous_draw(kh.with_origin(&c.origin.id), *w);
         // Ties (practically impossible) go to the better-ranked origin.
         if best.is_none_or(|(b, _)| draw > b) {
@@ -96,8 +118,17 @@ pub fn steer<'p>(pool: &PoolConfig, usable: &[Ranked<'p>], key: &str) -> Option<
     }
 }
 
+/// One candidate of the band, with the part of its weight it keeps: 1
+/// within the band, less in the taper beyond its edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'p> {
+    pub ranked: Ranked<'p>,
+    /// In (0, 1].
+    pub factor: f64,
+}
+
 /// The band's candidates of `usable`, in rank order.
-pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Ranked<'p>> {
+pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
     let Some(first) = usable.first() else {
         return Vec::new();
     };
@@ -105,37 +136,61 @@ pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Ranked<'p>> {
         return Vec::new();
     };
     let steering = &pool.steering;
-    let absolute = best + steering.band_absolute.as_secs_f64() * 1000.0;
-    let relative = best * (1.0 + steering.band_relative);
+    let edge = (best + steering.band_absolute.as_secs_f64() * 1000.0)
+        .max(best * (1.0 + steering.band_relative));
+    let taper = (edge - best) * steering.band_taper;
+    let factor = |s: f64| -> f64 {
+        if s <= edge {
+            1.0
+        } else if taper > 0.0 && s < edge + taper {
+            1.0 - (s - edge) / taper
+        } else {
+            0.0
+        }
+    };
     usable
         .iter()
         .filter(|r| r.state == first.state)
-        .filter(|r| {
-            r.score
-                .is_some_and(|s| s.is_finite() && (s <= absolute || s <= relative))
-        })
         .filter(|r| r.origin.weight.is_finite() && r.origin.weight > 0.0)
-        .fold(Vec::new(), |mut band, r| {
+        .filter_map(|r| {
+            let s = r.score.filter(|s| s.is_finite())?;
+            let factor = factor(s);
+            (factor > 0.0).then_some(Member { ranked: *r, factor })
+        })
+        .fold(Vec::new(), |mut band, m| {
             // An origin listed twice (a table the store did not check)
             // counts once, at its first place.
-            if !band.iter().any(|b: &Ranked<'p>| b.origin.id == r.origin.id) {
-                band.push(*r);
+            if !band
+                .iter()
+                .any(|b: &Member<'p>| b.ranked.origin.id == m.ranked.origin.id)
+            {
+                band.push(m);
             }
             band
         })
 }
 
-/// Effective weights of the band's candidates after `max_share`
-/// water-filling (see the module docs); they sum to 1.
-pub fn capped_weights(band: &[Ranked<'_>]) -> Vec<f64> {
-    let weights: Vec<f64> = band.iter().map(|r| r.origin.weight).collect();
+/// Effective weights of the band's members after the taper and
+/// `max_share` water-filling (see the module docs); they sum to 1.
+pub fn capped_weights(band: &[Member<'_>]) -> Vec<f64> {
+    let weights: Vec<f64> = band
+        .iter()
+        .map(|m| m.ranked.origin.weight * m.factor)
+        .collect();
     let caps: Vec<f64> = band
         .iter()
-        .map(|r| {
-            r.origin
+        .map(|m| {
+            let cap = m
+                .ranked
+                .origin
                 .max_share
                 .filter(|c| c.is_finite() && *c > 0.0)
-                .map_or(1.0, |c| c.min(1.0))
+                .map_or(1.0, |c| c.min(1.0));
+            // A fading origin's cap (1 when it has none) fades with it:
+            // otherwise an origin nearly out of the band would take all a
+            // capped best gives up, and its share would fall off a cliff
+            // at the taper's end.
+            cap * m.factor
         })
         .collect();
     water_fill(&weights, &caps)
@@ -254,6 +309,7 @@ mod tests {
                 policy: SteeringPolicy::Band,
                 band_absolute: Duration::from_millis(10),
                 band_relative: 0.2,
+                band_taper: 0.0,
                 key: SteeringKey::Uri,
             },
             ..PoolConfig::default()
@@ -300,7 +356,7 @@ mod tests {
         );
         let ids: Vec<_> = band(&pool, &usable)
             .iter()
-            .map(|r| r.origin.id.as_str())
+            .map(|m| m.ranked.origin.id.as_str())
             .collect();
         assert_eq!(ids, ["a", "b"]);
         // best 1: relative up to 1.2, absolute up to 11.
@@ -313,6 +369,48 @@ mod tests {
         let mut usable = ranked(&pool, &[("a", Some(1.0)), ("b", Some(1.0))]);
         usable[1].state = OriginState::Degraded;
         assert_eq!(band(&pool, &usable).len(), 1);
+    }
+
+    #[test]
+    fn past_the_edge_the_weight_fades_over_the_taper() {
+        let mut pool = band_pool(vec![
+            origin("a", 1.0, None),
+            origin("b", 2.0, Some(0.8)),
+            origin("c", 1.0, None),
+        ]);
+        pool.steering.band_taper = 0.5;
+        // best 50: the edge is 60 (both margins), the taper ends at 65.
+        let factors = |pool: &PoolConfig, b: f64| -> Vec<(String, f64)> {
+            let usable = ranked(
+                pool,
+                &[("a", Some(50.0)), ("b", Some(b)), ("c", Some(66.0))],
+            );
+            band(pool, &usable)
+                .iter()
+                .map(|m| (m.ranked.origin.id.clone(), m.factor))
+                .collect()
+        };
+        assert_eq!(factors(&pool, 60.0), [("a".into(), 1.0), ("b".into(), 1.0)]);
+        assert_eq!(factors(&pool, 62.5), [("a".into(), 1.0), ("b".into(), 0.5)]);
+        assert_eq!(factors(&pool, 65.0), [("a".into(), 1.0)]);
+        // The weight and the cap both fade: b (weight 2, cap 0.8) at half
+        // has weight 1 and cap 0.4: the even split its weight gives it is
+        // cut to 0.4 by its faded cap.
+        let usable = ranked(&pool, &[("a", Some(50.0)), ("b", Some(62.5))]);
+        let w = capped_weights(&band(&pool, &usable));
+        assert!(
+            (w[0] - 0.6).abs() < 1e-12 && (w[1] - 0.4).abs() < 1e-12,
+            "{w:?}"
+        );
+        // A hard edge: no taper.
+        pool.steering.band_taper = 0.0;
+        assert_eq!(factors(&pool, 60.1), [("a".into(), 1.0)]);
+        // A zero-width band has no taper either, whatever band_taper says.
+        pool.steering.band_taper = 10.0;
+        pool.steering.band_absolute = Duration::ZERO;
+        pool.steering.band_relative = 0.0;
+        assert_eq!(factors(&pool, 50.0), [("a".into(), 1.0), ("b".into(), 1.0)]);
+        assert_eq!(factors(&pool, 50.001), [("a".into(), 1.0)]);
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn pool(weights: &[f64], caps: &[Option<f64>]) -> PoolConfig {
             policy: SteeringPolicy::Band,
             band_absolute: Duration::from_millis(10),
             band_relative: 0.2,
+            band_taper: 0.5,
             key: SteeringKey::Uri,
         },
         ..PoolConfig::default()
@@ -198,8 +199,9 @@ proptest! {
         if goes_down {
             after_usable.remove(leaving);
         } else {
-            // 50 ms best: the band ends at 60 ms (absolute), 60 ms (relative).
-            after_usable[leaving].score = Some(61.0);
+            // 50 ms best: the band ends at 60 ms (absolute), 60 ms
+            // (relative), its taper at 65 ms.
+            after_usable[leaving].score = Some(65.0);
             after_usable.sort_by(|a, b| a.score.partial_cmp(&b.score).unwrap());
         }
         let after = assign(&pool, &after_usable);
@@ -221,6 +223,54 @@ proptest! {
         for (i, w) in weights.iter().enumerate().filter(|(i, _)| *i != leaving) {
             prop_assert!((got[i] - w / rest).abs() <= TOLERANCE, "o{i}: {got:?}");
         }
+    }
+
+    /// An origin whose score wanders across the band's edge (best 50 ms:
+    /// edge 60 ms, the taper to 65 ms) keeps the share its faded weight
+    /// gives it, at most its fading factor (±3 points), and a move from one score to another moves
+    /// only keys onto or off it, about as many as its share changed: a
+    /// score crossing the edge by a little moves a little, not its whole
+    /// share.
+    #[test]
+    fn a_score_wandering_across_the_edge_moves_keys_in_proportion(
+        weights in proptest::collection::vec(0.2f64..5.0, 3..6),
+        drifting in 0usize..6,
+        from in 58.0f64..67.0,
+        to in 58.0f64..67.0,
+    ) {
+        let pool = pool(&weights, &[]);
+        let d = 1 + drifting % (weights.len() - 1);
+        let at = |score: f64| {
+            let mut usable = all_at(&pool, 50.0);
+            usable[d].score = Some(score);
+            usable.sort_by(|a, b| a.score.partial_cmp(&b.score).unwrap());
+            assign(&pool, &usable)
+        };
+        // Its faded weight's share, at most the faded factor itself (its
+        // implicit cap of 1 fades too), worked out here independently of
+        // the code.
+        let share = |score: f64| {
+            let factor = ((65.0 - score) / 5.0).clamp(0.0, 1.0);
+            let rest: f64 = weights.iter().enumerate().filter(|(i, _)| *i != d).map(|(_, w)| w).sum();
+            (weights[d] * factor / (rest + weights[d] * factor)).min(factor)
+        };
+        let (before, after) = (at(from), at(to));
+        for (score, assigned) in [(from, &before), (to, &after)] {
+            let got = shares(assigned, weights.len())[d];
+            prop_assert!((got - share(score)).abs() <= TOLERANCE, "at {score}: {got} vs {}", share(score));
+        }
+        let mut moved = 0usize;
+        for (b, a) in before.iter().zip(&after) {
+            if a != b {
+                prop_assert!(*a == d || *b == d, "a key moved between two steady origins");
+                moved += 1;
+            }
+        }
+        let expected = (share(from) - share(to)).abs();
+        prop_assert!(
+            (moved as f64 / KEYS as f64 - expected).abs() <= TOLERANCE,
+            "{from} -> {to}: moved {moved}, expected {expected}"
+        );
     }
 
     /// `max_share` holds: each origin's share is its water-filled share
@@ -391,14 +441,15 @@ fn put(store: &MemoryStore, seq: u64, entries: &[(&str, OriginState, f64)]) {
 #[tokio::test(start_paused = true)]
 async fn the_handler_spreads_a_band_by_uri_and_each_uri_stays() {
     let store = Arc::new(MemoryStore::new());
-    // Band: best 20 ms, up to 25 ms (absolute) or 22 ms (relative).
+    // Band: best 20 ms, up to 25 ms (absolute) or 22 ms (relative); the
+    // taper beyond it ends at 27.5 ms.
     put(
         &store,
         1,
         &[
             ("a", OriginState::Healthy, 20.0),
             ("b", OriginState::Healthy, 24.0),
-            ("c", OriginState::Healthy, 26.0),
+            ("c", OriginState::Healthy, 28.0),
         ],
     );
     let router = Router::new(
@@ -431,7 +482,7 @@ async fn the_handler_spreads_a_band_by_uri_and_each_uri_stays() {
         2,
         &[
             ("a", OriginState::Healthy, 20.0),
-            ("c", OriginState::Healthy, 26.0),
+            ("c", OriginState::Healthy, 28.0),
             ("b", OriginState::Down, 24.0),
         ],
     );

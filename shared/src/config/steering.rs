@@ -5,7 +5,10 @@
 //! config without a `steering` table keeps its meaning). `band` takes every
 //! usable origin whose score is within `band_absolute` *or* `band_relative`
 //! of the best and spreads requests over them by weighted rendezvous hashing
-//! of a key, so a key keeps its origin while the band is unchanged.
+//! of a key, so a key keeps its origin while the band is unchanged. Past the
+//! band's edge an origin's weight fades to zero over `band_taper` × the
+//! band's width, so an origin whose score hovers at the edge moves a few
+//! keys with each ranking, not its whole share.
 //!
 //! Outlier detection follows Envoy's (`consecutive_5xx`,
 //! `base_ejection_time`, `max_ejection_time`, `max_ejection_percent`, with
@@ -29,6 +32,8 @@ use super::validate::Validator;
 pub const MAX_BAND_ABSOLUTE: Duration = Duration::from_secs(10);
 /// Largest `band_relative` (score up to 11 × the best).
 pub const MAX_BAND_RELATIVE: f64 = 10.0;
+/// Largest `band_taper` (a fade 10 × as wide as the band itself).
+pub const MAX_BAND_TAPER: f64 = 10.0;
 /// Largest `consecutive_5xx`.
 pub const MAX_CONSECUTIVE_5XX: u32 = 10_000;
 const EJECTION_MIN: Duration = Duration::from_secs(1);
@@ -55,6 +60,14 @@ pub struct SteeringConfig {
     /// Default 0.2; [0, 10].
     #[serde(default = "default_band_relative")]
     pub band_relative: f64,
+    /// Past the band's edge, an origin's weight fades linearly to zero over
+    /// this fraction of the band's width (edge − best): at 0.5 with a band
+    /// of 50-60 ms, an origin at 62.5 ms keeps half its weight, one at
+    /// 65 ms or more has none. A score wandering across the edge then moves
+    /// keys in proportion to how far it moved, instead of the origin's
+    /// whole share at once. 0 gives a hard edge. Default 0.5; [0, 10].
+    #[serde(default = "default_band_taper")]
+    pub band_taper: f64,
     /// What is hashed to pick within the band: `"uri"` (path and query
     /// string, the default: each object stays on one origin, so origin
     /// caches stay warm), `"clientIp"`, `"header:NAME"` or `"cookie:NAME"`
@@ -69,6 +82,7 @@ impl Default for SteeringConfig {
             policy: SteeringPolicy::default(),
             band_absolute: default_band_absolute(),
             band_relative: default_band_relative(),
+            band_taper: default_band_taper(),
             key: SteeringKey::default(),
         }
     }
@@ -80,6 +94,10 @@ fn default_band_absolute() -> Duration {
 
 fn default_band_relative() -> f64 {
     0.2
+}
+
+fn default_band_taper() -> f64 {
+    0.5
 }
 
 /// `fastest` or `band`.
@@ -270,6 +288,15 @@ impl SteeringConfig {
                 ),
             );
         }
+        if !(self.band_taper.is_finite() && (0.0..=MAX_BAND_TAPER).contains(&self.band_taper)) {
+            v.fail(
+                format!("{at}.band_taper"),
+                format!(
+                    "{} is not in [0, {MAX_BAND_TAPER}] (a fraction of the band's width; 0 is a hard edge)",
+                    self.band_taper
+                ),
+            );
+        }
     }
 }
 
@@ -362,6 +389,7 @@ mod tests {
 policy = "band"
 band_absolute = "11s"
 band_relative = -0.5
+band_taper = nan
 key = "header:x-user"
 [pools.web.outlier]
 consecutive_5xx = 10001
@@ -382,6 +410,7 @@ max_share = 1.5
         for field in [
             "pools.web.steering.band_absolute",
             "pools.web.steering.band_relative",
+            "pools.web.steering.band_taper",
             "pools.web.outlier.consecutive_5xx",
             "pools.web.outlier.max_ejection_time",
             "pools.web.outlier.max_ejection_percent",
