@@ -30,8 +30,9 @@
 //! fails open rather than having nowhere to go).
 //!
 //! Passive ejection ([`crate::ejection`]) comes after the controls: an
-//! origin this container saw answer `consecutive_5xx` 5xx in a row is left
-//! out of every step above while its ejection lasts, unless that would
+//! origin this container saw answer `consecutive_5xx` 5xx in a row (or,
+//! with `error_ratio` set, that fraction of 5xx within `error_window`) is
+//! left out of every step above while its ejection lasts, unless that would
 //! leave no origin the ranking holds usable (then the ejections are
 //! ignored for that decision). The decision line names the ejections in
 //! force.

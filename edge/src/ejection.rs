@@ -284,8 +284,11 @@ impl PoolOutliers {
             Trigger::Consecutive5xx
         } else if ratio_on && {
             let (answers, errors) = o.window.totals(now, slot);
+            // A quotient, not `errors >= ratio × answers`: the product
+            // rounds (0.28 × 25 is 7.000000000000001), the quotient of two
+            // small integers is the decimal the operator wrote.
             answers >= c.error_min_requests
-                && f64::from(errors) >= c.error_ratio * f64::from(answers)
+                && f64::from(errors) / f64::from(answers) >= c.error_ratio
         } {
             Trigger::ErrorRatio
         } else {
@@ -464,6 +467,61 @@ mod tests {
             e.record("web", "o0", 503, back),
             Some(Recorded::Counted { consecutive_5xx: 1 })
         );
+    }
+
+    #[test]
+    fn an_exact_ratio_ejects_whatever_the_floating_point_product_says() {
+        // 0.28 × 25 = 7.000000000000001 in f64: 7 of 25 must still eject.
+        for (ratio, answers, errors) in [
+            (0.28, 25u32, 7u32),
+            (0.07, 100, 7),
+            (0.14, 50, 7),
+            (0.56, 25, 14),
+            (0.55, 100, 55),
+        ] {
+            let mut e = Ejections::new(&ratio_config(2, ratio, 10, answers));
+            let t0 = Instant::now();
+            for _ in 0..answers - errors {
+                e.record("web", "o0", 200, t0);
+            }
+            assert_eq!(
+                fail(&mut e, "o0", errors - 1, t0),
+                Some(Recorded::Counted {
+                    consecutive_5xx: errors - 1
+                }),
+                "{ratio}: {answers} answers"
+            );
+            assert!(
+                matches!(
+                    e.record("web", "o0", 503, t0),
+                    Some(Recorded::Ejected {
+                        trigger: Trigger::ErrorRatio,
+                        ..
+                    })
+                ),
+                "{ratio}: {errors} of {answers}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_error_ratio_counts_every_answer_of_its_window_not_only_the_latest() {
+        // Ten answers 0.8 s apart (7.2 s in all, inside the 10 s window),
+        // every other one a 503: the tenth ejects, counting all ten.
+        let mut e = Ejections::new(&ratio_config(2, 0.5, 10, 10));
+        let t0 = Instant::now();
+        for i in 0..9u64 {
+            let status = if i % 2 == 0 { 200 } else { 503 };
+            let r = e.record("web", "o0", status, t0 + Duration::from_millis(800 * i));
+            assert!(!matches!(r, Some(Recorded::Ejected { .. })), "{i}: {r:?}");
+        }
+        assert!(matches!(
+            e.record("web", "o0", 503, t0 + Duration::from_millis(7_200)),
+            Some(Recorded::Ejected {
+                trigger: Trigger::ErrorRatio,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -673,6 +731,10 @@ mod tests {
         /// origin's last ejection (counted exactly, one by one) number at
         /// least `error_min_requests`, and their 5xx at least
         /// `error_ratio × error_min_requests`; and it is always on a 5xx.
+        /// Complete, too: at a 5xx, when the answers of the last 9/10 of
+        /// the window (which every slot boundary keeps) are at least
+        /// `error_min_requests` and meet the ratio, and the older tenth
+        /// holds no success to dilute them, it ejects.
         #[test]
         fn the_error_ratio_ejects_only_on_answers_within_its_window(
             ratio in 0.05f64..=1.0,
@@ -688,7 +750,31 @@ mod tests {
             let mut seen: Vec<(Instant, bool)> = Vec::new();
             for (status, advance_ms) in steps {
                 now += Duration::from_millis(advance_ms);
-                match e.record("web", "o0", status, now) {
+                let recorded = e.record("web", "o0", status, now);
+                if status == 503 && !matches!(recorded, Some(Recorded::Unchanged)) {
+                    let mut with_this = seen.clone();
+                    with_this.push((now, true));
+                    let kept: Vec<bool> = with_this
+                        .iter()
+                        .filter(|(at, _)| now.duration_since(*at) <= window * 9 / 10)
+                        .map(|(_, failed)| *failed)
+                        .collect();
+                    let diluted = with_this.iter().any(|(at, failed)| {
+                        let age = now.duration_since(*at);
+                        !failed && age > window * 9 / 10 && age < window
+                    });
+                    let errors = kept.iter().filter(|f| **f).count();
+                    if !diluted
+                        && kept.len() >= min as usize
+                        && errors as f64 / kept.len() as f64 >= ratio
+                    {
+                        prop_assert!(
+                            matches!(recorded, Some(Recorded::Ejected { .. })),
+                            "{errors} of {} answers in the window: {recorded:?}", kept.len()
+                        );
+                    }
+                }
+                match recorded {
                     Some(Recorded::Unchanged) => continue,
                     Some(Recorded::Ejected { trigger, .. }) => {
                         prop_assert_eq!(trigger, Trigger::ErrorRatio);

@@ -40,16 +40,24 @@
 //! A taper needs no memory: with the band's edge at `E = max(best +
 //! band_absolute, best × (1 + band_relative))` and its width `W = E − best`,
 //! a candidate scoring `s` in `(E, E + band_taper × W)` keeps the fraction
-//! `f = 1 − (s − E) / (band_taper × W)` of its weight, and its share is at
-//! most `f` (times its `max_share`, if it has one); one at or beyond the
-//! taper's end is out. Its share is then a continuous function of its
-//! score, falling to zero at the taper's end, and since lowering one
-//! origin's weight or cap only lowers its own draws, a score moving within
-//! the taper moves keys only onto or off that origin, about as many as its
-//! share changed. The cap fades with the weight so that this holds beside
-//! a capped best too: with `a` capped at 0.5 and `b` fading, a cap of 1
-//! left on `b` would give it half the band down to the taper's last
-//! microsecond, then nothing. `band_taper = 0` is the hard edge.
+//! `f = 1 − (s − E) / (band_taper × W)` of its weight, and its cap (its
+//! `max_share`, or 1 when it has none) is multiplied by `f` too, so its
+//! share is at most `f` × its cap; one at or beyond the taper's end is out.
+//! When the faded caps sum below 1 (they cannot all hold), each fading
+//! member gets exactly its faded cap and the members within the edge share
+//! the rest in proportion to their caps. Every share is then a continuous
+//! function of the scores, and a fading origin's falls to zero at the
+//! taper's end no faster than `f` does: a small move of a score moves few
+//! keys, never a whole share at once. Without caps in play, lowering one
+//! origin's weight lowers only its own draws, so a score moving within the
+//! taper moves keys only onto or off that origin, about as many as its
+//! share changed. Where a cap binds, the effective weights depend on
+//! everyone's, so a few keys may also move between two steady origins (as
+//! with any band change under caps, see above). The cap fades with the
+//! weight so that a capped best makes no cliff: with `a` capped at 0.5 and
+//! `b` fading, a cap of 1 left on `b` would give it half the band down to
+//! the taper's last microsecond, then nothing. `band_taper = 0` is the
+//! hard edge.
 //!
 //! A band with no candidates cannot happen when the best is usable with a
 //! finite score and a positive weight, but a hostile table or a future
@@ -73,8 +81,8 @@ pub struct Ranked<'p> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Steered<'p> {
     pub origin: &'p OriginConfig,
-    /// How many origins the band held (1 under `fastest`, and when a band
-    /// could not be formed).
+    /// How many origins the band held, fading ones past its edge included
+    /// (1 under `fastest`, and when a band could not be formed).
     pub band: usize,
 }
 
@@ -127,7 +135,8 @@ pub struct Member<'p> {
     pub factor: f64,
 }
 
-/// The band's candidates of `usable`, in rank order.
+/// The band's members of `usable`, in rank order: the candidates within
+/// its edge, and those fading past it (they count in [`Steered::band`]).
 pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
     let Some(first) = usable.first() else {
         return Vec::new();
@@ -138,7 +147,10 @@ pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
     let steering = &pool.steering;
     let edge = (best + steering.band_absolute.as_secs_f64() * 1000.0)
         .max(best * (1.0 + steering.band_relative));
-    let taper = (edge - best) * steering.band_taper;
+    // A hostile best (1e307) can overflow the width: no taper then.
+    let taper = Some((edge - best) * steering.band_taper)
+        .filter(|t| t.is_finite())
+        .unwrap_or(0.0);
     let factor = |s: f64| -> f64 {
         if s <= edge {
             1.0
@@ -148,26 +160,27 @@ pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
             0.0
         }
     };
-    usable
-        .iter()
-        .filter(|r| r.state == first.state)
-        .filter(|r| r.origin.weight.is_finite() && r.origin.weight > 0.0)
-        .filter_map(|r| {
-            let s = r.score.filter(|s| s.is_finite())?;
-            let factor = factor(s);
-            (factor > 0.0).then_some(Member { ranked: *r, factor })
-        })
-        .fold(Vec::new(), |mut band, m| {
-            // An origin listed twice (a table the store did not check)
-            // counts once, at its first place.
-            if !band
-                .iter()
-                .any(|b: &Member<'p>| b.ranked.origin.id == m.ranked.origin.id)
-            {
-                band.push(m);
-            }
-            band
-        })
+    let mut seen: Vec<&str> = Vec::with_capacity(usable.len());
+    let mut band = Vec::with_capacity(usable.len());
+    for r in usable {
+        // An origin listed twice (a table the store did not check) counts
+        // once, at its first place, whether or not that place qualifies.
+        if seen.contains(&r.origin.id.as_str()) {
+            continue;
+        }
+        seen.push(&r.origin.id);
+        if r.state != first.state || !(r.origin.weight.is_finite() && r.origin.weight > 0.0) {
+            continue;
+        }
+        let Some(s) = r.score.filter(|s| s.is_finite()) else {
+            continue;
+        };
+        let factor = factor(s);
+        if factor > 0.0 {
+            band.push(Member { ranked: *r, factor });
+        }
+    }
+    band
 }
 
 /// Effective weights of the band's members after the taper and
@@ -193,7 +206,35 @@ pub fn capped_weights(band: &[Member<'_>]) -> Vec<f64> {
             cap * m.factor
         })
         .collect();
-    water_fill(&weights, &caps)
+    if caps.iter().sum::<f64>() >= 1.0 {
+        return water_fill(&weights, &caps);
+    }
+    // The caps cannot hold. Fading members get their faded caps; what is
+    // left goes to the members within the edge in proportion to their
+    // caps (the best is always one). Without fading members this is
+    // `water_fill`'s own split in proportion to the caps.
+    let fading: f64 = band
+        .iter()
+        .zip(&caps)
+        .filter(|(m, _)| m.factor < 1.0)
+        .map(|(_, c)| c)
+        .sum();
+    let within: f64 = band
+        .iter()
+        .zip(&caps)
+        .filter(|(m, _)| m.factor >= 1.0)
+        .map(|(_, c)| c)
+        .sum();
+    band.iter()
+        .zip(&caps)
+        .map(|(m, c)| {
+            if m.factor < 1.0 {
+                *c
+            } else {
+                (1.0 - fading) * c / within
+            }
+        })
+        .collect()
 }
 
 /// Shares proportional to `weights`, each at most its cap, summing to 1;
@@ -396,12 +437,25 @@ mod tests {
         // The weight and the cap both fade: b (weight 2, cap 0.8) at half
         // has weight 1 and cap 0.4: the even split its weight gives it is
         // cut to 0.4 by its faded cap.
-        let usable = ranked(&pool, &[("a", Some(50.0)), ("b", Some(62.5))]);
-        let w = capped_weights(&band(&pool, &usable));
-        assert!(
-            (w[0] - 0.6).abs() < 1e-12 && (w[1] - 0.4).abs() < 1e-12,
-            "{w:?}"
-        );
+        let weights = |pool: &PoolConfig| {
+            let usable = ranked(pool, &[("a", Some(50.0)), ("b", Some(62.5))]);
+            capped_weights(&band(pool, &usable))
+        };
+        let close = |w: Vec<f64>, want: [f64; 2]| {
+            assert!(
+                (w[0] - want[0]).abs() < 1e-12 && (w[1] - want[1]).abs() < 1e-12,
+                "{w:?} vs {want:?}"
+            )
+        };
+        close(weights(&pool), [0.6, 0.4]);
+        // Caps that cannot hold: a (cap 0.05) within the edge, b fading at
+        // 0.5 (cap 0.8, faded 0.4): b gets its faded cap, a the rest.
+        pool.origins[0].max_share = Some(0.05);
+        close(weights(&pool), [0.6, 0.4]);
+        // b uncapped: its faded cap is 0.5.
+        pool.origins[1].max_share = None;
+        close(weights(&pool), [0.5, 0.5]);
+        pool.origins[0].max_share = None;
         // A hard edge: no taper.
         pool.steering.band_taper = 0.0;
         assert_eq!(factors(&pool, 60.1), [("a".into(), 1.0)]);
@@ -411,6 +465,25 @@ mod tests {
         pool.steering.band_relative = 0.0;
         assert_eq!(factors(&pool, 50.0), [("a".into(), 1.0), ("b".into(), 1.0)]);
         assert_eq!(factors(&pool, 50.001), [("a".into(), 1.0)]);
+    }
+
+    #[test]
+    fn a_duplicate_counts_at_its_first_place_and_a_huge_best_has_no_taper() {
+        let mut pool = band_pool(vec![origin("a", 1.0, None), origin("b", 1.0, None)]);
+        pool.steering.band_taper = 0.5;
+        // b's first listing has no score: its second one does not let it in.
+        let usable = ranked(&pool, &[("a", Some(50.0)), ("b", None), ("b", Some(50.0))]);
+        assert_eq!(band(&pool, &usable).len(), 1);
+        // A width that overflows: members are those within the edge, at
+        // full weight, and nothing past it.
+        pool.steering.band_relative = 10.0;
+        pool.steering.band_taper = 10.0;
+        // Edge 1.1e308, width 1e308, taper 1e309 = inf: b at 1.5e308 is
+        // past the edge and out (an infinite taper would keep it whole).
+        let usable = ranked(&pool, &[("a", Some(1e307)), ("b", Some(1.5e308))]);
+        let members = band(&pool, &usable);
+        assert_eq!(members.len(), 1, "{members:?}");
+        assert_eq!(members[0].factor, 1.0);
     }
 
     #[test]

@@ -273,6 +273,49 @@ proptest! {
         );
     }
 
+    /// With caps in play too (the others capped at random, a heavy origin
+    /// fading), a score walking across the edge and through the taper in
+    /// 0.25 ms steps never moves more than 15 % of the keys in one step,
+    /// where a hard edge would move the fading origin's whole share (at
+    /// least a third of the keys here) at once; and past the taper it has
+    /// none.
+    #[test]
+    fn with_caps_a_score_crossing_the_edge_never_moves_keys_by_the_share(
+        others in proptest::collection::vec((0.2f64..3.0, proptest::option::of(0.05f64..1.0)), 1..4),
+    ) {
+        let mut weights: Vec<f64> = others.iter().map(|(w, _)| *w).collect();
+        let mut caps: Vec<Option<f64>> = others.iter().map(|(_, c)| *c).collect();
+        weights.push(5.0);
+        caps.push(None);
+        let pool = pool(&weights, &caps);
+        let d = weights.len() - 1;
+        let keys = KEYS / 5;
+        let at = |score: f64| -> Vec<usize> {
+            let mut usable = all_at(&pool, 50.0);
+            usable[d].score = Some(score);
+            (0..keys)
+                .map(|i| {
+                    let o = steer(&pool, &usable, &key(i)).unwrap().origin;
+                    pool.origins.iter().position(|p| p.id == o.id).unwrap()
+                })
+                .collect()
+        };
+        let mut previous = at(59.0);
+        prop_assert!(previous.iter().filter(|o| **o == d).count() * 3 >= keys, "a heavy origin in the band");
+        for step in 1..=28 {
+            let score = 59.0 + 0.25 * step as f64;
+            let now = at(score);
+            let moved = previous.iter().zip(&now).filter(|(a, b)| a != b).count();
+            prop_assert!(moved * 100 <= keys * 15, "{moved} of {keys} keys moved at {score} ms");
+            // Never more than its fading factor (it has no cap of its own).
+            let factor = ((65.0 - score) / 5.0).clamp(0.0, 1.0);
+            let share = now.iter().filter(|o| **o == d).count() as f64 / keys as f64;
+            prop_assert!(share <= factor + TOLERANCE, "{share} at {score} ms (factor {factor})");
+            previous = now;
+        }
+        prop_assert!(previous.iter().all(|o| *o != d), "past the taper it has no keys");
+    }
+
     /// `max_share` holds: each origin's share is its water-filled share
     /// ±3 points, never above its cap by more than that, when the caps of
     /// the band sum to at least 1.

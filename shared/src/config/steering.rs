@@ -197,7 +197,8 @@ impl<'de> Deserialize<'de> for SteeringKey {
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// 5xx answers in a row (as seen by one edge container) that eject an
-    /// origin. 0 turns ejection off. Default 5; [0, 10000].
+    /// origin. 0 turns this detector off (and ejection with it, unless
+    /// `error_ratio` is set). Default 5; [0, 10000].
     #[serde(default = "default_consecutive_5xx")]
     pub consecutive_5xx: u32,
     /// An origin ejected for the n-th time stays out for this × n.
@@ -306,7 +307,7 @@ impl OutlierConfig {
             v.fail(
                 format!("{at}.consecutive_5xx"),
                 format!(
-                    "{} is not in [0, {MAX_CONSECUTIVE_5XX}] (0 turns ejection off)",
+                    "{} is not in [0, {MAX_CONSECUTIVE_5XX}] (0 turns this detector off)",
                     self.consecutive_5xx
                 ),
             );
