@@ -54,6 +54,9 @@ fn config_text(sick: &TestOrigin, spare: &TestOrigin, store: &str) -> String {
         consecutive_5xx = 5
         base_ejection_time = "1s"
         max_ejection_percent = 50
+        error_ratio = 0.5
+        error_window = "60s"
+        error_min_requests = 10
         [edge]
         cache_ttl = "10s"
         {store}
@@ -124,7 +127,8 @@ async fn miss(edge: &Function) -> (String, Value, u16) {
 }
 
 /// The 5xx stream ejects `sick` after exactly consecutive_5xx misses; it is
-/// chosen again once the 1 s ejection is over and answers 200 again.
+/// chosen again once the 1 s ejection is over and answers 200 again; then
+/// failing every other request, it is ejected by the error ratio.
 async fn ejects_and_recovers(edge: &Function, sick: &TestOrigin) {
     let (origin, line, status) = miss(edge).await;
     assert_eq!((origin.as_str(), status), ("sick", 200), "{line}");
@@ -174,6 +178,35 @@ async fn ejects_and_recovers(edge: &Function, sick: &TestOrigin) {
     let (origin, line, _) = miss(edge).await;
     assert_eq!(origin, "sick", "back after its ejection: {line}");
     assert_eq!(line["Ejected"], json!([]));
+
+    // Now it fails every other request: never two 5xx in a row, but half
+    // of its answers. With the 200 just above, the ninth of these misses
+    // makes 5 of 10 answers 5xx (error_ratio 0.5, error_min_requests 10):
+    // the tenth goes elsewhere.
+    for i in 0..9 {
+        sick.set_mode(if i % 2 == 0 {
+            Mode::Status(503)
+        } else {
+            Mode::Ok
+        });
+        let (origin, line, _) = miss(edge).await;
+        assert_eq!(origin, "sick", "alternating miss #{i}: {line}");
+    }
+    let ejection = edge
+        .next_json_with("Ejections", Duration::from_secs(5))
+        .expect("an ejection line for the error ratio");
+    assert_eq!(
+        (
+            &ejection["Origin"],
+            &ejection["Status"],
+            &ejection["Trigger"]
+        ),
+        (&json!("sick"), &json!(503), &json!("error_ratio")),
+        "{ejection}"
+    );
+    let (origin, line, _) = miss(edge).await;
+    assert_eq!(origin, "spare", "{line}");
+    assert_eq!(line["Ejected"], json!(["sick"]), "{line}");
 }
 
 /// Hostile origin-responses: each is answered with its response unchanged
