@@ -225,6 +225,11 @@ pub fn capped_weights(band: &[Member<'_>]) -> Vec<f64> {
         .filter(|(m, _)| m.factor >= 1.0)
         .map(|(_, c)| c)
         .sum();
+    if within <= 0.0 {
+        // No member within the edge (only when the best itself has no
+        // usable weight, which validation refuses): by the caps alone.
+        return water_fill(&weights, &caps);
+    }
     band.iter()
         .zip(&caps)
         .map(|(m, c)| {
@@ -511,6 +516,17 @@ mod tests {
         let pool = band_pool(vec![origin("a", 1.0, None), origin("b", 1.0, None)]);
         let usable = ranked(&pool, &[("a", Some(1.0)), ("b", Some(f64::NAN))]);
         assert_eq!(steer(&pool, &usable, "/k").unwrap().band, 1);
+        // The best without a usable weight, the rest fading and capped:
+        // finite weights that sum to 1, never a division by zero.
+        let mut pool = band_pool(vec![origin("a", 0.0, None), origin("b", 1.0, Some(0.3))]);
+        pool.steering.band_taper = 0.5;
+        let usable = ranked(&pool, &[("a", Some(50.0)), ("b", Some(62.0))]);
+        let w = capped_weights(&band(&pool, &usable));
+        assert!(
+            w.iter().all(|w| w.is_finite()) && (w.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+            "{w:?}"
+        );
+        assert_eq!(steer(&pool, &usable, "/k").unwrap().origin.id, "b");
         assert_eq!(steer(&pool, &[], "/k"), None);
     }
 
