@@ -82,15 +82,16 @@ struct Window {
 }
 
 impl Window {
-    fn slot_number(&mut self, now: Instant, slot: Duration) -> u64 {
-        let epoch = *self.epoch.get_or_insert(now);
+    /// The slot `now` falls in, counted from `epoch`.
+    fn slot_number(epoch: Instant, now: Instant, slot: Duration) -> u64 {
         let n = now.saturating_duration_since(epoch).as_nanos() / slot.as_nanos().max(1);
         n.min(u64::MAX as u128) as u64
     }
 
     /// Counts one answer at `now`.
     fn add(&mut self, now: Instant, slot: Duration, error: bool) {
-        let n = self.slot_number(now, slot);
+        let epoch = *self.epoch.get_or_insert(now);
+        let n = Self::slot_number(epoch, now, slot);
         let s = &mut self.slots[(n % WINDOW_SLOTS as u64) as usize];
         if s.0 != n {
             *s = (n, 0, 0);
@@ -100,8 +101,11 @@ impl Window {
     }
 
     /// (answers, 5xx) of the slots within the window ending at `now`.
-    fn totals(&mut self, now: Instant, slot: Duration) -> (u32, u32) {
-        let n = self.slot_number(now, slot);
+    fn totals(&self, now: Instant, slot: Duration) -> (u32, u32) {
+        let Some(epoch) = self.epoch else {
+            return (0, 0);
+        };
+        let n = Self::slot_number(epoch, now, slot);
         let oldest = n.saturating_sub(WINDOW_SLOTS as u64 - 1);
         self.slots
             .iter()
