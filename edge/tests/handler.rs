@@ -82,7 +82,10 @@ impl RankingStore for Store {
     async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         if *self.fail.lock().unwrap() {
-            return Err(StoreError::Dynamo("ThrottlingException: slow down".into()));
+            return Err(StoreError::dynamo(
+                "Query",
+                "ThrottlingException: slow down",
+            ));
         }
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
@@ -105,6 +108,9 @@ impl RankingStore for Store {
         replace: bool,
     ) -> Result<ControlWrite, StoreError> {
         self.inner.put_control(control, replace).await
+    }
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete_control(pool, key).await
     }
 }
 

@@ -245,7 +245,7 @@ mod tests {
         async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
-                return Err(StoreError::Dynamo("service unavailable".into()));
+                return Err(StoreError::dynamo("PutItem", "service unavailable"));
             }
             self.inner.write(doc).await
         }
@@ -254,6 +254,16 @@ mod tests {
         }
         async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
             self.inner.list_pools().await
+        }
+        async fn put_control(
+            &self,
+            control: &origin_router::control::Control,
+            replace: bool,
+        ) -> Result<origin_router::store::ControlWrite, StoreError> {
+            self.inner.put_control(control, replace).await
+        }
+        async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+            self.inner.delete_control(pool, key).await
         }
     }
 
@@ -354,7 +364,7 @@ mod tests {
         }
         async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
             if doc.pool == self.pool {
-                return Err(StoreError::Dynamo("ThrottlingException".into()));
+                return Err(StoreError::dynamo("PutItem", "ThrottlingException"));
             }
             self.inner.write(doc).await
         }
@@ -363,6 +373,16 @@ mod tests {
         }
         async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
             self.inner.list_pools().await
+        }
+        async fn put_control(
+            &self,
+            control: &origin_router::control::Control,
+            replace: bool,
+        ) -> Result<origin_router::store::ControlWrite, StoreError> {
+            self.inner.put_control(control, replace).await
+        }
+        async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
+            self.inner.delete_control(pool, key).await
         }
     }
 

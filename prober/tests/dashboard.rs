@@ -341,6 +341,16 @@ impl RankingStore for HandWritten {
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.0.iter().map(|d| d.pool.clone()).collect())
     }
+    async fn put_control(
+        &self,
+        _: &origin_router::control::Control,
+        _: bool,
+    ) -> Result<origin_router::store::ControlWrite, StoreError> {
+        unreachable!("the dashboard never sets a control")
+    }
+    async fn delete_control(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        unreachable!("the dashboard never removes a control")
+    }
 }
 
 const HOSTILE: &str =
@@ -472,6 +482,16 @@ impl RankingStore for GoesSilent {
     }
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
         Ok(vec!["web".into()])
+    }
+    async fn put_control(
+        &self,
+        _: &origin_router::control::Control,
+        _: bool,
+    ) -> Result<origin_router::store::ControlWrite, StoreError> {
+        unreachable!("the dashboard never sets a control")
+    }
+    async fn delete_control(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        unreachable!("the dashboard never removes a control")
     }
 }
 

@@ -80,19 +80,43 @@ pub enum StoreError {
     InvalidName(String),
     #[error("invalid ranking: {0}")]
     Invalid(#[from] crate::document::DocumentError),
-    #[error("DynamoDB: {0}")]
-    Dynamo(String),
+    /// A DynamoDB call failed. `message` is one line for logs (the
+    /// service's code and message, or the transport failure: never the raw
+    /// response); `source` keeps the SDK's error itself, so a caller can
+    /// walk the chain or downcast it.
+    #[error("DynamoDB {operation}: {message}")]
+    Dynamo {
+        /// The API call, e.g. `Query`, `PutItem`.
+        operation: &'static str,
+        message: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("invalid control: {0}")]
     InvalidControl(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{path}: refusing an unsafe store location: {why}")]
     Unsafe { path: String, why: String },
 }
 
+/// Any error, as a store failure's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 impl StoreError {
+    /// A failed DynamoDB `operation` whose cause is `source`; the message
+    /// is `source` and its chain on one line. (The DynamoDB store builds
+    /// its errors from the SDK's; test fakes pass a text:
+    /// `StoreError::dynamo("Query", "ThrottlingException: slow down")`.)
+    pub fn dynamo(operation: &'static str, source: impl Into<BoxError>) -> StoreError {
+        let source = source.into();
+        StoreError::Dynamo {
+            operation,
+            message: error_chain(source.as_ref()),
+            source,
+        }
+    }
+
     /// The same write would fail the same way again.
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -100,10 +124,21 @@ impl StoreError {
             StoreError::Invalid(_)
                 | StoreError::InvalidName(_)
                 | StoreError::InvalidControl(_)
-                | StoreError::Unsupported(_)
                 | StoreError::Unsafe { .. }
         )
     }
+}
+
+/// `e` and each of its sources, joined by `: `.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }
 
 /// Whether a write of `doc` may replace `stored` at `now`: only a newer
@@ -147,25 +182,19 @@ pub trait RankingStore: Send + Sync + 'static {
     /// embedded: under the pool's lock), so two operators setting the same
     /// override at once cannot both win. A control failing
     /// [`Control::validate`] is an error, never stored.
+    ///
+    /// Required, with [`RankingStore::delete_control`]: every store holds
+    /// drains and overrides (the contract test checks each backend), so a
+    /// new backend cannot compile without them.
     async fn put_control(
         &self,
         control: &Control,
         replace: bool,
-    ) -> Result<ControlWrite, StoreError> {
-        let _ = (control, replace);
-        Err(StoreError::Unsupported(
-            "this store does not hold drains or overrides yet".into(),
-        ))
-    }
+    ) -> Result<ControlWrite, StoreError>;
 
     /// Removes the control with `key` ([`Control::key`]) of `pool`; returns
     /// whether there was one.
-    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
-        let _ = (pool, key);
-        Err(StoreError::Unsupported(
-            "this store does not hold drains or overrides yet".into(),
-        ))
-    }
+    async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError>;
 }
 
 /// The store a configuration names: the DynamoDB table if one is set (the
@@ -201,6 +230,39 @@ pub fn replica_for(config: &StoreConfig, region: &str) -> Option<String> {
     )
     .first()
     .map(|r| r.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// What a fake store passes to [`StoreError::dynamo`] is the source,
+    /// and the message holds its chain.
+    #[test]
+    fn a_dynamo_error_from_any_cause_keeps_it() {
+        let e = StoreError::dynamo("Query", "ThrottlingException: slow down");
+        assert_eq!(
+            e.to_string(),
+            "DynamoDB Query: ThrottlingException: slow down"
+        );
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("ThrottlingException: slow down")
+        );
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Dispatch(#[source] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+        let e = StoreError::dynamo("Scan", Dispatch(io));
+        assert_eq!(e.to_string(), "DynamoDB Scan: dispatch failure: no answer");
+        let io = e
+            .source()
+            .and_then(|s| s.downcast_ref::<Dispatch>())
+            .map(|d| d.0.kind());
+        assert_eq!(io, Some(std::io::ErrorKind::TimedOut));
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ impl DynamoStore {
             .key_schema(key("region", KeyType::Range))
             .send()
             .await
-            .map_err(dynamo_error)?;
+            .map_err(dynamo_error("CreateTable"))?;
         self.client
             .update_time_to_live()
             .table_name(&self.table)
@@ -151,37 +151,36 @@ impl DynamoStore {
             )
             .send()
             .await
-            .map_err(dynamo_error)?;
+            .map_err(dynamo_error("UpdateTimeToLive"))?;
         Ok(true)
     }
 }
 
-/// A one-line error: the service's code and message, or the transport
-/// failure (never the raw response, which would flood the logs).
-fn dynamo_error<E, R>(e: SdkError<E, R>) -> StoreError
+/// The store error for a failed `operation`: a one-line message (the
+/// service's code and message, or the transport failure with its causes;
+/// never the raw response, which would flood the logs), and the SDK's error
+/// kept as the source.
+fn dynamo_error<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let message = match &e {
-        SdkError::ServiceError(service) => format!(
-            "{}: {}",
-            service.err().code().unwrap_or("service error"),
-            service.err().message().unwrap_or_default()
-        ),
-        SdkError::TimeoutError(_) => "timed out".to_string(),
-        other => {
-            let mut message = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            message
+    move |e| {
+        let message = match &e {
+            SdkError::ServiceError(service) => format!(
+                "{}: {}",
+                service.err().code().unwrap_or("service error"),
+                service.err().message().unwrap_or_default()
+            ),
+            SdkError::TimeoutError(_) => "timed out".to_string(),
+            other => super::error_chain(other),
+        };
+        StoreError::Dynamo {
+            operation,
+            message,
+            source: Box::new(e),
         }
-    };
-    StoreError::Dynamo(message)
+    }
 }
 
 impl DynamoStore {
@@ -208,7 +207,7 @@ impl RankingStore for DynamoStore {
         let mut out = PoolRankings::default();
         let mut pages = self.partition(pool).send();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(dynamo_error)?;
+            let item = item.map_err(dynamo_error("Query"))?;
             let region = match item.get("region") {
                 Some(AttributeValue::S(r)) => r.chars().take(200).collect(),
                 _ => "?".to_string(),
@@ -267,7 +266,7 @@ impl RankingStore for DynamoStore {
             {
                 Ok(WriteOutcome::Stale)
             }
-            Err(e) => Err(dynamo_error(e)),
+            Err(e) => Err(dynamo_error("PutItem")(e)),
         }
     }
 
@@ -281,7 +280,7 @@ impl RankingStore for DynamoStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(dynamo_error)?;
+            .map_err(dynamo_error("DeleteItem"))?;
         Ok(deleted.attributes.is_some_and(|a| !a.is_empty()))
     }
 
@@ -331,7 +330,7 @@ impl RankingStore for DynamoStore {
             {
                 Ok(ControlWrite::InForce)
             }
-            Err(e) => Err(dynamo_error(e)),
+            Err(e) => Err(dynamo_error("PutItem")(e)),
         }
     }
 
@@ -354,7 +353,7 @@ impl RankingStore for DynamoStore {
             .items()
             .send();
         while let Some(item) = pages.next().await {
-            if let Some(AttributeValue::S(p)) = item.map_err(dynamo_error)?.get("pool") {
+            if let Some(AttributeValue::S(p)) = item.map_err(dynamo_error("Scan"))?.get("pool") {
                 pools.insert(p.clone());
             }
         }
@@ -379,4 +378,58 @@ fn control_from_item(
         return Err(format!("item holds pool `{}` key `{}`", c.pool, c.key()));
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use std::error::Error as _;
+
+    /// A failed call names its operation and the service's one-line
+    /// reason, and keeps the SDK's error (and what caused it) as sources.
+    #[test]
+    fn a_dynamo_error_keeps_the_sdk_error_as_its_source() {
+        let throttled = PutItemError::generic(
+            ErrorMetadata::builder()
+                .code("ThrottlingException")
+                .message("slow down")
+                .build(),
+        );
+        let e = dynamo_error("PutItem")(SdkError::<_, ()>::service_error(throttled, ()));
+        assert_eq!(
+            e.to_string(),
+            "DynamoDB PutItem: ThrottlingException: slow down"
+        );
+        let sdk = e
+            .source()
+            .and_then(|s| s.downcast_ref::<SdkError<PutItemError, ()>>())
+            .expect("the SDK error is the source");
+        assert_eq!(
+            sdk.as_service_error().and_then(|s| s.code()),
+            Some("ThrottlingException")
+        );
+        assert!(!e.is_permanent());
+
+        // A transport failure: its causes are in the message and in the
+        // chain, down to the I/O error.
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = dynamo_error("Query")(SdkError::<PutItemError, ()>::construction_failure(refused));
+        assert_eq!(
+            e.to_string(),
+            "DynamoDB Query: failed to construct request: refused"
+        );
+        let mut chain = Vec::new();
+        let mut next = e.source();
+        while let Some(s) = next {
+            chain.push(s);
+            next = s.source();
+        }
+        assert!(chain[0].is::<SdkError<PutItemError, ()>>(), "{chain:?}");
+        let io = chain
+            .last()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the I/O error ends the chain");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
 }
