@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +28,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::coord::{Coordinator, LocalSamples, LocalSeq, RedisCoordinator, Role, Solo};
+use crate::coord::{
+    Coordinator, Degraded, DegradedParams, LocalSamples, RedisCoordinator, Role, Solo,
+};
 use crate::events::bridge::{Bridge, EventBridge};
 use crate::events::Events;
 use crate::identity::Identity;
@@ -61,8 +63,8 @@ struct Worker {
     rounds: Rounds,
     local: Arc<LocalSamples>,
     coord: Arc<dyn Coordinator>,
-    /// Used while Redis is unreachable.
-    degraded_seq: LocalSeq,
+    /// Who publishes what while Redis is unreachable.
+    degraded: Degraded,
     store: Arc<dyn RankingStore>,
     publisher: Publisher,
     health: Arc<Health>,
@@ -77,10 +79,6 @@ struct Worker {
     overrides: Mutex<HashMap<String, Option<Control>>>,
     /// Where state-change events go.
     events: Events,
-    /// When this worker last held the lease (wall clock, ms; 0: never):
-    /// in degraded mode the last leader keeps the region's one view, but
-    /// only for one lease lifetime, after which another worker may lead.
-    last_led_at: AtomicU64,
 }
 
 /// Runs a worker until `shutdown` completes, then stops within the
@@ -135,6 +133,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         None => Events::log_only(&id.region),
     };
+    let degraded = Degraded::new(
+        DegradedParams::new(
+            config.prober.lease_ttl,
+            config.prober.interval,
+            config.edge.ranking_max_age,
+        ),
+        store.clone(),
+        &id.region,
+        config.pools.keys().cloned(),
+    );
     let worker = Arc::new(Worker {
         publisher: Publisher::spawn(store.clone(), id.region.clone(), events.clone()),
         controls: Mutex::new(HashMap::new()),
@@ -146,12 +154,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         rounds,
         local,
         coord,
-        degraded_seq: LocalSeq::default(),
+        degraded,
         store,
         health,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
-        last_led_at: AtomicU64::new(0),
     });
     tracing::info!(
         region = %worker.id.region,
@@ -285,13 +292,13 @@ impl Worker {
                     }
                 };
                 self.set_leader(true).await;
-                self.last_led_at.store(now, Ordering::Relaxed);
+                self.degraded.led(now);
                 self.publish(seq, &samples, now, |_| true).await;
             }
             Ok(Role::Follower { leader }) => {
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
-                self.last_led_at.store(0, Ordering::Relaxed);
+                self.degraded.followed();
                 tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
             }
             Err(e) => {
@@ -300,51 +307,13 @@ impl Worker {
                 self.set_degraded(true, Some(&e));
                 self.set_leader(false).await;
                 let samples = self.local.snapshot(now, self.settings.window);
-                // One view per region: the last leader goes on publishing
-                // for one lease lifetime (after it, a worker that still
-                // reaches Redis may lead); any other worker only for a pool
-                // whose stored ranking has gone silent (the last leader is
-                // gone too), so the region never flips between views.
-                let led_at = self.last_led_at.load(Ordering::Relaxed);
-                let last_leader = led_at > 0
-                    && now.saturating_sub(led_at)
-                        <= self.config.prober.lease_ttl.as_millis() as u64;
-                let silent = if last_leader {
-                    None
-                } else {
-                    Some(self.silent_pools(now).await)
-                };
-                let publishes = |pool: &str| silent.as_ref().is_none_or(|s| s.contains(pool));
-                self.publish(self.degraded_seq.next(now), &samples, now, publishes)
+                // One view per region: who publishes what is the
+                // coordinator's answer ([`Degraded::plan`]).
+                let plan = self.degraded.plan(now).await;
+                self.publish(plan.seq, &samples, now, |pool| plan.publishes(pool))
                     .await;
             }
         }
-    }
-
-    /// Pools whose stored ranking for this region is missing, or older
-    /// than three intervals (or two thirds of the edges' `ranking_max_age`,
-    /// if less, so the edges never see it stale first): nobody publishes
-    /// them.
-    async fn silent_pools(&self, now: UnixMillis) -> HashSet<String> {
-        let quiet_ms = (self.config.prober.interval.as_millis() as u64 * 3)
-            .min(self.config.edge.ranking_max_age.as_millis() as u64 * 2 / 3);
-        let mut silent = HashSet::new();
-        for name in self.config.pools.keys() {
-            let read =
-                tokio::time::timeout(Duration::from_secs(1), self.store.read_pool(name)).await;
-            let fresh = match read {
-                Ok(Ok(read)) => read
-                    .region(&self.id.region)
-                    .and_then(|d| d.age_ms(now))
-                    .is_some_and(|age| age <= quiet_ms),
-                // The store cannot say: publishing is what it needs.
-                _ => false,
-            };
-            if !fresh {
-                silent.insert(name.clone());
-            }
-        }
-        silent
     }
 
     async fn publish(

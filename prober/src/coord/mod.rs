@@ -3,6 +3,9 @@
 //!
 //! - [`RedisCoordinator`]: several workers per region through Redis.
 //! - [`Solo`]: no Redis configured; the single worker is its own leader.
+//! - [`Degraded`]: Redis configured but unreachable; which pools this
+//!   worker publishes then, and why ([`Reason`]), so a region keeps one
+//!   view.
 //!
 //! `seq` is never a bare counter: it is `max(previous + 1, now_ms * 1000)`,
 //! from Redis (atomically with the lease check) or, for a solo or degraded
@@ -12,6 +15,7 @@
 //! switching between Redis-coordinated and degraded publishing can never
 //! write an older ranking over a newer one.
 
+mod degraded;
 mod redis;
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +27,7 @@ use async_trait::async_trait;
 use origin_router::document::RankingDocument;
 use origin_router::sample::{Sample, UnixMillis};
 
+pub use self::degraded::{Degraded, DegradedParams, Plan, Reason, Stored};
 pub use self::redis::{read_rankings as redis_rankings, worker_of, RedisCoordinator};
 
 /// This worker's role for the current round.
