@@ -9,25 +9,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion};
-use edge::decision::Router;
-use edge::race::{RaceOutcome, Racer};
-use origin_router::config::{Config, OriginConfig};
+use edge::handler::Edge;
+use edge::settings::EdgeSettings;
+use origin_router::config::Config;
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::MemoryStore;
 
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/cloudfront/origin-request.json");
 
-struct NoRace;
-
-#[async_trait]
-impl Racer for NoRace {
-    async fn race(&self, _: &[&OriginConfig], _: Duration) -> RaceOutcome {
-        unreachable!("the warm path never races")
-    }
-}
+#[path = "../tests/common/racer.rs"]
+#[allow(dead_code)]
+mod racer;
+use racer::ScriptedRacer;
 
 /// The pool's steering: `fastest`, or a band that holds all three origins
 /// (with none or one of them ejected).
@@ -40,7 +35,7 @@ enum Steering {
 
 const ALL: [Steering; 3] = [Steering::Fastest, Steering::Band, Steering::BandEjected];
 
-fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
+fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Edge, u64) {
     let band = if steering != Steering::Fastest {
         "[pools.web.steering]\npolicy = \"band\"\nband_absolute = \"200ms\"\n"
     } else {
@@ -75,15 +70,19 @@ fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
         now,
         vec![entry("eu", 5.0), entry("us", 70.0), entry("ap", 150.0)],
     ));
-    let router = Router::new(Arc::new(config), "eu-west-1", store, Arc::new(NoRace));
+    // The warm path never races (checked once the cache is primed).
+    let racer = ScriptedRacer::nobody();
+    let router = EdgeSettings::new(&config, "eu-west-1").edge(store, racer.clone());
     if steering == Steering::BandEjected {
         // consecutive_5xx (5 by default) answers of 503 from `us`: ejected
         // for 30 s, longer than a run.
         for _ in 0..5 {
-            router.record_response("web", "us", 503, tokio::time::Instant::now());
+            router
+                .router()
+                .record_response("web", "us", 503, tokio::time::Instant::now());
         }
         assert_eq!(
-            router.ejected("web", tokio::time::Instant::now()),
+            router.router().ejected("web", tokio::time::Instant::now()),
             ["us"],
             "ejected"
         );
@@ -93,6 +92,7 @@ fn build(rt: &tokio::runtime::Runtime, steering: Steering) -> (Router, u64) {
         let event = serde_json::from_slice(FIXTURE).unwrap();
         edge::handler::handle(&router, event, now).await.unwrap();
     });
+    assert_eq!(racer.races(), 0, "the warm path raced");
     (router, now)
 }
 
@@ -195,7 +195,7 @@ fn warm_path_percentiles(_: &mut Criterion) {
 fn steer_only(c: &mut Criterion) {
     let rt = runtime();
     let (router, _) = build(&rt, Steering::Band);
-    let pool = &router.config().pools["web"];
+    let pool = &router.router().pools()["web"];
     let usable: Vec<edge::steering::Ranked<'_>> = [("eu", 5.0), ("us", 70.0), ("ap", 150.0)]
         .iter()
         .map(|(id, score)| edge::steering::Ranked {
@@ -211,7 +211,9 @@ fn steer_only(c: &mut Criterion) {
     c.bench_function("band steering alone: band, water-fill, rendezvous", |b| {
         b.iter(|| {
             let key = std::hint::black_box(next.next().unwrap().as_str());
-            edge::steering::steer(pool, &usable, key).unwrap().band
+            edge::steering::steer(&pool.steering, &usable, key)
+                .unwrap()
+                .band
         })
     });
 }

@@ -28,7 +28,7 @@
 //!   ejection is always allowed (even at 0 %), and the percentage is never
 //!   exceeded by a second one;
 //! - never the last origin: an ejection that would leave the pool with no
-//!   origin is refused, and [`Router`](crate::decision::Router) ignores the
+//!   origin is refused, and [`Router`](crate::router::Router) ignores the
 //!   ejections when they would leave no origin the ranking holds usable.
 //!
 //! State is per container (Lambda@Edge keeps no shared memory), kept only
@@ -64,7 +64,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use origin_router::config::{Config, OutlierConfig, PoolConfig};
+use origin_router::config::{OutlierConfig, PoolConfig};
 use tokio::time::Instant;
 
 /// How many slots the error-ratio window is cut into.
@@ -200,10 +200,9 @@ pub struct Ejections {
 }
 
 impl Ejections {
-    /// Tracks exactly the pools and origins of `config`.
-    pub fn new(config: &Config) -> Ejections {
-        let pools = config
-            .pools
+    /// Tracks exactly the pools and origins of the bundled config.
+    pub fn new(pools: &crate::router::Pools) -> Ejections {
+        let pools = pools
             .iter()
             .map(|(name, pool)| (name.clone(), PoolOutliers::new(pool)))
             .collect();
@@ -345,21 +344,6 @@ pub fn ejection_time(base: Duration, max: Duration, times: u32) -> Duration {
     base.checked_mul(times.max(1)).unwrap_or(max).min(max)
 }
 
-/// The pool without the `ejected` origins, or `None` when nothing would be
-/// left (then the ejections are ignored: never the last origin). The
-/// default origin moves to the first one left if it was ejected.
-pub fn without(pool: &PoolConfig, ejected: &[&str]) -> Option<PoolConfig> {
-    let mut left = pool.clone();
-    left.origins.retain(|o| !ejected.contains(&o.id.as_str()));
-    if left.origins.is_empty() {
-        return None;
-    }
-    if left.origin(left.default_origin_id()).is_none() {
-        left.default_origin = Some(left.origins[0].id.clone());
-    }
-    Some(left)
-}
-
 /// Parses an origin-response `status` ("503"): a three-digit code in
 /// 100-599, or `None`.
 pub fn parse_status(text: &str) -> Option<u16> {
@@ -372,6 +356,7 @@ pub fn parse_status(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use origin_router::config::Config;
     use proptest::prelude::*;
 
     fn config(origins: usize, consecutive: u32, percent: u32) -> Config {
@@ -407,7 +392,7 @@ mod tests {
     #[test]
     fn five_5xx_eject_and_a_success_in_between_resets() {
         let c = config(3, 5, 50);
-        let mut e = Ejections::new(&c);
+        let mut e = Ejections::new(&c.pools);
         let t0 = Instant::now();
         assert_eq!(
             fail(&mut e, "o0", 4, t0),
@@ -439,7 +424,7 @@ mod tests {
     fn one_answer_in_two_failing_is_ejected_by_the_error_ratio() {
         // A window longer than the ejection: the answers that ejected it
         // would still be in it when it is back.
-        let mut e = Ejections::new(&ratio_config(3, 0.5, 60, 10));
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 60, 10).pools);
         let t0 = Instant::now();
         let mut last = None;
         for i in 0..10u64 {
@@ -483,7 +468,7 @@ mod tests {
             (0.56, 25, 14),
             (0.55, 100, 55),
         ] {
-            let mut e = Ejections::new(&ratio_config(2, ratio, 10, answers));
+            let mut e = Ejections::new(&ratio_config(2, ratio, 10, answers).pools);
             let t0 = Instant::now();
             for _ in 0..answers - errors {
                 e.record("web", "o0", 200, t0);
@@ -512,7 +497,7 @@ mod tests {
     fn the_error_ratio_counts_every_answer_of_its_window_not_only_the_latest() {
         // Ten answers 0.8 s apart (7.2 s in all, inside the 10 s window),
         // every other one a 503: the tenth ejects, counting all ten.
-        let mut e = Ejections::new(&ratio_config(2, 0.5, 10, 10));
+        let mut e = Ejections::new(&ratio_config(2, 0.5, 10, 10).pools);
         let t0 = Instant::now();
         for i in 0..9u64 {
             let status = if i % 2 == 0 { 200 } else { 503 };
@@ -533,7 +518,7 @@ mod tests {
         let t0 = Instant::now();
         // Nine 5xx, then a long pause: they are older than the window when
         // the tenth comes, so there are too few answers to judge.
-        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10));
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10).pools);
         assert_eq!(
             fail(&mut e, "o1", 9, t0),
             Some(Recorded::Counted { consecutive_5xx: 9 })
@@ -545,7 +530,7 @@ mod tests {
             })
         );
         // Twenty successes dilute ten 5xx below one half...
-        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10));
+        let mut e = Ejections::new(&ratio_config(3, 0.5, 10, 10).pools);
         for _ in 0..20 {
             e.record("web", "o2", 200, t0);
         }
@@ -566,7 +551,7 @@ mod tests {
         // With both detectors on, a run of 5xx is named as such.
         let mut c = ratio_config(3, 0.5, 10, 4);
         c.pools.get_mut("web").unwrap().outlier.consecutive_5xx = 4;
-        let mut e = Ejections::new(&c);
+        let mut e = Ejections::new(&c.pools);
         assert!(matches!(
             fail(&mut e, "o0", 4, t0),
             Some(Recorded::Ejected {
@@ -579,7 +564,7 @@ mod tests {
     #[test]
     fn ejection_time_grows_with_repeats_caps_and_decays_when_healthy() {
         let c = config(3, 1, 50);
-        let mut e = Ejections::new(&c);
+        let mut e = Ejections::new(&c.pools);
         let mut now = Instant::now();
         let mut lengths = Vec::new();
         for _ in 0..12 {
@@ -629,7 +614,7 @@ mod tests {
     fn never_the_last_origin_and_never_past_the_percent() {
         let t0 = Instant::now();
         // Two origins, 100 %: one may go, never the second.
-        let mut e = Ejections::new(&config(2, 1, 100));
+        let mut e = Ejections::new(&config(2, 1, 100).pools);
         assert!(matches!(
             e.record("web", "o0", 503, t0),
             Some(Recorded::Ejected { .. })
@@ -639,14 +624,14 @@ mod tests {
             Some(Recorded::Refused(Refusal::LastOrigin))
         );
         // A lone origin is never ejected.
-        let mut e = Ejections::new(&config(1, 1, 100));
+        let mut e = Ejections::new(&config(1, 1, 100).pools);
         assert_eq!(
             e.record("web", "o0", 503, t0),
             Some(Recorded::Refused(Refusal::LastOrigin))
         );
         // Ten origins at 10 % (the default): the first always goes, a
         // second would be 20 %.
-        let mut e = Ejections::new(&config(10, 1, 10));
+        let mut e = Ejections::new(&config(10, 1, 10).pools);
         assert!(matches!(
             e.record("web", "o3", 503, t0),
             Some(Recorded::Ejected { .. })
@@ -656,7 +641,7 @@ mod tests {
             Some(Recorded::Refused(Refusal::MaxPercent))
         );
         // 0 % still ejects one, as Envoy does.
-        let mut e = Ejections::new(&config(4, 1, 0));
+        let mut e = Ejections::new(&config(4, 1, 0).pools);
         assert!(matches!(
             e.record("web", "o0", 503, t0),
             Some(Recorded::Ejected { .. })
@@ -676,7 +661,7 @@ mod tests {
     #[test]
     fn off_unknown_and_bad_statuses() {
         let t0 = Instant::now();
-        let mut e = Ejections::new(&config(3, 0, 100));
+        let mut e = Ejections::new(&config(3, 0, 100).pools);
         assert_eq!(fail(&mut e, "o0", 100, t0), Some(Recorded::Unchanged));
         assert!(e.ejected("web", t0).is_empty());
         assert_eq!(e.record("web", "nope", 503, t0), None);
@@ -691,16 +676,6 @@ mod tests {
         assert_eq!(parse_status("200"), Some(200));
     }
 
-    #[test]
-    fn without_moves_the_default_and_never_empties_the_pool() {
-        let c = config(3, 5, 10);
-        let pool = &c.pools["web"];
-        let left = without(pool, &["o0"]).unwrap();
-        assert_eq!(left.origins.len(), 2);
-        assert_eq!(left.default_origin_id(), "o1");
-        assert!(without(pool, &["o0", "o1", "o2"]).is_none());
-    }
-
     proptest! {
         /// Whatever the answers and the clock, no ejection leaves the pool
         /// empty, more than max_ejection_percent is ejected only as the
@@ -713,7 +688,7 @@ mod tests {
             steps in proptest::collection::vec((0usize..8, prop_oneof![Just(200u16), Just(404), Just(500), Just(503), Just(599)], 0u64..40_000), 1..300),
         ) {
             let c = config(origins, consecutive, percent);
-            let mut e = Ejections::new(&c);
+            let mut e = Ejections::new(&c.pools);
             let mut now = Instant::now();
             for (origin, status, advance_ms) in steps {
                 now += Duration::from_millis(advance_ms);
@@ -726,7 +701,6 @@ mod tests {
                 prop_assert!(ejected < origins, "{ejected} of {origins} ejected");
                 prop_assert!(ejected <= 1 || ejected * 100 <= origins * percent as usize,
                     "{ejected} of {origins} ejected at {percent} %");
-                prop_assert!(without(&c.pools["web"], &e.ejected("web", now)).is_some());
             }
         }
 
@@ -748,7 +722,7 @@ mod tests {
         ) {
             let c = ratio_config(2, ratio, window_s, min);
             let window = Duration::from_secs(window_s);
-            let mut e = Ejections::new(&c);
+            let mut e = Ejections::new(&c.pools);
             let mut now = Instant::now();
             // Every answer counted since the last ejection ended.
             let mut seen: Vec<(Instant, bool)> = Vec::new();

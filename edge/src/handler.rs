@@ -4,11 +4,15 @@
 //! ejection ([`crate::ejection`]) and the response goes back exactly as it
 //! came in, whatever the event holds.
 //!
-//! A plain async function over the event and a [`Router`], so tests call it
-//! directly with fixtures and an in-memory store.
+//! Plain async functions over the event and an [`Edge`] (the routing
+//! settings and a [`Router`]), so tests call them directly with fixtures
+//! and an in-memory store.
 
-use crate::decision::{Decision, Router, Source};
-use origin_router::config::OriginConfig;
+use std::sync::Arc;
+
+use crate::decision::{Decision, Source};
+use crate::router::Router;
+use origin_router::config::{OriginConfig, RoutingConfig};
 use origin_router::sample::UnixMillis;
 use serde_json::Value;
 
@@ -39,6 +43,31 @@ impl From<EdgeError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// What the handler works with: the request → pool map and the router.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    routing: Arc<RoutingConfig>,
+    router: Router,
+}
+
+impl Edge {
+    pub fn new(routing: RoutingConfig, router: Router) -> Edge {
+        Edge {
+            routing: Arc::new(routing),
+            router,
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn routing(&self) -> &RoutingConfig {
+        &self.routing
+    }
+}
+
 /// What the handler did, for the log line and tests.
 #[derive(Debug)]
 pub struct Handled {
@@ -54,12 +83,8 @@ pub struct Routed {
 }
 
 /// Handles one event (as a JSON value) at wall-clock `now`.
-pub async fn handle(
-    router: &Router,
-    payload: Value,
-    now: UnixMillis,
-) -> Result<Handled, EdgeError> {
-    let routed = route(router, cloudfront::parse(payload)?, now).await;
+pub async fn handle(edge: &Edge, payload: Value, now: UnixMillis) -> Result<Handled, EdgeError> {
+    let routed = route(edge, cloudfront::parse(payload)?, now).await;
     Ok(Handled {
         request: serde_json::to_value(&routed.request)?,
         decision: routed.decision,
@@ -69,16 +94,12 @@ pub async fn handle(
 /// Handles one origin-request event given as JSON text: parsed once,
 /// straight into the typed event, and answered with the typed request. An
 /// origin-response event is an `EventType` error here: see [`invoke`].
-pub async fn handle_raw(
-    router: &Router,
-    payload: &str,
-    now: UnixMillis,
-) -> Result<Routed, EdgeError> {
+pub async fn handle_raw(edge: &Edge, payload: &str, now: UnixMillis) -> Result<Routed, EdgeError> {
     let event = cloudfront::parse_str(payload)?;
     if EventType::of(&event.records[0].cf) != Some(EventType::OriginRequest) {
         return Err(EventError::EventType("origin-response".into()).into());
     }
-    Ok(route(router, event, now).await)
+    Ok(route(edge, event, now).await)
 }
 
 /// The answer to either event type.
@@ -136,7 +157,7 @@ impl Observed {
 
 /// Handles one event of either type given as JSON text (the Lambda path):
 /// wall-clock `now` for the decision, tokio's clock for ejections.
-pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<Answer, EdgeError> {
+pub async fn invoke(edge: &Edge, payload: &str, now: UnixMillis) -> Result<Answer, EdgeError> {
     let event = match cloudfront::parse_str(payload) {
         Ok(event) => event,
         Err(e) => {
@@ -156,9 +177,9 @@ pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<A
     };
     match EventType::of(&event.records[0].cf) {
         Some(EventType::OriginResponse) => {
-            Ok(Answer::Response(observe(router, event, Instant::now())))
+            Ok(Answer::Response(observe(edge, event, Instant::now())))
         }
-        _ => Ok(Answer::Request(Box::new(route(router, event, now).await))),
+        _ => Ok(Answer::Request(Box::new(route(edge, event, now).await))),
     }
 }
 
@@ -167,7 +188,7 @@ pub async fn invoke(router: &Router, payload: &str, now: UnixMillis) -> Result<A
 /// name and port) and returns the response unchanged. An origin not in
 /// the config, or a status that is not a three-digit code, is logged and
 /// counts nothing.
-pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observed {
+pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
     let record = event
         .records
         .into_iter()
@@ -202,17 +223,17 @@ pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observ
             status: Some(status),
         };
     };
-    let config = router.config();
     let distribution = cf.config.distribution_id.as_str();
     let routed = crate::routing::pool_for(
-        &config.routing,
+        &edge.routing,
         cf.request.header("host"),
         Some(distribution).filter(|d| !d.is_empty()),
     );
     // Every (pool, origin) with this host and port; the request's own pool
     // first, and only it when it has the origin.
-    let mut pairs: Vec<(&str, &str)> = config
-        .pools
+    let mut pairs: Vec<(&str, &str)> = edge
+        .router
+        .pools()
         .iter()
         .flat_map(|(name, pool)| {
             pool.origins
@@ -237,7 +258,7 @@ pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observ
         );
     }
     for (pool, origin) in pairs {
-        if let Some(r) = router.record_response(pool, origin, status, at) {
+        if let Some(r) = edge.router.record_response(pool, origin, status, at) {
             recorded.push((pool.to_string(), origin.to_string(), r));
         }
     }
@@ -249,7 +270,7 @@ pub fn observe(router: &Router, event: cloudfront::Event, at: Instant) -> Observ
 }
 
 /// Decides for a parsed event and rewrites its request.
-pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -> Routed {
+pub async fn route(edge: &Edge, event: cloudfront::Event, now: UnixMillis) -> Routed {
     let record = event
         .records
         .into_iter()
@@ -258,8 +279,9 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
     let mut request = record.cf.request;
     let distribution = record.cf.config.distribution_id;
 
+    let router = &edge.router;
     let pool = crate::routing::pool_for(
-        &router.config().routing,
+        &edge.routing,
         request.header("host"),
         Some(distribution.as_str()).filter(|d| !d.is_empty()),
     )
@@ -267,7 +289,10 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
     let has_custom_origin = request.origin.as_ref().is_some_and(|o| o.custom.is_some());
     let decision = match pool {
         Some(pool) if has_custom_origin => {
-            let key = crate::key::for_pool(router.config(), &pool, &request);
+            let key = match router.pools().get(&pool) {
+                Some(p) => crate::key::for_pool(&p.steering, &request),
+                None => std::borrow::Cow::Borrowed(""),
+            };
             router.decide_keyed(&pool, &key, now).await
         }
         other => {
@@ -278,13 +303,12 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
                 reason = if other.is_some() { "not a custom origin" } else { "no pool for this request" },
                 "passing the request through unchanged"
             );
-            passthrough(other.unwrap_or_default())
+            Decision::passthrough(other.as_deref().unwrap_or(""), std::time::Duration::ZERO)
         }
     };
     if decision.source != Source::Passthrough {
         let origin = router
-            .config()
-            .pools
+            .pools()
             .get(&decision.pool)
             .and_then(|p| p.origin(&decision.origin));
         if let Some(origin) = origin {
@@ -292,20 +316,6 @@ pub async fn route(router: &Router, event: cloudfront::Event, now: UnixMillis) -
         }
     }
     Routed { request, decision }
-}
-
-fn passthrough(pool: String) -> Decision {
-    Decision {
-        pool,
-        origin: String::new(),
-        source: Source::Passthrough,
-        ranking_region: None,
-        ranking_age_ms: None,
-        losers: Vec::new(),
-        band: None,
-        elapsed: std::time::Duration::ZERO,
-        ejected: Vec::new(),
-    }
 }
 
 /// Points the request at `origin`: domain name, port, protocol, and the

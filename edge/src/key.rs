@@ -24,16 +24,16 @@
 
 use std::borrow::Cow;
 
-use origin_router::config::{Config, SteeringKey, SteeringPolicy};
+use origin_router::config::{SteeringConfig, SteeringKey, SteeringPolicy};
 
 use crate::cloudfront::Request;
 
-/// The key the pool's steering hashes for `request`; empty for a pool
-/// that does not steer by key (`fastest`) or is not configured.
-pub fn for_pool<'r>(config: &Config, pool: &str, request: &'r Request) -> Cow<'r, str> {
-    match config.pools.get(pool) {
-        Some(p) if p.steering.policy == SteeringPolicy::Band => extract(&p.steering.key, request),
-        _ => Cow::Borrowed(""),
+/// The key the pool's `steering` hashes for `request`; empty for a pool
+/// that does not steer by key (`fastest`).
+pub fn for_pool<'r>(steering: &SteeringConfig, request: &'r Request) -> Cow<'r, str> {
+    match steering.policy {
+        SteeringPolicy::Band => extract(&steering.key, request),
+        SteeringPolicy::Fastest => Cow::Borrowed(""),
     }
 }
 

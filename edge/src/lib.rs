@@ -3,20 +3,25 @@
 //!
 //! - [`cloudfront`]: the event types (with round-trip fidelity);
 //! - [`routing`]: request → pool;
-//! - [`decision`]: the decision order (cache, stale-while-revalidate,
-//!   table, race, known-down) in [`decision::Router`], with its pure core
-//!   [`decision::choose`];
+//! - [`decision`]: the decision, one pure function ([`decision::decide`])
+//!   of a per-pool view and `now`, held to the decision vectors in
+//!   `edge/tests/vectors/`;
+//! - [`router`]: the I/O and bookkeeping around it: the per-pool cache,
+//!   the table read, the race, ejection state;
+//! - [`settings`]: each layer's settings, built once from the config;
 //! - [`steering`]: which usable origin takes a request (`fastest`, or a
 //!   latency band spread by weighted rendezvous hashing), pure;
 //! - [`key`]: the request's steering key (URI, viewer, header, cookie);
 //! - [`race`]: the live race, 0.8 s per attempt under a 0.9 s watchdog;
 //! - [`ejection`]: passive ejection of origins answering 5xx, fed by
 //!   origin-response events;
-//! - [`handler`]: event in, request with its origin rewritten out;
+//! - [`handler`]: event in, request with its origin rewritten out, over an
+//!   [`handler::Edge`] (the routing settings and the router);
 //! - [`emf`]: one CloudWatch Embedded Metric Format line per decision,
 //!   and one per ejection;
 //! - [`decision_log`]: those lines, written after the response is posted;
-//! - [`run`]: builds the store, race and router once, then serves events.
+//! - [`run`]: builds the settings, store, race and router once, then
+//!   serves events.
 
 pub mod cloudfront;
 pub mod decision;
@@ -26,13 +31,14 @@ pub mod emf;
 pub mod handler;
 pub mod key;
 pub mod race;
+pub mod router;
 pub mod routing;
+pub mod settings;
 pub mod steering;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use decision::Router;
 use decision_log::{DecisionLog, WriteAfterResponse};
 use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, Runtime};
 use origin_router::config::Config;
@@ -40,6 +46,7 @@ use origin_router::sample::unix_millis_now;
 use origin_router::store::{self, ClientTuning};
 use race::ProbeRacer;
 use serde_json::value::RawValue;
+use settings::EdgeSettings;
 
 /// The config file: `ORIGIN_ROUTER_CONFIG`, else `origin-router.toml` beside
 /// the executable (Lambda@Edge has no environment variables, so the config
@@ -56,26 +63,28 @@ pub fn config_path() -> PathBuf {
 
 /// Builds the router once, then serves events until the runtime stops.
 pub async fn run(config: Config, region: String) -> Result<(), lambda_runtime::Error> {
+    let settings = EdgeSettings::new(&config, region.clone());
     // A viewer waits on a table read: every SDK call is bounded by the
     // edge's table_timeout, with one retry at most.
     let tuning = ClientTuning {
-        timeout: Some(config.edge.table_timeout),
+        timeout: Some(settings.timing.table_timeout),
         max_attempts: Some(2),
     };
     let store = store::open(&config.store, &region, tuning).await;
-    let racer = Arc::new(ProbeRacer::from_config(&config)?);
-    let router = Router::new(Arc::new(config), region.clone(), store, racer);
-    router.warm_up().await;
-    tracing::info!(region = %region, pools = router.config().pools.len(), "edge ready");
+    let racer = Arc::new(ProbeRacer::with_settings(&settings.race, config.origins())?);
+    drop(config);
+    let edge = settings.edge(store, racer);
+    edge.router().warm_up().await;
+    tracing::info!(region = %region, pools = settings.pools.len(), "edge ready");
     let region = Arc::new(region);
     let log = Arc::new(DecisionLog::stdout());
     let handler_log = log.clone();
     // The payload stays raw JSON text until the handler parses it, once,
     // straight into the typed event.
     let handler = service_fn(move |event: LambdaEvent<Box<RawValue>>| {
-        let (router, region, log) = (router.clone(), region.clone(), handler_log.clone());
+        let (edge, region, log) = (edge.clone(), region.clone(), handler_log.clone());
         async move {
-            let handled = handler::invoke(&router, event.payload.get(), unix_millis_now()).await;
+            let handled = handler::invoke(&edge, event.payload.get(), unix_millis_now()).await;
             match &handled {
                 Ok(handler::Answer::Request(h)) => {
                     log.record(&h.decision, &region, unix_millis_now())

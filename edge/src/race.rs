@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
-use origin_router::config::{Config, OriginConfig};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use origin_router::config::OriginConfig;
 use origin_router::probe::{resolve, ProbeEngine, ProbeSettings, TlsError};
 use origin_router::sample::{FailureClass, Outcome};
 use tokio::time::Instant;
@@ -34,6 +37,15 @@ pub trait Racer: Send + Sync + 'static {
     async fn race(&self, origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome;
 }
 
+/// The race's settings (from `[edge]` and `[resolve]`).
+#[derive(Debug, Clone, Default)]
+pub struct RaceSettings {
+    /// Per-origin budget (`edge.race_attempt_timeout`).
+    pub attempt_timeout: Duration,
+    /// Static name-to-address overrides tried before the resolver.
+    pub resolve: BTreeMap<String, IpAddr>,
+}
+
 /// The real race: a probe of each origin with the per-attempt budget.
 pub struct ProbeRacer {
     engine: ProbeEngine,
@@ -44,14 +56,17 @@ impl ProbeRacer {
         ProbeRacer { engine }
     }
 
-    /// Attempts bounded by `edge.race_attempt_timeout`, names resolved
-    /// through `[resolve]` first, every origin's CA file loaded once.
-    pub fn from_config(config: &Config) -> Result<Self, TlsError> {
-        let settings = ProbeSettings::race_attempt(config.edge.race_attempt_timeout);
+    /// Attempts bounded by `settings.attempt_timeout`, names resolved
+    /// through `settings.resolve` first, every one of `origins`' CA files
+    /// loaded once.
+    pub fn with_settings<'a>(
+        settings: &RaceSettings,
+        origins: impl IntoIterator<Item = &'a OriginConfig>,
+    ) -> Result<Self, TlsError> {
         let engine = ProbeEngine::new(
-            settings,
-            resolve::with_overrides(&config.resolve),
-            config.origins(),
+            ProbeSettings::race_attempt(settings.attempt_timeout),
+            resolve::with_overrides(&settings.resolve),
+            origins,
         )?;
         Ok(ProbeRacer::new(engine))
     }

@@ -65,7 +65,7 @@
 //! request then goes to the first usable origin, with a log line, never a
 //! panic.
 
-use origin_router::config::{OriginConfig, PoolConfig, SteeringPolicy};
+use origin_router::config::{OriginConfig, SteeringConfig, SteeringPolicy};
 use origin_router::document::OriginState;
 
 /// A usable ranked origin, as the decision hands it to steering.
@@ -88,16 +88,20 @@ pub struct Steered<'p> {
 
 /// Chooses among `usable` (best first; every entry usable and of `pool`).
 /// `None` only when `usable` is empty.
-pub fn steer<'p>(pool: &PoolConfig, usable: &[Ranked<'p>], key: &str) -> Option<Steered<'p>> {
+pub fn steer<'p>(
+    steering: &SteeringConfig,
+    usable: &[Ranked<'p>],
+    key: &str,
+) -> Option<Steered<'p>> {
     let first = usable.first()?;
     let fastest = Steered {
         origin: first.origin,
         band: 1,
     };
-    if pool.steering.policy == SteeringPolicy::Fastest {
+    if steering.policy == SteeringPolicy::Fastest {
         return Some(fastest);
     }
-    let band = band(pool, usable);
+    let band = band(steering, usable);
     if band.is_empty() {
         tracing::warn!(
             best = %first.origin.id,
@@ -137,14 +141,13 @@ pub struct Member<'p> {
 
 /// The band's members of `usable`, in rank order: the candidates within
 /// its edge, and those fading past it (they count in [`Steered::band`]).
-pub fn band<'p>(pool: &PoolConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
+pub fn band<'p>(steering: &SteeringConfig, usable: &[Ranked<'p>]) -> Vec<Member<'p>> {
     let Some(first) = usable.first() else {
         return Vec::new();
     };
     let Some(best) = first.score.filter(|s| s.is_finite() && *s >= 0.0) else {
         return Vec::new();
     };
-    let steering = &pool.steering;
     let edge = (best + steering.band_absolute.as_secs_f64() * 1000.0)
         .max(best * (1.0 + steering.band_relative));
     // A hostile best (1e307) can overflow the width: no taper then.
@@ -338,6 +341,7 @@ fn fmix64(mut h: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use origin_router::config::PoolConfig;
     use origin_router::config::{SteeringConfig, SteeringKey};
     use std::time::Duration;
 
@@ -400,7 +404,7 @@ mod tests {
                 ("d", None),
             ],
         );
-        let ids: Vec<_> = band(&pool, &usable)
+        let ids: Vec<_> = band(&pool.steering, &usable)
             .iter()
             .map(|m| m.ranked.origin.id.as_str())
             .collect();
@@ -410,11 +414,11 @@ mod tests {
             &pool,
             &[("a", Some(1.0)), ("b", Some(11.0)), ("c", Some(11.5))],
         );
-        assert_eq!(band(&pool, &usable).len(), 2);
+        assert_eq!(band(&pool.steering, &usable).len(), 2);
         // A degraded origin never joins a healthy best's band.
         let mut usable = ranked(&pool, &[("a", Some(1.0)), ("b", Some(1.0))]);
         usable[1].state = OriginState::Degraded;
-        assert_eq!(band(&pool, &usable).len(), 1);
+        assert_eq!(band(&pool.steering, &usable).len(), 1);
     }
 
     #[test]
@@ -431,7 +435,7 @@ mod tests {
                 pool,
                 &[("a", Some(50.0)), ("b", Some(b)), ("c", Some(66.0))],
             );
-            band(pool, &usable)
+            band(&pool.steering, &usable)
                 .iter()
                 .map(|m| (m.ranked.origin.id.clone(), m.factor))
                 .collect()
@@ -444,7 +448,7 @@ mod tests {
         // cut to 0.4 by its faded cap.
         let weights = |pool: &PoolConfig| {
             let usable = ranked(pool, &[("a", Some(50.0)), ("b", Some(62.5))]);
-            capped_weights(&band(pool, &usable))
+            capped_weights(&band(&pool.steering, &usable))
         };
         let close = |w: Vec<f64>, want: [f64; 2]| {
             assert!(
@@ -478,7 +482,7 @@ mod tests {
         pool.steering.band_taper = 0.5;
         // b's first listing has no score: its second one does not let it in.
         let usable = ranked(&pool, &[("a", Some(50.0)), ("b", None), ("b", Some(50.0))]);
-        assert_eq!(band(&pool, &usable).len(), 1);
+        assert_eq!(band(&pool.steering, &usable).len(), 1);
         // A width that overflows: members are those within the edge, at
         // full weight, and nothing past it.
         pool.steering.band_relative = 10.0;
@@ -486,7 +490,7 @@ mod tests {
         // Edge 1.1e308, width 1e308, taper 1e309 = inf: b at 1.5e308 is
         // past the edge and out (an infinite taper would keep it whole).
         let usable = ranked(&pool, &[("a", Some(1e307)), ("b", Some(1.5e308))]);
-        let members = band(&pool, &usable);
+        let members = band(&pool.steering, &usable);
         assert_eq!(members.len(), 1, "{members:?}");
         assert_eq!(members[0].factor, 1.0);
     }
@@ -498,7 +502,7 @@ mod tests {
             let usable = ranked(&pool, &[("a", best), ("b", Some(1.0))]);
             for key in ["", "/x", "/y", "/z"] {
                 assert_eq!(
-                    steer(&pool, &usable, key),
+                    steer(&pool.steering, &usable, key),
                     Some(Steered {
                         origin: &pool.origins[0],
                         band: 1
@@ -511,23 +515,23 @@ mod tests {
         pool.origins[0].weight = 0.0;
         pool.origins[1].weight = f64::NAN;
         let usable = ranked(&pool, &[("a", Some(1.0)), ("b", Some(1.0))]);
-        assert_eq!(steer(&pool, &usable, "/k").unwrap().origin.id, "a");
+        assert_eq!(steer(&pool.steering, &usable, "/k").unwrap().origin.id, "a");
         // NaN in a later entry only leaves it out of the band.
         let pool = band_pool(vec![origin("a", 1.0, None), origin("b", 1.0, None)]);
         let usable = ranked(&pool, &[("a", Some(1.0)), ("b", Some(f64::NAN))]);
-        assert_eq!(steer(&pool, &usable, "/k").unwrap().band, 1);
+        assert_eq!(steer(&pool.steering, &usable, "/k").unwrap().band, 1);
         // The best without a usable weight, the rest fading and capped:
         // finite weights that sum to 1, never a division by zero.
         let mut pool = band_pool(vec![origin("a", 0.0, None), origin("b", 1.0, Some(0.3))]);
         pool.steering.band_taper = 0.5;
         let usable = ranked(&pool, &[("a", Some(50.0)), ("b", Some(62.0))]);
-        let w = capped_weights(&band(&pool, &usable));
+        let w = capped_weights(&band(&pool.steering, &usable));
         assert!(
             w.iter().all(|w| w.is_finite()) && (w.iter().sum::<f64>() - 1.0).abs() < 1e-9,
             "{w:?}"
         );
-        assert_eq!(steer(&pool, &usable, "/k").unwrap().origin.id, "b");
-        assert_eq!(steer(&pool, &[], "/k"), None);
+        assert_eq!(steer(&pool.steering, &usable, "/k").unwrap().origin.id, "b");
+        assert_eq!(steer(&pool.steering, &[], "/k"), None);
     }
 
     #[test]
@@ -536,7 +540,7 @@ mod tests {
         pool.steering.policy = SteeringPolicy::Fastest;
         let usable = ranked(&pool, &[("b", Some(5.0)), ("a", Some(5.0))]);
         for key in ["", "/1", "/2", "/3", "/4"] {
-            assert_eq!(steer(&pool, &usable, key).unwrap().origin.id, "b");
+            assert_eq!(steer(&pool.steering, &usable, key).unwrap().origin.id, "b");
         }
     }
 

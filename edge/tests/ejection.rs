@@ -3,19 +3,20 @@
 //! decisions leave it out until the ejection expires, and the response is
 //! always returned as it came in.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use edge::decision::{Router, Source};
+use common::racer::ScriptedRacer;
+use edge::decision::Source;
 use edge::ejection::{Recorded, Trigger};
-use edge::handler::{handle, handle_raw, invoke, Answer, EdgeError};
-use edge::race::{RaceOutcome, Racer};
-use origin_router::config::{Config, OriginConfig};
+use edge::handler::{handle, handle_raw, invoke, Answer, Edge, EdgeError};
+use origin_router::config::Config;
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::Value;
+
+mod common;
 
 const REQUEST: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 const RESPONSE: &str = include_str!("../../tests/fixtures/cloudfront/origin-response.json");
@@ -53,35 +54,13 @@ fn config_with(origins: usize, outlier: &str) -> Config {
     Config::from_toml(&text, "test.toml").unwrap()
 }
 
-/// Records the origins each race was given; the first one wins.
-#[derive(Default)]
-struct RecordingRacer {
-    given: Mutex<Vec<Vec<String>>>,
-}
-
-#[async_trait]
-impl Racer for RecordingRacer {
-    async fn race(&self, origins: &[&OriginConfig], _watchdog: Duration) -> RaceOutcome {
-        self.given
-            .lock()
-            .unwrap()
-            .push(origins.iter().map(|o| o.id.clone()).collect());
-        RaceOutcome {
-            winner: origins.first().map(|o| o.id.clone()),
-            elapsed: Duration::ZERO,
-            watchdog_fired: false,
-            losers: Vec::new(),
-        }
-    }
-}
-
 /// A router over `origins` origins `o0`.. whose ranking (fresh at `NOW`)
 /// puts them in order, with the given states.
-fn router(states: &[OriginState]) -> (Router, Arc<RecordingRacer>) {
+fn router(states: &[OriginState]) -> (Edge, Arc<ScriptedRacer>) {
     router_with(config(states.len()), states)
 }
 
-fn router_with(config: Config, states: &[OriginState]) -> (Router, Arc<RecordingRacer>) {
+fn router_with(config: Config, states: &[OriginState]) -> (Edge, Arc<ScriptedRacer>) {
     let store = Arc::new(MemoryStore::new());
     store.put(RankingDocument::new(
         "web",
@@ -94,8 +73,8 @@ fn router_with(config: Config, states: &[OriginState]) -> (Router, Arc<Recording
             .map(|(i, s)| RankedOrigin::measured(&format!("o{i}"), *s, 10.0 + i as f64, 1))
             .collect(),
     ));
-    let racer = Arc::new(RecordingRacer::default());
-    let r = Router::new(Arc::new(config), "eu-west-1", store, racer.clone());
+    let racer = ScriptedRacer::first();
+    let r = common::edge(&config, "eu-west-1", store, racer.clone());
     (r, racer)
 }
 
@@ -114,7 +93,7 @@ fn response_event(domain: &str, port: u16, status: Value) -> String {
 }
 
 /// Sends `n` origin-responses with `status` from origin `o{i}`.
-async fn answers(r: &Router, i: usize, status: &str, n: usize) -> Vec<Recorded> {
+async fn answers(r: &Edge, i: usize, status: &str, n: usize) -> Vec<Recorded> {
     let text = response_event(&format!("o{i}.example.net"), 443, status.into());
     let mut out = Vec::new();
     for _ in 0..n {
@@ -131,7 +110,7 @@ async fn answers(r: &Router, i: usize, status: &str, n: usize) -> Vec<Recorded> 
     out
 }
 
-async fn chosen(r: &Router) -> (String, Vec<String>) {
+async fn chosen(r: &Edge) -> (String, Vec<String>) {
     let h = handle(r, serde_json::from_str(REQUEST).unwrap(), NOW)
         .await
         .unwrap();
@@ -248,15 +227,15 @@ async fn the_last_usable_origin_is_chosen_even_when_ejected() {
 async fn the_race_leaves_ejected_origins_out() {
     // No ranking at all: the race decides, among the origins not ejected.
     let store = Arc::new(MemoryStore::new());
-    let racer = Arc::new(RecordingRacer::default());
-    let r = Router::new(Arc::new(config(3)), "eu-west-1", store, racer.clone());
+    let racer = ScriptedRacer::first();
+    let r = common::edge(&config(3), "eu-west-1", store, racer.clone());
     answers(&r, 0, "503", 5).await;
     let (origin, ejected) = chosen(&r).await;
     assert_eq!(
         (origin.as_str(), ejected.as_slice()),
         ("o1", &["o0".to_string()][..])
     );
-    assert_eq!(*racer.given.lock().unwrap(), [vec!["o1", "o2"]]);
+    assert_eq!(racer.given(), [vec!["o1", "o2"]]);
 }
 
 #[tokio::test(start_paused = true)]

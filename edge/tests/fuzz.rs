@@ -10,17 +10,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use edge::decision::Router;
+use common::racer::ScriptedRacer;
 use edge::handler::handle;
-use edge::race::{RaceOutcome, Racer};
-use origin_router::config::{Config, OriginConfig};
+use edge::handler::Edge;
+use origin_router::config::Config;
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::codec;
 use origin_router::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::Value;
+
+mod common;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 
@@ -32,21 +33,7 @@ fn cases() -> u32 {
         .unwrap_or(300)
 }
 
-struct NoRace;
-
-#[async_trait]
-impl Racer for NoRace {
-    async fn race(&self, _: &[&OriginConfig], _: Duration) -> RaceOutcome {
-        RaceOutcome {
-            winner: None,
-            elapsed: Duration::ZERO,
-            watchdog_fired: false,
-            losers: vec![],
-        }
-    }
-}
-
-fn router() -> Router {
+fn router() -> Edge {
     let config = Config::from_toml(
         r#"
         [routing]
@@ -57,11 +44,11 @@ fn router() -> Router {
         "fuzz.toml",
     )
     .unwrap();
-    Router::new(
-        Arc::new(config),
+    common::edge(
+        &config,
         "eu-west-1",
         Arc::new(MemoryStore::new()),
-        Arc::new(NoRace),
+        ScriptedRacer::nobody(),
     )
 }
 
@@ -255,15 +242,18 @@ proptest! {
         let bytes = serde_json::to_vec(&value).unwrap();
         if let Ok(doc) = RankingDocument::from_json(&bytes) {
             prop_assert!(doc.validate().is_ok());
-            let config = router().config().clone();
-            let pool = &config.pools["web"];
+            let edge = router();
+            let pool = &edge.router().pools()["web"];
             let now = (1_780_000_000_000i64 + now_offset) as u64;
             let choice = edge::decision::choose(
                 pool,
+                edge::decision::OriginSet::all(pool),
                 std::slice::from_ref(&doc),
-                "eu-west-1",
-                &Default::default(),
-                Duration::from_secs(30),
+                edge::decision::Freshness {
+                    region: "eu-west-1",
+                    proximity: &Default::default(),
+                    max_age: Duration::from_secs(30),
+                },
                 now,
                 "/",
             );

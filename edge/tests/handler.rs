@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edge::decision::{Router, Source};
-use edge::handler::{handle, EdgeError};
-use edge::race::{RaceOutcome, Racer};
-use origin_router::config::{Config, OriginConfig};
+use common::racer::{ScriptedRacer, Winner};
+use edge::decision::Source;
+use edge::handler::{handle, Edge, EdgeError};
+use origin_router::config::Config;
 use origin_router::control::{Control, ControlKind, ALL_REGIONS};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::{
@@ -17,6 +17,8 @@ use origin_router::store::{
 };
 use origin_router::FailureClass;
 use serde_json::Value;
+
+mod common;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/cloudfront/origin-request.json");
 const NOW: u64 = 1_780_000_000_000;
@@ -114,45 +116,21 @@ impl RankingStore for Store {
     }
 }
 
-/// A race with a scripted result that takes a scripted time.
-struct FakeRacer {
-    winner: Option<&'static str>,
-    takes: Duration,
-    races: AtomicUsize,
+/// A race won by `winner` after `takes_ms`, whose losers are `us`
+/// (connect timeout) and `eu` (response timeout).
+fn racer(winner: Option<&'static str>, takes_ms: u64) -> Arc<ScriptedRacer> {
+    Arc::new(ScriptedRacer::with(
+        winner.map_or(Winner::Nobody, |w| Winner::Named(w.into())),
+        Duration::from_millis(takes_ms),
+        vec![
+            ("us".into(), FailureClass::ConnectTimeout),
+            ("eu".into(), FailureClass::ResponseTimeout),
+        ],
+    ))
 }
 
-#[async_trait]
-impl Racer for FakeRacer {
-    async fn race(&self, _origins: &[&OriginConfig], watchdog: Duration) -> RaceOutcome {
-        self.races.fetch_add(1, Ordering::SeqCst);
-        let t = self.takes.min(watchdog);
-        tokio::time::sleep(t).await;
-        RaceOutcome {
-            winner: if self.takes < watchdog {
-                self.winner.map(String::from)
-            } else {
-                None
-            },
-            elapsed: t,
-            watchdog_fired: self.takes >= watchdog,
-            losers: vec![
-                ("us".into(), FailureClass::ConnectTimeout),
-                ("eu".into(), FailureClass::ResponseTimeout),
-            ],
-        }
-    }
-}
-
-fn racer(winner: Option<&'static str>, takes_ms: u64) -> Arc<FakeRacer> {
-    Arc::new(FakeRacer {
-        winner,
-        takes: Duration::from_millis(takes_ms),
-        races: AtomicUsize::new(0),
-    })
-}
-
-fn router(store: Arc<Store>, racer: Arc<FakeRacer>, region: &str) -> Router {
-    Router::new(Arc::new(config()), region, store, racer)
+fn router(store: Arc<Store>, racer: Arc<ScriptedRacer>, region: &str) -> Edge {
+    common::edge(&config(), region, store, racer)
 }
 
 fn event() -> Value {
@@ -314,7 +292,7 @@ async fn no_fresh_ranking_races_and_caches_the_winner() {
         (Source::Race, "ap")
     );
     assert_eq!(
-        race.races.load(Ordering::SeqCst),
+        race.races(),
         1,
         "the winner is reused within race_cache_ttl"
     );
@@ -359,7 +337,7 @@ async fn known_down_gives_the_default_at_once_without_racing() {
         (h.decision.source, h.decision.origin.as_str()),
         (Source::KnownDown, "us")
     );
-    assert_eq!(race.races.load(Ordering::SeqCst), 0);
+    assert_eq!(race.races(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -398,7 +376,7 @@ async fn a_ranking_naming_an_origin_outside_the_config_never_routes_there() {
 async fn unknown_pool_and_non_custom_origins_pass_through_unchanged() {
     let mut c = config();
     c.routing.default_pool = None;
-    let r = Router::new(Arc::new(c), "eu-west-1", Store::new(), racer(None, 0));
+    let r = common::edge(&c, "eu-west-1", Store::new(), racer(None, 0));
     let h = handle(&r, event(), NOW).await.unwrap();
     assert_eq!(h.decision.source, Source::Passthrough);
     assert_eq!(h.request, event()["Records"][0]["cf"]["request"]);
@@ -530,7 +508,7 @@ async fn a_silent_table_costs_one_read_per_cache_ttl_and_never_delays_a_request(
     }
     let reads = store.reads();
     assert!((2..=4).contains(&reads), "{reads} reads in 3 s");
-    assert_eq!(race.races.load(Ordering::SeqCst), 1, "the winner is reused");
+    assert_eq!(race.races(), 1, "the winner is reused");
 
     // The table comes back with a fresh ranking: within about one
     // cache_ttl more, the edge routes by it.
@@ -640,28 +618,6 @@ fn control(kind: ControlKind, region: &str, origin: &str, until: u64) -> Control
     }
 }
 
-/// Records the origins each race was given; the first one wins.
-#[derive(Default)]
-struct RecordingRacer {
-    given: std::sync::Mutex<Vec<Vec<String>>>,
-}
-
-#[async_trait]
-impl Racer for RecordingRacer {
-    async fn race(&self, origins: &[&OriginConfig], _watchdog: Duration) -> RaceOutcome {
-        self.given
-            .lock()
-            .unwrap()
-            .push(origins.iter().map(|o| o.id.clone()).collect());
-        RaceOutcome {
-            winner: origins.first().map(|o| o.id.clone()),
-            elapsed: Duration::ZERO,
-            watchdog_fired: false,
-            losers: Vec::new(),
-        }
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
     let store = Store::new();
@@ -715,17 +671,14 @@ async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
 
     // No fresh ranking: the race is never given a drained origin.
     store.inner.clear();
-    let race = Arc::new(RecordingRacer::default());
-    let r = Router::new(Arc::new(config()), "eu-west-1", store.clone(), race.clone());
+    let race = ScriptedRacer::first();
+    let r = common::edge(&config(), "eu-west-1", store.clone(), race.clone());
     let h = handle(&r, event(), NOW).await.unwrap();
     assert_eq!(
         (h.decision.source, h.decision.origin.as_str()),
         (Source::Race, "ap")
     );
-    assert_eq!(
-        race.given.lock().unwrap().as_slice(),
-        [vec!["ap".to_string()]]
-    );
+    assert_eq!(race.given().as_slice(), [vec!["ap".to_string()]]);
 
     // Every origin drained: the drains are ignored (fail open).
     store
@@ -735,10 +688,10 @@ async fn a_drained_origin_is_never_chosen_by_ranking_race_or_default() {
         )
         .await
         .unwrap();
-    let race = Arc::new(RecordingRacer::default());
-    let r = Router::new(Arc::new(config()), "eu-west-1", store.clone(), race.clone());
+    let race = ScriptedRacer::first();
+    let r = common::edge(&config(), "eu-west-1", store.clone(), race.clone());
     handle(&r, event(), NOW).await.unwrap();
-    assert_eq!(race.given.lock().unwrap()[0].len(), 3);
+    assert_eq!(race.given()[0].len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -839,8 +792,7 @@ async fn a_drained_last_usable_origin_is_chosen_only_when_failing_open() {
 
     let mut closed = config();
     closed.operations.fail_open = false;
-    let closed = Arc::new(closed);
-    let r = Router::new(closed.clone(), "eu-west-1", store.clone(), racer(None, 0));
+    let r = common::edge(&closed, "eu-west-1", store.clone(), racer(None, 0));
     let h = handle(&r, event(), NOW).await.unwrap();
     assert_eq!(
         (h.decision.source, h.decision.origin.as_str()),
@@ -856,7 +808,7 @@ async fn a_drained_last_usable_origin_is_chosen_only_when_failing_open() {
             .await
             .unwrap();
     }
-    let r = Router::new(closed, "eu-west-1", store.clone(), racer(Some("eu"), 0));
+    let r = common::edge(&closed, "eu-west-1", store.clone(), racer(Some("eu"), 0));
     let before = event();
     let h = handle(&r, before.clone(), NOW).await.unwrap();
     assert_eq!(h.decision.source, Source::Passthrough);

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use edge::decision::{choose, Choice, Router, Source};
+use common::racer::ScriptedRacer;
+use edge::decision::{choose, Choice, Freshness, OriginSet, Source};
 use edge::handler::handle;
-use edge::race::{RaceOutcome, Racer};
+use edge::handler::Edge;
 use edge::steering::{steer, water_fill, Ranked};
 use origin_router::config::Config;
 use origin_router::config::{
@@ -22,6 +22,8 @@ use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::Value;
+
+mod common;
 
 const KEYS: usize = 100_000;
 const TOLERANCE: f64 = 0.03;
@@ -70,7 +72,7 @@ fn key(i: usize) -> String {
 fn assign(pool: &PoolConfig, usable: &[Ranked<'_>]) -> Vec<usize> {
     (0..KEYS)
         .map(|i| {
-            let o = steer(pool, usable, &key(i)).unwrap().origin;
+            let o = steer(&pool.steering, usable, &key(i)).unwrap().origin;
             pool.origins.iter().position(|p| p.id == o.id).unwrap()
         })
         .collect()
@@ -121,7 +123,7 @@ proptest! {
             .map(|(i, s, ms)| RankedOrigin::measured(&format!("o{i}"), *s, *ms, 3))
             .collect();
         let doc = RankingDocument::new("web", "eu-west-1", 1, NOW, origins);
-        let choice = choose(&pool, std::slice::from_ref(&doc), "eu-west-1", &Default::default(), Duration::from_secs(30), NOW, &key);
+        let choice = choose(&pool, OriginSet::all(&pool), std::slice::from_ref(&doc), fresh(), NOW, &key);
         let in_pool_usable: Vec<&RankedOrigin> = doc
             .origins
             .iter()
@@ -151,7 +153,7 @@ proptest! {
     ) {
         let pool = pool(&weights, &[]);
         let first = all_at(&pool, 100.0);
-        let chosen = steer(&pool, &first, &key).unwrap();
+        let chosen = steer(&pool.steering, &first, &key).unwrap();
         prop_assert_eq!(chosen.band, weights.len());
         let mut other: Vec<Ranked<'_>> = first
             .iter()
@@ -160,7 +162,7 @@ proptest! {
             .collect();
         other.rotate_left(rotate % weights.len());
         other.sort_by(|a, b| a.score.partial_cmp(&b.score).unwrap());
-        let again = steer(&pool, &other, &key).unwrap();
+        let again = steer(&pool.steering, &other, &key).unwrap();
         prop_assert_eq!(again.band, weights.len());
         prop_assert_eq!(&chosen.origin.id, &again.origin.id);
     }
@@ -295,7 +297,7 @@ proptest! {
             usable[d].score = Some(score);
             (0..keys)
                 .map(|i| {
-                    let o = steer(&pool, &usable, &key(i)).unwrap().origin;
+                    let o = steer(&pool.steering, &usable, &key(i)).unwrap().origin;
                     pool.origins.iter().position(|p| p.id == o.id).unwrap()
                 })
                 .collect()
@@ -383,7 +385,10 @@ fn fastest_ignores_the_key() {
     pool.steering.policy = SteeringPolicy::Fastest;
     let usable = all_at(&pool, 5.0);
     for i in 0..1000 {
-        assert_eq!(steer(&pool, &usable, &key(i)).unwrap().origin.id, "o0");
+        assert_eq!(
+            steer(&pool.steering, &usable, &key(i)).unwrap().origin.id,
+            "o0"
+        );
     }
 }
 
@@ -403,18 +408,15 @@ fn a_zero_band_is_fastest() {
     assert_eq!(got, [1.0, 0.0]);
 }
 
-/// A race that `a` wins at once.
-struct AWins;
-
-#[async_trait]
-impl Racer for AWins {
-    async fn race(&self, _: &[&OriginConfig], _: Duration) -> RaceOutcome {
-        RaceOutcome {
-            winner: Some("a".into()),
-            elapsed: Duration::ZERO,
-            watchdog_fired: false,
-            losers: Vec::new(),
-        }
+/// Rankings fresh for 30 s, seen from `eu-west-1` with the built-in
+/// geography.
+fn fresh() -> Freshness<'static> {
+    static NO_PROXIMITY: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    Freshness {
+        region: "eu-west-1",
+        proximity: &NO_PROXIMITY,
+        max_age: Duration::from_secs(30),
     }
 }
 
@@ -455,7 +457,7 @@ fn event(uri: &str, cookie: Option<&str>) -> Value {
 }
 
 /// The origin (id and rewritten domain) `handle` sends the event to.
-async fn routed(router: &Router, event: Value) -> (String, Source, Option<usize>) {
+async fn routed(router: &Edge, event: Value) -> (String, Source, Option<usize>) {
     let h = handle(router, event, NOW).await.unwrap();
     let domain = h.request["origin"]["custom"]["domainName"]
         .as_str()
@@ -495,11 +497,11 @@ async fn the_handler_spreads_a_band_by_uri_and_each_uri_stays() {
             ("c", OriginState::Healthy, 28.0),
         ],
     );
-    let router = Router::new(
-        Arc::new(band_config("uri")),
+    let router = common::edge(
+        &band_config("uri"),
         "eu-west-1",
         store.clone(),
-        Arc::new(AWins),
+        ScriptedRacer::new(Some("a"), 0),
     );
     let mut first = std::collections::BTreeMap::new();
     for i in 0..200 {
@@ -529,7 +531,7 @@ async fn the_handler_spreads_a_band_by_uri_and_each_uri_stays() {
             ("b", OriginState::Down, 24.0),
         ],
     );
-    tokio::time::advance(router.config().edge.cache_ttl + Duration::from_millis(1)).await;
+    tokio::time::advance(router.router().settings().cache_ttl + Duration::from_millis(1)).await;
     routed(&router, event("/warm", None)).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
     for (uri, before) in &first {
@@ -554,11 +556,11 @@ async fn the_handler_keeps_a_cookie_session_on_one_origin() {
             ("c", OriginState::Healthy, 20.9),
         ],
     );
-    let router = Router::new(
-        Arc::new(band_config("cookie:sid")),
+    let router = common::edge(
+        &band_config("cookie:sid"),
         "eu-west-1",
         store,
-        Arc::new(AWins),
+        ScriptedRacer::new(Some("a"), 0),
     );
     let mut seen = std::collections::BTreeSet::new();
     for s in 0..30 {
@@ -579,11 +581,11 @@ async fn the_handler_keeps_a_cookie_session_on_one_origin() {
     }
 
     // No ranking at all: the race winner serves every key, unsteered.
-    let router = Router::new(
-        Arc::new(band_config("cookie:sid")),
+    let router = common::edge(
+        &band_config("cookie:sid"),
         "eu-west-1",
         Arc::new(MemoryStore::new()),
-        Arc::new(AWins),
+        ScriptedRacer::new(Some("a"), 0),
     );
     for s in 0..10 {
         let cookie = format!("sid=session-{s}");
@@ -675,10 +677,9 @@ fn hostile_rankings_steer_within_the_pool_without_panicking() {
         let doc = RankingDocument::new("web", "eu-west-1", 1, NOW, origins);
         match choose(
             &pool,
+            OriginSet::all(&pool),
             std::slice::from_ref(&doc),
-            "eu-west-1",
-            &Default::default(),
-            Duration::from_secs(30),
+            fresh(),
             NOW,
             key,
         ) {

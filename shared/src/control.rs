@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{is_name, Config};
+use crate::config::{is_name, Config, OperationsConfig, PoolConfig};
 use crate::sample::UnixMillis;
 
 /// Longest a drain may ever last (`operations.max_drain` is at most this).
@@ -96,9 +96,14 @@ impl ControlKind {
 
     /// The longest the configuration lets a control of this kind last.
     pub fn configured_max(self, config: &Config) -> Duration {
+        self.max_under(&config.operations)
+    }
+
+    /// The longest `operations` lets a control of this kind last.
+    pub fn max_under(self, operations: &OperationsConfig) -> Duration {
         match self {
-            ControlKind::Drain => config.operations.max_drain,
-            ControlKind::Override => config.operations.max_override,
+            ControlKind::Drain => operations.max_drain,
+            ControlKind::Override => operations.max_override,
         }
         .min(self.max())
     }
@@ -206,11 +211,27 @@ pub fn active<'a>(
     region: &str,
     now: UnixMillis,
 ) -> (Vec<&'a Control>, Vec<(&'a Control, String)>) {
+    match config.pools.get(pool) {
+        Some(pool_config) => {
+            active_in(controls, pool_config, &config.operations, pool, region, now)
+        }
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// [`active`] for a reader that holds only the pool's configuration and
+/// the operations limits (the edge's decision, which never sees the whole
+/// [`Config`]).
+pub fn active_in<'a>(
+    controls: &'a [Control],
+    pool_config: &PoolConfig,
+    operations: &OperationsConfig,
+    pool: &str,
+    region: &str,
+    now: UnixMillis,
+) -> (Vec<&'a Control>, Vec<(&'a Control, String)>) {
     let mut good = Vec::new();
     let mut ignored = Vec::new();
-    let Some(pool_config) = config.pools.get(pool) else {
-        return (good, ignored);
-    };
     for c in controls
         .iter()
         .filter(|c| c.pool == pool && (c.region == region || c.region == ALL_REGIONS))
@@ -218,7 +239,7 @@ pub fn active<'a>(
         if now >= c.until {
             continue;
         }
-        let max = c.kind.configured_max(config).as_millis() as u64;
+        let max = c.kind.max_under(operations).as_millis() as u64;
         if c.validate().is_err() || !c.in_force(now) {
             ignored.push((c, "set in the future or lasts beyond the maximum".into()));
         } else if c.until - c.set_at > max {
@@ -255,9 +276,31 @@ pub fn unused(
     pool: &str,
     now: UnixMillis,
 ) -> Vec<(String, String)> {
+    match config.pools.get(pool) {
+        Some(pool_config) => unused_in(read, pool_config, &config.operations, pool, now),
+        None => read.skipped.clone(),
+    }
+}
+
+/// [`unused`] for a reader that holds only the pool's configuration and
+/// the operations limits.
+pub fn unused_in(
+    read: &PoolControls,
+    pool_config: &PoolConfig,
+    operations: &OperationsConfig,
+    pool: &str,
+    now: UnixMillis,
+) -> Vec<(String, String)> {
     let mut out = read.skipped.clone();
     for c in &read.controls {
-        let (_, ignored) = active(std::slice::from_ref(c), config, pool, &c.region, now);
+        let (_, ignored) = active_in(
+            std::slice::from_ref(c),
+            pool_config,
+            operations,
+            pool,
+            &c.region,
+            now,
+        );
         out.extend(ignored.into_iter().map(|(c, why)| (c.key(), why)));
     }
     out

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use edge::decision::Router;
+use edge::router::Router;
 use origin_router::config::{PoolConfig, SteeringPolicy};
 use origin_router::sample::UnixMillis;
 

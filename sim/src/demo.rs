@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use edge::decision::{Router, Source};
+use edge::decision::Source;
+use edge::router::Router;
 use origin_router::config::Config;
 use origin_router::document::RankingDocument;
 use origin_router::sample::unix_millis_now;

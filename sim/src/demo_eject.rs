@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use edge::decision::Router;
 use edge::ejection::Recorded;
+use edge::router::Router;
 use origin_router::config::PoolConfig;
 use origin_router::sample::unix_millis_now;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +27,7 @@ pub async fn show(
 ) -> Result<(), SimError> {
     let config = world.pool();
     let victim = router.decide(pool, unix_millis_now()).await.origin;
-    let threshold = router.config().pools[pool].outlier.consecutive_5xx;
+    let threshold = router.pools()[pool].outlier.consecutive_5xx;
     println!(
         "\nPassive ejection ({region}, one edge container): {victim} now answers 503; \
          the probers are stopped, the ranking still calls it best."

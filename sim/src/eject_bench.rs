@@ -1,7 +1,7 @@
 //! `sim bench-eject`: how fast one edge container stops choosing an origin
 //! that starts answering 5xx, through passive ejection alone.
 //!
-//! One container (the real [`Router`] and handler, in process) serves
+//! One container (the real [`edge::router::Router`] and handler, in process) serves
 //! misses one at a time, as a Lambda container does, the way CloudFront
 //! runs them: an origin-request event, a real HTTP GET to the origin it
 //! chose (on loopback), and an origin-response event with that origin's
@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use edge::decision::Router;
-use edge::handler::{invoke, Answer};
+use edge::handler::{invoke, Answer, Edge};
 use edge::race::ProbeRacer;
+use edge::settings::EdgeSettings;
 use origin_router::config::Config;
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::sample::unix_millis_now;
@@ -148,9 +148,10 @@ async fn trial(
             RankedOrigin::measured("spare", OriginState::Healthy, 50.0, 2),
         ],
     ));
-    let racer = Arc::new(ProbeRacer::from_config(config)?);
-    let router = Router::new(config.clone(), "local", store, racer);
-    router.warm_up().await;
+    let settings = EdgeSettings::new(config, "local");
+    let racer = Arc::new(ProbeRacer::with_settings(&settings.race, config.origins())?);
+    let router = settings.edge(store, racer);
+    router.router().warm_up().await;
     let gap = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
     // Warm: one healthy miss on the failing origin first.
     let (origin, _) = miss(&router).await?;
@@ -188,7 +189,7 @@ async fn trial(
 
 /// One miss: origin-request, the GET to the chosen origin, origin-response.
 /// The chosen origin's id and its status.
-async fn miss(router: &Router) -> Result<(String, u16), SimError> {
+async fn miss(router: &Edge) -> Result<(String, u16), SimError> {
     let now = unix_millis_now();
     let Answer::Request(routed) = invoke(router, REQUEST, now).await? else {
         return Err("an origin-request was not routed".into());

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge::decision::Router;
 use edge::race::ProbeRacer;
+use edge::router::Router;
+use edge::settings::EdgeSettings;
 use origin_router::config::{Config, OriginConfig, PoolConfig, Protocol};
 use origin_router::probe::TlsError;
 use origin_router::store::{EmbeddedStore, RankingStore};
@@ -245,11 +246,7 @@ pub fn spawn_worker(
 /// The real edge decision of `region` over the embedded store at `path`.
 pub fn router(base: &Config, region: Region, path: &Path) -> Result<Router, TlsError> {
     let store: Arc<dyn RankingStore> = Arc::new(EmbeddedStore::new(path));
-    let racer = Arc::new(ProbeRacer::from_config(base)?);
-    Ok(Router::new(
-        Arc::new(base.clone()),
-        region.name,
-        store,
-        racer,
-    ))
+    let settings = EdgeSettings::new(base, region.name);
+    let racer = Arc::new(ProbeRacer::with_settings(&settings.race, base.origins())?);
+    Ok(settings.router(store, racer))
 }
