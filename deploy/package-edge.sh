@@ -2,7 +2,10 @@
 # Builds the Lambda@Edge package: a zip holding
 #   bootstrap            the release `edge` binary (x86_64 Linux, glibc <= 2.34)
 #   index.js             the Node.js bridge (edge/bridge/index.js)
-#   origin-router.toml   your configuration, validated
+#   origin-router.toml   your configuration, validated by `edge --check-config`:
+#                        CloudFront-ready origins (DNS names), and the
+#                        rankings table in store.dynamodb_table (without it
+#                        the edge would read an empty local store in Lambda)
 # and fails if it exceeds the Lambda@Edge limit for origin-request
 # functions (50 MB zipped).
 #

@@ -1,11 +1,12 @@
 //! The deploy artefacts: templates lint clean and grant only what the guide
 //! documents; the edge package has the expected layout and its bundled
-//! bridge answers a CloudFront event with the bundled binary and config.
+//! bridge answers a CloudFront event with the bundled binary and config,
+//! reading the table (a moto server) as it would in Lambda.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use origin_router_tests::services::workspace_root;
+use origin_router_tests::services::{workspace_root, MotoServer};
 
 fn venv_tool(name: &str) -> PathBuf {
     let path = workspace_root().join(".test-services/venv/bin").join(name);
@@ -68,24 +69,37 @@ fn unzip(zip: &Path, into: &Path) -> Vec<(String, u32)> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_package_layout_and_its_bundled_bridge_answer() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
     use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-    use origin_router::store::{EmbeddedStore, RankingStore};
+    use origin_router::store::{DynamoStore, RankingStore};
 
     let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
     let config = dir.path().join("origin-router.toml");
+    // As deployed: the table named, endpoint and credentials from the
+    // environment.
     std::fs::write(
         &config,
-        format!(
-            "[routing]\ndefault_pool = \"web\"\n[pools.web]\norigins = [{{ id = \"us\", host = \"origin-us.example.net\" }}, {{ id = \"eu\", host = \"origin-eu.example.net\" }}]\n[store]\nembedded_path = \"{}\"\n",
-            store_dir.display()
-        ),
+        "[routing]\ndefault_pool = \"web\"\n[pools.web]\norigins = [{ id = \"us\", host = \"origin-us.example.net\" }, { id = \"eu\", host = \"origin-eu.example.net\" }]\n[store]\ndynamodb_table = \"rankings\"\n",
     )
     .unwrap();
+    let moto = MotoServer::start().await.unwrap();
+    let table = DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(moto.endpoint())
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+                .build(),
+        ),
+        "rankings",
+        std::time::Duration::from_secs(86_400),
+    );
+    table.create_table().await.unwrap();
     let ranked = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 1);
-    EmbeddedStore::new(&store_dir)
+    table
         .write(&RankingDocument::new(
             "web",
             "us-east-1",
@@ -132,11 +146,15 @@ async fn edge_package_layout_and_its_bundled_bridge_answer() {
         const e = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));\n\
         h(e, { getRemainingTimeInMillis: () => 5000 }).then(r => { console.log('RESULT ' + JSON.stringify(r)); setTimeout(() => process.exit(0), 300); },\n\
         err => { console.error(err); process.exit(1); });";
+    // The Node.js runtime's environment, which the bridge hands to the
+    // binary: AWS_EXECUTION_ENV says it runs as a Lambda function, where
+    // it starts only because the config names its table.
     let out = run(Command::new("node")
         .args(["-e", script])
         .arg(&fixture)
         .current_dir(&unpacked)
-        .env("AWS_REGION", "us-east-1")
+        .envs(moto.aws_env("us-east-1"))
+        .env("AWS_EXECUTION_ENV", "AWS_Lambda_nodejs24.x")
         .env("RUST_LOG", "warn"));
     let result = out
         .lines()
@@ -176,7 +194,7 @@ fn package_refuses_a_bad_config() {
     let ip = dir.path().join("ip.toml");
     std::fs::write(
         &ip,
-        "[pools.web]\norigins = [{ id = \"a\", host = \"192.0.2.10\" }]\n",
+        format!("[pools.web]\norigins = [{{ id = \"a\", host = \"192.0.2.10\" }}]\n{TABLE}"),
     )
     .unwrap();
     let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
@@ -189,4 +207,43 @@ fn package_refuses_a_bad_config() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("pools.web.origins[0].host"), "{stderr}");
     assert!(!dir.path().join("y.zip").exists());
+
+    // Valid for a local run, but without a table: in Lambda the edge
+    // would read an empty embedded store and race every request.
+    // Packaging refuses it by name.
+    let no_table = dir.path().join("no-table.toml");
+    std::fs::write(
+        &no_table,
+        "[pools.web]\norigins = [{ id = \"a\", host = \"a.example.net\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
+        .arg(&no_table)
+        .arg(dir.path().join("z.zip"))
+        .env("EDGE_BINARY", edge_binary())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no-table.toml: store.dynamodb_table: is required"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("z.zip").exists());
+    // The same config with its table set is packaged.
+    std::fs::write(
+        &no_table,
+        format!("[pools.web]\norigins = [{{ id = \"a\", host = \"a.example.net\" }}]\n{TABLE}"),
+    )
+    .unwrap();
+    run(
+        Command::new(workspace_root().join("deploy/package-edge.sh"))
+            .arg(&no_table)
+            .arg(dir.path().join("z.zip"))
+            .env("EDGE_BINARY", edge_binary()),
+    );
+    assert!(dir.path().join("z.zip").exists());
 }
+
+/// The store section an edge package needs.
+const TABLE: &str = "[store]\ndynamodb_table = \"rankings\"\n";

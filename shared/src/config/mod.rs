@@ -16,8 +16,8 @@
 //!
 //! [`Config::validate`] accepts every configuration the probers and local
 //! tools can run, loopback IP origins included. [`Config::check_for_cloudfront`]
-//! adds the rules of CloudFront custom origins that only matter for the
-//! edge package (an origin's host must be a DNS name).
+//! adds the rules that only matter for the edge package (a DynamoDB table
+//! to read rankings from; an origin's host must be a DNS name).
 //!
 //! One module per section, each with its schema, its defaults (declared
 //! once, on the field's `Default`) and its checks. This module is a leaf: it
@@ -64,6 +64,12 @@ pub use validate::{is_host_name, is_name};
 
 use pool::CLOUDFRONT_PORTS;
 use validate::{fmt_duration, Validator};
+
+/// Why the edge package needs `store.dynamodb_table` (the problem
+/// [`Config::check_for_cloudfront`] reports without it).
+pub const TABLE_REQUIRED: &str =
+    "is required for the edge in AWS: without a table it reads an empty \
+     local embedded store and races every request live";
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -232,16 +238,26 @@ impl Config {
         }
     }
 
-    /// The rules of CloudFront custom origins that [`Config::validate`]
-    /// leaves out because local tests and the offline demo break them on
-    /// purpose: every origin's host must be a DNS name (CloudFront does not
-    /// accept an IP address as an origin domain name) of at most 253
-    /// characters. Meant for a validated config, before it is bundled into
-    /// the edge package (`edge --check-config`). The port rule (HTTP 80,
-    /// 443 or 1024-65535; HTTPS 443 or 1024-65535) is [`Config::validate`]'s
-    /// and is checked here again, for configs built in code.
+    /// The rules of the edge package that [`Config::validate`] leaves out
+    /// because local tests and the offline demo break them on purpose:
+    ///
+    /// - `store.dynamodb_table` is set. Without it the edge opens the
+    ///   embedded store, which in a Lambda container is an empty local
+    ///   folder: every request would be raced live, the very cost this
+    ///   project removes, and nothing would say why.
+    /// - Every origin's host is a DNS name (CloudFront does not accept an
+    ///   IP address as an origin domain name) of at most 253 characters.
+    ///
+    /// Meant for a validated config, before it is bundled into the edge
+    /// package (`edge --check-config`, run by `deploy/package-edge.sh`).
+    /// The port rule (HTTP 80, 443 or 1024-65535; HTTPS 443 or
+    /// 1024-65535) is [`Config::validate`]'s and is checked here again, for
+    /// configs built in code.
     pub fn check_for_cloudfront(&self) -> Result<(), Vec<Problem>> {
         let mut v = Validator::default();
+        if self.store.dynamodb_table.is_none() {
+            v.fail("store.dynamodb_table", TABLE_REQUIRED);
+        }
         for (name, pool) in &self.pools {
             for (i, o) in pool.origins.iter().enumerate() {
                 let at = format!("pools.{name}.origins[{i}].host");
@@ -439,7 +455,10 @@ mod tests {
         assert_eq!(c.ranking, RankingConfig::default());
         assert_eq!(c.edge, EdgeConfig::default());
         assert_eq!(c.store, StoreConfig::default());
-        c.check_for_cloudfront().unwrap();
+        // The defaults run locally (the embedded store); the edge package
+        // needs the one thing no default can give, a table.
+        assert_eq!(c.check_for_cloudfront(), Err(vec![table_required()]));
+        with_table(&c).check_for_cloudfront().unwrap();
         let mut c = Config::default();
         c.pools.insert(
             "web".into(),
@@ -450,7 +469,7 @@ mod tests {
             },
         );
         let c = c.validate().unwrap();
-        c.check_for_cloudfront().unwrap();
+        with_table(&c).check_for_cloudfront().unwrap();
         // Rendered with every default, it reads back the same.
         assert_eq!(Config::from_toml(&c.to_toml(), "rendered").unwrap(), c);
     }
@@ -462,6 +481,54 @@ mod tests {
             "/../examples/origin-router.toml"
         ));
         let c = Config::load(path).unwrap();
+        // It runs locally as it is; bundled for the edge, it needs its
+        // table set (the line is there, commented).
+        assert_eq!(c.check_for_cloudfront(), Err(vec![table_required()]));
+        with_table(&c).check_for_cloudfront().unwrap();
+    }
+
+    fn table_required() -> Problem {
+        Problem {
+            path: "store.dynamodb_table".into(),
+            message: TABLE_REQUIRED.into(),
+        }
+    }
+
+    fn with_table(c: &Config) -> Config {
+        let mut c = c.clone();
+        c.store.dynamodb_table = Some("origin-router-rankings".into());
+        c
+    }
+
+    /// Without a table the edge would open the embedded store, an empty
+    /// folder in a Lambda container, and race every request: packaging
+    /// refuses it, naming the field, beside any other problem.
+    #[test]
+    fn cloudfront_needs_a_table() {
+        let c = Config::from_toml(DNS_POOL, "test.toml").unwrap();
+        let problems = c.check_for_cloudfront().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let text = problems[0].to_string();
+        assert!(
+            text.starts_with("store.dynamodb_table: is required for the edge in AWS"),
+            "{text}"
+        );
+        let c = Config::from_toml(MINIMAL, "test.toml").unwrap();
+        let problems: Vec<String> = c
+            .check_for_cloudfront()
+            .unwrap_err()
+            .iter()
+            .map(|p| p.path.clone())
+            .collect();
+        assert_eq!(
+            problems,
+            ["store.dynamodb_table", "pools.web.origins[1].host"]
+        );
+        let c = Config::from_toml(
+            &format!("{DNS_POOL}[store]\ndynamodb_table = \"rankings\"\n"),
+            "test.toml",
+        )
+        .unwrap();
         c.check_for_cloudfront().unwrap();
     }
 
@@ -737,14 +804,14 @@ mod tests {
 
     #[test]
     fn cloudfront_refuses_ip_origins_that_validate_accepts() {
-        let c = Config::from_toml(MINIMAL, "test.toml").unwrap();
+        let c = with_table(&Config::from_toml(MINIMAL, "test.toml").unwrap());
         let problems = c.check_for_cloudfront().unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(
             problems[0].to_string(),
             "pools.web.origins[1].host: `127.0.0.1` is an IP address; CloudFront custom origins need a DNS domain name"
         );
-        let mut c = Config::from_toml(DNS_POOL, "test.toml").unwrap();
+        let mut c = with_table(&Config::from_toml(DNS_POOL, "test.toml").unwrap());
         c.check_for_cloudfront().unwrap();
         // A config built in code, never validated: the port rule too.
         c.pools.get_mut("web").unwrap().origins[0].port = Some(8);

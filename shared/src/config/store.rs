@@ -22,7 +22,10 @@ pub struct StoreConfig {
     /// directory when there is no home: never a name another local user
     /// could create first.
     pub embedded_path: PathBuf,
-    /// DynamoDB table name. Default: none (embedded store).
+    /// DynamoDB table name. Default: none (embedded store). Required for
+    /// the edge in AWS ([`super::Config::check_for_cloudfront`]; the edge
+    /// binary refuses to start without it as a Lambda function): there the
+    /// embedded store is an empty folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamodb_table: Option<String>,
     /// Endpoint of a DynamoDB API other than AWS's (a local server such as
