@@ -1,5 +1,6 @@
 //! `sim`: the Origin Router demo and benchmarks (see the crate docs).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -48,8 +49,11 @@ async fn main() -> ExitCode {
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target().starts_with("prober")
         }));
+    // Colour only on a terminal: escape codes in a file or a pipe are noise
+    // to whatever reads it.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter);
     tracing_subscriber::registry().with(logs).with(watch).init();
     let result = match cli.command {
