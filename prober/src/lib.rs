@@ -6,6 +6,7 @@
 //! - [`coord`]: coordination of a region's workers (Redis, or solo);
 //! - [`publish`]: background publishing with backoff, newest wins;
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`;
+//! - [`serve`]: the one HTTP serving loop of `/metrics` and the dashboard;
 //! - [`cli`] and [`report`]: the operator commands and their output;
 //! - [`dashboard`]: the live status page (`prober dashboard`).
 //!
@@ -23,6 +24,7 @@ pub mod pacing;
 pub mod publish;
 pub mod report;
 pub mod round;
+pub mod serve;
 pub mod worker;
 
 pub use worker::{run, WorkerError};

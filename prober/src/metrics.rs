@@ -28,10 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use origin_router::document::{OriginState, RankingDocument};
@@ -228,7 +224,9 @@ impl Health {
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the listener task is dropped.
+/// Serves `/metrics` and `/healthz` until the returned task is aborted,
+/// with the guards of [`crate::serve`] (accept backoff, header-read
+/// timeout, connection limit).
 pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
@@ -236,38 +234,26 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (handle, health) = (handle.clone(), health.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (status, content_type, body) = match req.uri().path() {
-                        "/metrics" => (200, "text/plain; version=0.0.4", handle.render()),
-                        "/healthz" => {
-                            let (status, body) = health.render();
-                            (status, "application/json", body)
-                        }
-                        _ => (
-                            404,
-                            "text/plain",
-                            "not found: try /metrics or /healthz\n".to_string(),
-                        ),
-                    };
-                    let response = hyper::Response::builder()
-                        .status(status)
-                        .header("content-type", content_type)
-                        .body(Full::new(Bytes::from(body)));
-                    async move { response }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }))
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let (status, content_type, body) = match req.uri().path() {
+            "/metrics" => (200, "text/plain; version=0.0.4", handle.render()),
+            "/healthz" => {
+                let (status, body) = health.render();
+                (status, "application/json", body)
+            }
+            _ => (
+                404,
+                "text/plain",
+                "not found: try /metrics or /healthz\n".to_string(),
+            ),
+        };
+        std::future::ready(crate::serve::respond(status, content_type, &[], body))
+    };
+    Ok(tokio::spawn(crate::serve::serve(
+        listener,
+        crate::serve::Limits::default(),
+        handler,
+    )))
 }
 
 #[cfg(test)]

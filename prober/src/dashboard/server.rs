@@ -11,10 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 const INDEX: &str = include_str!("page/index.html");
@@ -85,67 +81,53 @@ pub fn route(method: &hyper::Method, path: &str, snapshot: &str) -> (u16, &'stat
     }
 }
 
-/// Serves until the task is aborted.
+/// Headers on every response: no framing, no sniffing, no referrer, no
+/// caching of a page that changes every poll.
+const HEADERS: [(&str, &str); 5] = [
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
+/// Serves until the task is aborted, with the guards of [`crate::serve`]
+/// (accept backoff, header-read timeout, connection limit).
 pub async fn serve(listener: TcpListener, latest: tokio::sync::watch::Receiver<Snapshot>) {
     let loopback_only = listener
         .local_addr()
         .is_ok_and(|addr| addr.ip().is_loopback());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors and the like: do not spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let latest = latest.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut latest = latest.clone();
-                async move {
-                    let host = req
-                        .headers()
-                        .get(hyper::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or_default();
-                    let (status, content_type, body) = if loopback_only && !is_loopback_host(host) {
-                        (
-                            421,
-                            "text/plain; charset=utf-8",
-                            "this dashboard answers only on localhost or a loopback address\n"
-                                .into(),
-                        )
-                    } else {
-                        // A page that has snapshot N waits for N+1 (or the
-                        // long-poll limit); anything else is answered now.
-                        if let Some(have) = after(req.uri().query()) {
-                            if req.uri().path() == "/api/state" && latest.borrow().version <= have {
-                                let _ = tokio::time::timeout(
-                                    LONG_POLL,
-                                    latest.wait_for(|s| s.version > have),
-                                )
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut latest = latest.clone();
+        async move {
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            let (status, content_type, body) = if loopback_only && !is_loopback_host(host) {
+                (
+                    421,
+                    "text/plain; charset=utf-8",
+                    "this dashboard answers only on localhost or a loopback address\n".into(),
+                )
+            } else {
+                // A page that has snapshot N waits for N+1 (or the
+                // long-poll limit); anything else is answered now.
+                if let Some(have) = after(req.uri().query()) {
+                    if req.uri().path() == "/api/state" && latest.borrow().version <= have {
+                        let _ =
+                            tokio::time::timeout(LONG_POLL, latest.wait_for(|s| s.version > have))
                                 .await;
-                            }
-                        }
-                        let current = latest.borrow().json.clone();
-                        route(req.method(), req.uri().path(), &current)
-                    };
-                    hyper::Response::builder()
-                        .status(status)
-                        .header("content-type", content_type)
-                        .header("content-security-policy", CSP)
-                        .header("x-content-type-options", "nosniff")
-                        .header("x-frame-options", "DENY")
-                        .header("referrer-policy", "no-referrer")
-                        .header("cache-control", "no-store")
-                        .body(Full::new(Bytes::from(body)))
+                    }
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(Duration::from_secs(10))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+                let current = latest.borrow().json.clone();
+                route(req.method(), req.uri().path(), &current)
+            };
+            crate::serve::respond(status, content_type, &HEADERS, body)
+        }
+    };
+    crate::serve::serve(listener, crate::serve::Limits::default(), handler).await
 }
 
 #[cfg(test)]
