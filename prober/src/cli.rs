@@ -211,11 +211,17 @@ pub enum Command {
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` filters (default `default_level`).
+///
+/// Colour only when stderr is a terminal: a file, a pipe or a log
+/// collector (journald, CloudWatch) would keep the escape codes as text
+/// and every search for a message would have to step over them.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -2,8 +2,10 @@
 //! issue 12 exits non-zero naming its field(s) on stderr, without a panic;
 //! a good one exits 0 and prints the effective config.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const POOL: &str = "[pools.web]\norigins = [{ id = \"a\", host = \"a.example.net\" }]\n";
 
@@ -19,10 +21,9 @@ fn with_pool(extra: &str) -> String {
 fn check_config(dir: &Path, name: &str, text: &str) -> Output {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_prober"))
+    common::prober(&[])
         .arg("check-config")
         .arg(&file)
-        .env_remove("RUST_LOG")
         .output()
         .unwrap()
 }

@@ -5,34 +5,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use origin_router_tests::services::{free_port, MotoServer, RedisServer};
 use origin_router_tests::{Mode, TestOrigin};
-
-fn prober(moto: Option<&MotoServer>) -> Command {
-    let mut cmd = Command::new(prober_binary());
-    if let Some(moto) = moto {
-        cmd.envs(moto.aws_env(REGION));
-    }
-    cmd.env("RUST_LOG", "warn").stdin(Stdio::null());
-    cmd
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out: Output = cmd.output().expect("prober runs");
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill")
@@ -56,7 +35,7 @@ fn every_subcommand_has_help() {
         "override",
         "status",
     ] {
-        let out = run_ok(prober(None).args([sub, "--help"]));
+        let out = run_ok(prober(&[]).args([sub, "--help"]));
         assert!(out.contains("Usage: prober"), "{sub}: {out}");
     }
 }
@@ -65,7 +44,7 @@ fn every_subcommand_has_help() {
 fn check_config_prints_the_effective_config_or_the_error() {
     let example =
         origin_router_tests::services::workspace_root().join("examples/origin-router.toml");
-    let out = run_ok(prober(None).arg("check-config").arg(&example));
+    let out = run_ok(prober(&[]).arg("check-config").arg(&example));
     assert!(out.contains("race_watchdog = \"900ms\""), "{out}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -74,20 +53,20 @@ fn check_config_prints_the_effective_config_or_the_error() {
         "[pools.web]\norigins = [{ id = \"a\", host = \"a.test\", port = 70000 }]\n",
     )
     .unwrap();
-    let out = prober(None).arg("check-config").arg(&bad).output().unwrap();
+    let out = prober(&[]).arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.toml: pools.web.origins[0].port: 70000 is not a valid port"),
         "{err}"
     );
-    let out = prober(None)
+    let out = prober(&[])
         .args(["check-config", "/nonexistent.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml: cannot read"));
-    let out = prober(None)
+    let out = prober(&[])
         .args(["rankings", "--format", "yaml"])
         .output()
         .unwrap();
@@ -114,7 +93,7 @@ async fn once_prints_every_phase_and_failure_class() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&c, dir.path(), "once");
     let out = tokio::task::spawn_blocking(move || {
-        run_ok(prober(None).args(["once", "--config"]).arg(&path))
+        run_ok(prober(&[]).args(["once", "--config"]).arg(&path))
     })
     .await
     .unwrap();
@@ -145,18 +124,8 @@ async fn table_item_has_the_documented_layout_and_the_cli_reads_it() {
     let p = path.clone();
     let env = moto.aws_env(REGION);
     let init = tokio::task::spawn_blocking(move || {
-        let first = run_ok(
-            Command::new(prober_binary())
-                .envs(env.clone())
-                .args(["init-table", "--config"])
-                .arg(&p),
-        );
-        let second = run_ok(
-            Command::new(prober_binary())
-                .envs(env)
-                .args(["init-table", "--config"])
-                .arg(&p),
-        );
+        let first = run_ok(prober(&env).args(["init-table", "--config"]).arg(&p));
+        let second = run_ok(prober(&env).args(["init-table", "--config"]).arg(&p));
         (first, second)
     })
     .await
@@ -167,7 +136,7 @@ async fn table_item_has_the_documented_layout_and_the_cli_reads_it() {
     );
 
     let worker = Proc(
-        prober(Some(&moto))
+        prober(&moto.aws_env(REGION))
             .args(["run", "--config"])
             .arg(&path)
             .spawn()
@@ -231,14 +200,12 @@ async fn table_item_has_the_documented_layout_and_the_cli_reads_it() {
     let env = moto.aws_env(REGION);
     let (json, table) = tokio::task::spawn_blocking(move || {
         let json = run_ok(
-            Command::new(prober_binary())
-                .envs(env.clone())
+            prober(&env)
                 .args(["rankings", "--format", "json", "--config"])
                 .arg(&p),
         );
         let table = run_ok(
-            Command::new(prober_binary())
-                .envs(env)
+            prober(&env)
                 .args(["rankings", "--region", REGION, "--config"])
                 .arg(&p),
         );
@@ -275,7 +242,7 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
         procs.insert(
             name,
             Proc(
-                prober(Some(&moto))
+                prober(&moto.aws_env(REGION))
                     .args(["run", "--config"])
                     .arg(&path)
                     .spawn()
@@ -341,45 +308,16 @@ async fn killed_leader_is_replaced_and_sigterm_exits_cleanly() {
     );
 }
 
-/// The config a new user starts with, written to `dir/solo.toml`: one
-/// origin on 127.0.0.1:`port`, the embedded store at `dir/store`, no Redis,
-/// no AWS; `prober_extra` is added to `[prober]`.
-fn new_user_config(dir: &std::path::Path, port: u16, prober_extra: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-        [pools.web]
-        origins = [{{ id = "only", host = "127.0.0.1", port = {port}, protocol = "http" }}]
-        [prober]
-        region = "{REGION}"
-        {prober_extra}
-        [store]
-        embedded_path = "{}"
-        "#,
-        dir.join("store").display()
-    );
-    let path = dir.join("solo.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// A new user's first worker: one origin, the embedded store, no Redis,
 /// no AWS. Its `/metrics` carries every per-origin probe metric (their
 /// handles are made when the worker starts, so the recorder must be in
 /// place before them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
-    let origin = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Ok)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = new_user_config(
-        dir.path(),
-        origin.port(),
-        &format!("metrics_listen = \"127.0.0.1:{port}\""),
-    );
+    let (_origin, path, metrics) = solo_setup(dir.path(), "").await;
     let _worker = Proc(
-        prober(None)
+        prober(&[])
             .args(["run", "--config"])
             .arg(&path)
             .spawn()
@@ -390,7 +328,7 @@ async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
         r#"origin_router_probes_total{region="eu-west-1",pool="web",origin="only",result="ok"}"#,
         r#"origin_router_probe_failures_total{region="eu-west-1",pool="web",origin="only",class="connect_refused"}"#,
     ];
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let url = format!("http://{metrics}/metrics");
     let scraped = eventually(Duration::from_secs(15), || async {
         let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
         wanted.iter().all(|w| body.contains(w)).then_some(body)
@@ -404,6 +342,54 @@ async fn a_solo_worker_on_the_embedded_store_exports_per_origin_metrics() {
     assert!(
         scraped.is_some(),
         "missing per-origin metrics; /metrics said:\n{body}"
+    );
+}
+
+/// Logs written to a pipe (a log collector, `| grep`) carry no terminal
+/// colour codes: the worker's own lines and those of its probes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, path, metrics) = solo_setup(dir.path(), "").await;
+    let mut worker = Proc(
+        prober(&[])
+            .env("RUST_LOG", "debug")
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read as it comes, so a full pipe never holds the worker up; the
+    // reader ends when the worker does.
+    let mut stderr = worker.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // A round has run once a probe is counted: there is something of
+    // every kind in the log by then.
+    let url = format!("http://{metrics}/metrics");
+    let ran = eventually(Duration::from_secs(15), || async {
+        let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        body.lines()
+            .any(|l| {
+                l.starts_with("origin_router_probes_total{")
+                    && l.contains(r#"result="ok""#)
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
+    drop(worker);
+    let out = reader.join().unwrap();
+    assert!(ran.is_some(), "the worker never probed:\n{out}");
+    assert!(out.contains("prober worker starting"), "{out}");
+    assert!(
+        !out.contains("\u{1b}["),
+        "colour codes in piped logs:\n{out}"
     );
 }
 
@@ -443,14 +429,14 @@ async fn a_poisoned_table_item_is_replaced_and_reset_ranking_deletes_one() {
         .await
         .unwrap();
     let listed = run_ok(
-        prober(Some(&moto))
+        prober(&moto.aws_env(REGION))
             .args(["rankings", "--config"])
             .arg(&path),
     );
     assert!(listed.contains("FROM THE FUTURE"), "{listed}");
 
     let worker = Proc(
-        prober(Some(&moto))
+        prober(&moto.aws_env(REGION))
             .args(["run", "--config"])
             .arg(&path)
             .spawn()
@@ -470,7 +456,7 @@ async fn a_poisoned_table_item_is_replaced_and_reset_ranking_deletes_one() {
     );
 
     let out = run_ok(
-        prober(Some(&moto))
+        prober(&moto.aws_env(REGION))
             .args(["reset-ranking", "--config"])
             .arg(&path)
             .args(["web", REGION]),
@@ -478,13 +464,13 @@ async fn a_poisoned_table_item_is_replaced_and_reset_ranking_deletes_one() {
     assert!(out.contains("deleted the ranking of pool web"), "{out}");
     assert!(ranking(store.as_ref()).await.is_none());
     let out = run_ok(
-        prober(Some(&moto))
+        prober(&moto.aws_env(REGION))
             .args(["reset-ranking", "--config"])
             .arg(&path)
             .args(["web", REGION]),
     );
     assert!(out.contains("there was no ranking"), "{out}");
-    let bad = prober(Some(&moto))
+    let bad = prober(&moto.aws_env(REGION))
         .args(["reset-ranking", "--config"])
         .arg(&path)
         .args(["../web", REGION])
@@ -503,13 +489,13 @@ async fn a_poisoned_embedded_ranking_is_replaced_by_a_solo_worker() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let path = new_user_config(dir.path(), origin.port(), "");
+    let path = solo_config(dir.path(), origin.port(), "");
     let poisoned = runaway_ranking("only", origin_router::OriginState::Down);
     std::fs::create_dir_all(root.join("web")).unwrap();
     std::fs::write(root.join(format!("web/{REGION}.json")), poisoned.to_json()).unwrap();
     let store = origin_router::store::EmbeddedStore::new(&root);
     let _worker = Proc(
-        prober(None)
+        prober(&[])
             .args(["run", "--config"])
             .arg(&path)
             .spawn()
@@ -578,7 +564,7 @@ async fn time_to_leave_the_top(
     let path = two_origin_config(dir.path(), a.port(), b.port());
     let store = origin_router::store::EmbeddedStore::new(dir.path().join("store"));
     let _worker = Proc(
-        prober(None)
+        prober(&[])
             .args(["run", "--config"])
             .arg(&path)
             .spawn()

@@ -6,33 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{eventually, prober_binary, Proc, REGION};
+use common::{eventually, prober, run_ok, Proc, REGION};
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::services::MotoServer;
 use origin_router_tests::{Mode, TestOrigin};
-
-fn prober(env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(prober_binary());
-    cmd.envs(env.iter().cloned())
-        .env_remove("USER")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out: Output = cmd.output().expect("prober runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 async fn two_origins() -> (TestOrigin, TestOrigin) {
     let a = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Ok)
@@ -70,24 +50,6 @@ fn write_config(dir: &Path, a: &TestOrigin, b: &TestOrigin, rest: &str) -> Strin
     path.display().to_string()
 }
 
-/// `text` without terminal colour sequences.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The published states of `web` once `want` holds of them (within 30 s),
 /// or, failing that, the last ones seen.
 async fn states_until(
@@ -104,13 +66,11 @@ async fn states_until(
     }
 }
 
-/// Everything a worker started with [`Proc`] logged into `dir`, without
-/// colour sequences.
+/// Everything a worker started with [`Proc`] logged into `dir` (files:
+/// no colour sequences, see `cli.rs`).
 fn worker_log(dir: &Path) -> String {
-    plain(
-        &(std::fs::read_to_string(dir.join("worker.log")).unwrap()
-            + &std::fs::read_to_string(dir.join("worker.err")).unwrap()),
-    )
+    std::fs::read_to_string(dir.join("worker.log")).unwrap()
+        + &std::fs::read_to_string(dir.join("worker.err")).unwrap()
 }
 
 /// The published states of `web` in the region, best first.
@@ -145,6 +105,7 @@ async fn a_drain_is_published_and_logged_by_a_new_users_worker() {
     let log = dir.path().join("worker.log");
     let _worker = Proc(
         prober(&[])
+            .env("RUST_LOG", "info")
             .args(["run", "-c", &c])
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
@@ -288,6 +249,7 @@ async fn events_reach_an_sqs_queue_through_an_eventbridge_rule() {
 
     let _worker = Proc(
         prober(&env)
+            .env("RUST_LOG", "info")
             .args(["run", "-c", &c])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -431,6 +393,7 @@ async fn a_silent_event_bus_and_hostile_controls_never_stop_publishing() {
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ])
+        .env("RUST_LOG", "info")
         .args(["run", "-c", &c])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -114,11 +113,9 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported_by_the_prober() 
     c.prober.metrics_listen = Some(listen);
     let path = write_config(&c, dir.path(), "grafana");
     let _worker = Proc(
-        Command::new(prober_binary())
+        prober(&[])
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .spawn()
             .unwrap(),
     );

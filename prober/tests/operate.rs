@@ -3,42 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{prober_binary, REGION, TABLE};
+use common::{prober, run_fails, run_ok, REGION, TABLE};
 use origin_router_tests::services::MotoServer;
-
-fn prober(args: &[&str]) -> Output {
-    prober_env(args, Vec::new())
-}
-
-fn prober_env(args: &[&str], env: Vec<(String, String)>) -> Output {
-    Command::new(prober_binary())
-        .args(args)
-        .envs(env)
-        .env("RUST_LOG", "warn")
-        .env_remove("USER")
-        .stdin(Stdio::null())
-        .output()
-        .expect("prober runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = prober(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = prober(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8(out.stderr).unwrap()
-}
 
 fn new_user_config(dir: &std::path::Path) -> String {
     let text = format!(
@@ -56,7 +24,10 @@ fn new_user_config(dir: &std::path::Path) -> String {
 }
 
 fn status_json(config: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(&["status", "-c", config, "--format", "json"])).unwrap()
+    serde_json::from_str(&run_ok(
+        prober(&[]).args(["status", "-c", config, "--format", "json"]),
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -65,9 +36,9 @@ fn drain_override_and_status_on_the_embedded_store() {
     let c = new_user_config(dir.path());
     let c = c.as_str();
 
-    ok(&[
+    run_ok(prober(&[]).args([
         "drain", "-c", c, "web", "a", "--for", "30m", "--reason", "patching", "--by", "alice",
-    ]);
+    ]));
     let status = status_json(c);
     let controls = status["web"]["controls"].as_array().unwrap();
     assert_eq!(controls.len(), 1);
@@ -78,7 +49,7 @@ fn drain_override_and_status_on_the_embedded_store() {
     assert_eq!(controls[0]["reason"], "patching");
     let lasts = controls[0]["until"].as_u64().unwrap() - controls[0]["set_at"].as_u64().unwrap();
     assert_eq!(lasts, 30 * 60 * 1000);
-    let table = ok(&["status", "-c", c]);
+    let table = run_ok(prober(&[]).args(["status", "-c", c]));
     assert!(
         table.contains("drained") && table.contains("by alice: patching"),
         "{table}"
@@ -86,42 +57,40 @@ fn drain_override_and_status_on_the_embedded_store() {
 
     // An override in one region; a second one is refused without --replace.
     let o = ["--region", "eu-west-1", "--by", "bob"];
-    ok(&[
-        &[
-            "override", "-c", c, "web", "b", "--for", "1h", "--reason", "incident",
-        ][..],
-        &o,
-    ]
-    .concat());
-    let err = fails(
-        &[
-            &[
+    run_ok(
+        prober(&[])
+            .args([
+                "override", "-c", c, "web", "b", "--for", "1h", "--reason", "incident",
+            ])
+            .args(o),
+    );
+    let err = run_fails(
+        prober(&[])
+            .args([
                 "override", "-c", c, "web", "a", "--for", "1h", "--reason", "x",
-            ][..],
-            &o,
-        ]
-        .concat(),
+            ])
+            .args(o),
     );
     assert!(
         err.contains("is in force") && err.contains("--replace"),
         "{err}"
     );
-    ok(&[
-        &[
-            "override",
-            "-c",
-            c,
-            "web",
-            "a",
-            "--for",
-            "1h",
-            "--reason",
-            "x",
-            "--replace",
-        ][..],
-        &o,
-    ]
-    .concat());
+    run_ok(
+        prober(&[])
+            .args([
+                "override",
+                "-c",
+                c,
+                "web",
+                "a",
+                "--for",
+                "1h",
+                "--reason",
+                "x",
+                "--replace",
+            ])
+            .args(o),
+    );
     let status = status_json(c);
     let over: Vec<_> = status["web"]["controls"]
         .as_array()
@@ -133,8 +102,8 @@ fn drain_override_and_status_on_the_embedded_store() {
     assert_eq!(over[0]["origin"], "a");
     assert_eq!(over[0]["region"], "eu-west-1");
 
-    ok(&["override", "-c", c, "web", "--clear"]);
-    ok(&["undrain", "-c", c, "web", "a"]);
+    run_ok(prober(&[]).args(["override", "-c", c, "web", "--clear"]));
+    run_ok(prober(&[]).args(["undrain", "-c", c, "web", "a"]));
     assert!(status_json(c)["web"]["controls"]
         .as_array()
         .unwrap()
@@ -176,11 +145,11 @@ fn bad_operator_input_is_an_error_naming_the_value() {
         ),
     ];
     for (args, expected) in cases {
-        let err = fails(&[args, &by[..]].concat());
+        let err = run_fails(prober(&[]).args(args).args(by));
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     // No USER and no --by: who set it must be known.
-    let err = fails(&["drain", "-c", c, "web", "a", "--reason", "r"]);
+    let err = run_fails(prober(&[]).args(["drain", "-c", c, "web", "a", "--reason", "r"]));
     assert!(err.contains("--by"), "{err}");
     // Nothing was stored by any of them.
     assert!(status_json(c)["web"]["controls"]
@@ -221,7 +190,7 @@ async fn drain_and_override_on_dynamodb() {
         async move {
             tokio::task::spawn_blocking(move || {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                prober_env(&args, env)
+                prober(&env).args(args).output().expect("prober runs")
             })
             .await
             .unwrap()
@@ -304,17 +273,29 @@ fn the_configured_maximum_durations_hold() {
         + "\n[operations]\nmax_drain = \"2h\"\nmax_override = \"30m\"\n";
     std::fs::write(&c, text).unwrap();
     let by = ["--by", "alice", "--reason", "r"];
-    let err = fails(&[&["drain", "-c", &c, "web", "a", "--for", "3h"][..], &by].concat());
+    let err = run_fails(
+        prober(&[])
+            .args(["drain", "-c", &c, "web", "a", "--for", "3h"])
+            .args(by),
+    );
     assert!(err.contains("operations.max_drain"), "{err}");
-    let err = fails(&[&["override", "-c", &c, "web", "a", "--for", "31m"][..], &by].concat());
+    let err = run_fails(
+        prober(&[])
+            .args(["override", "-c", &c, "web", "a", "--for", "31m"])
+            .args(by),
+    );
     assert!(err.contains("operations.max_override"), "{err}");
-    ok(&[&["drain", "-c", &c, "web", "a", "--for", "2h"][..], &by].concat());
+    run_ok(
+        prober(&[])
+            .args(["drain", "-c", &c, "web", "a", "--for", "2h"])
+            .args(by),
+    );
     // A maximum beyond the hard limit is a config error naming the field.
     let text = std::fs::read_to_string(&c)
         .unwrap()
         .replace("\"2h\"", "\"400d\"");
     std::fs::write(&c, text).unwrap();
-    let err = fails(&["status", "-c", &c]);
+    let err = run_fails(prober(&[]).args(["status", "-c", &c]));
     assert!(err.contains("operations.max_drain"), "{err}");
 }
 
@@ -331,21 +312,24 @@ fn of_two_simultaneous_overrides_exactly_one_wins() {
             .map(|origin| {
                 let c = c.clone();
                 std::thread::spawn(move || {
-                    prober(&[
-                        "override",
-                        "-c",
-                        &c,
-                        "web",
-                        origin,
-                        "--region",
-                        "eu-west-1",
-                        "--for",
-                        "10m",
-                        "--reason",
-                        "incident",
-                        "--by",
-                        origin,
-                    ])
+                    prober(&[])
+                        .args([
+                            "override",
+                            "-c",
+                            &c,
+                            "web",
+                            origin,
+                            "--region",
+                            "eu-west-1",
+                            "--for",
+                            "10m",
+                            "--reason",
+                            "incident",
+                            "--by",
+                            origin,
+                        ])
+                        .output()
+                        .expect("prober runs")
                 })
             })
             .collect();
@@ -358,7 +342,7 @@ fn of_two_simultaneous_overrides_exactly_one_wins() {
             err.contains("is in force") || err.contains("same moment"),
             "{err}"
         );
-        ok(&["override", "-c", &c, "web", "--clear"]);
+        run_ok(prober(&[]).args(["override", "-c", &c, "web", "--clear"]));
     }
 }
 

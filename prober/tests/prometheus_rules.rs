@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -126,11 +125,9 @@ async fn every_metric_the_alerting_rules_use_is_exported_by_the_prober() {
     let region = c.prober.region.clone().unwrap();
     let path = write_config(&c, dir.path(), "rules");
     let _worker = Proc(
-        Command::new(prober_binary())
+        prober(&[])
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .spawn()
             .unwrap(),
     );

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +140,79 @@ pub fn prober_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The one way these tests run the `prober` CLI: the built binary with
+/// `env` added (moto's AWS settings, say), logs at `warn` (a test that
+/// reads log lines sets `RUST_LOG` itself), no `USER` (so who runs the
+/// tests never decides who set a drain) and stdin closed (a command that
+/// waited for input would hang the test).
+pub fn prober(env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(prober_binary());
+    cmd.envs(env.iter().cloned())
+        .env("RUST_LOG", "warn")
+        .env_remove("USER")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to the end and returns its stdout; fails the test, showing
+/// both outputs, unless it exited 0.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("prober runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd` to the end and returns its stderr; fails the test unless it
+/// exited non-zero.
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("prober runs");
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The config a new user starts with, written to `dir/solo.toml`: one
+/// origin on 127.0.0.1:`port`, the embedded store at `dir/store`, no Redis,
+/// no AWS; `prober_extra` is added to `[prober]`.
+pub fn solo_config(dir: &Path, port: u16, prober_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+        [pools.web]
+        origins = [{{ id = "only", host = "127.0.0.1", port = {port}, protocol = "http" }}]
+        [prober]
+        region = "{REGION}"
+        {prober_extra}
+        [store]
+        embedded_path = "{}"
+        "#,
+        dir.join("store").display()
+    );
+    let path = dir.join("solo.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A new user's setup on loopback: one origin that answers OK on
+/// 127.0.0.1 (keep it alive as long as the worker), and [`solo_config`]
+/// for it in `dir` with `/metrics` on a free port and `prober_extra`;
+/// returns the origin, the config's path and the metrics address.
+pub async fn solo_setup(dir: &Path, prober_extra: &str) -> (TestOrigin, PathBuf, SocketAddr) {
+    let origin = TestOrigin::start("127.0.0.1:0".parse().unwrap(), Mode::Ok)
+        .await
+        .expect("origin starts");
+    let metrics: SocketAddr = ([127, 0, 0, 1], origin_router_tests::services::free_port()).into();
+    let path = solo_config(
+        dir,
+        origin.port(),
+        &format!("metrics_listen = \"{metrics}\"\n{prober_extra}"),
+    );
+    (origin, path, metrics)
 }
 
 /// Polls `f` every 100 ms until it returns `Some` or `within` passes.
