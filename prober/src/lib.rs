@@ -3,7 +3,8 @@
 //! - [`run`]: the long-running worker, from a config and a shutdown signal;
 //! - [`identity`]: who and where a worker is;
 //! - [`round`]: one probe round over every origin;
-//! - [`coord`]: coordination of a region's workers (Redis, or solo);
+//! - [`coord`]: coordination of a region's workers (Redis, or solo), and
+//!   who publishes what while Redis is down;
 //! - [`publish`]: background publishing with backoff, newest wins;
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`;
 //! - [`serve`]: the one HTTP serving loop of `/metrics` and the dashboard;
