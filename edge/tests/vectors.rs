@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use common::racer::ScriptedRacer;
 use edge::decision::{self, PoolView, Read, ReadNext, Source, Verdict};
 use edge::settings::EdgeSettings;
-use origin_router::config::Config;
+use origin_router::config::{Config, RoutingConfig};
 use origin_router::control::{Control, ControlKind, PoolControls};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use origin_router::store::{ControlWrite, PoolRankings, RankingStore, StoreError, WriteOutcome};
@@ -156,6 +156,35 @@ struct Expect {
     refresh: Option<bool>,
 }
 
+impl Case {
+    /// The request's pool under `routing`.
+    fn pool<'c>(&self, routing: &'c RoutingConfig) -> Option<&'c str> {
+        edge::routing::pool_for(
+            routing,
+            self.request.host.as_deref(),
+            self.request.distribution_id.as_deref(),
+        )
+    }
+}
+
+impl Expect {
+    /// An expectation of `source` and `origin` that checks nothing else.
+    fn only(source: &str, origin: String) -> Expect {
+        Expect {
+            source: source.into(),
+            origin,
+            ranking_region: None,
+            band: None,
+            race_among: None,
+            refresh: None,
+        }
+    }
+
+    fn passthrough() -> Expect {
+        Expect::only("passthrough", String::new())
+    }
+}
+
 impl Ranking {
     fn document(&self, pool: &str) -> RankingDocument {
         let origins = self
@@ -228,20 +257,8 @@ fn config(suite: &Suite) -> Config {
 /// describes them.
 fn decide(config: &Config, case: &Case) -> Expect {
     let settings = EdgeSettings::new(config, case.region.clone());
-    let passthrough = Expect {
-        source: "passthrough".into(),
-        origin: String::new(),
-        ranking_region: None,
-        band: None,
-        race_among: None,
-        refresh: None,
-    };
-    let Some(pool_name) = edge::routing::pool_for(
-        &settings.routing,
-        case.request.host.as_deref(),
-        case.request.distribution_id.as_deref(),
-    ) else {
-        return passthrough;
+    let Some(pool_name) = case.pool(&settings.routing) else {
+        return Expect::passthrough();
     };
     let pool = settings.pools.get(pool_name);
     let (rankings, controls, read) = match &case.cache {
@@ -295,7 +312,7 @@ fn decide(config: &Config, case: &Case) -> Expect {
         (verdict, _) => verdict,
     };
     match verdict {
-        Verdict::Passthrough => passthrough,
+        Verdict::Passthrough => Expect::passthrough(),
         Verdict::Chosen {
             origin,
             source,
@@ -447,13 +464,7 @@ async fn through_router(config: &Config, case: &Case) -> Option<Expect> {
         return None;
     }
     let settings = EdgeSettings::new(config, case.region.clone());
-    let pool_name = edge::routing::pool_for(
-        &settings.routing,
-        case.request.host.as_deref(),
-        case.request.distribution_id.as_deref(),
-    )
-    .unwrap_or("")
-    .to_string();
+    let pool_name = case.pool(&settings.routing).unwrap_or("").to_string();
     let store = Arc::new(VectorStore::default());
     let racer = ScriptedRacer::new(case.race.as_deref(), 0);
     let router = settings.router(store.clone(), racer.clone());
@@ -509,11 +520,7 @@ async fn every_vector_the_router_can_be_put_in_holds_for_the_router() {
         for case in &suite.cases {
             // An unknown pool never reaches the router: the handler passes
             // the request through before it asks.
-            let routed = edge::routing::pool_for(
-                &config.routing,
-                case.request.host.as_deref(),
-                case.request.distribution_id.as_deref(),
-            );
+            let routed = case.pool(&config.routing);
             if routed.is_none() {
                 skipped += 1;
                 continue;
@@ -703,17 +710,7 @@ mod model {
             .collect();
         if undrained.is_empty() {
             if !config.operations.fail_open {
-                return (
-                    Step::Done(Expect {
-                        source: "passthrough".into(),
-                        origin: String::new(),
-                        ranking_region: None,
-                        band: None,
-                        race_among: None,
-                        refresh: None,
-                    }),
-                    None,
-                );
+                return (Step::Done(Expect::passthrough()), None);
             }
             undrained = all.clone();
         }
@@ -789,20 +786,8 @@ mod model {
     }
 
     pub fn decide(config: &Config, case: &Case) -> Expect {
-        let passthrough = Expect {
-            source: "passthrough".into(),
-            origin: String::new(),
-            ranking_region: None,
-            band: None,
-            race_among: None,
-            refresh: None,
-        };
-        let Some(pool_name) = edge::routing::pool_for(
-            &config.routing,
-            case.request.host.as_deref(),
-            case.request.distribution_id.as_deref(),
-        ) else {
-            return passthrough;
+        let Some(pool_name) = case.pool(&config.routing) else {
+            return Expect::passthrough();
         };
         let pool = &config.pools[pool_name];
         let known = case.cache.as_ref().map(|c| (&c.stored, Some(c.age_ms)));
@@ -1129,14 +1114,7 @@ proximity = { "eu-west-1" = ["sa-east-1", "us-east-1"] }
             ejected,
             race_winner,
             race,
-            expect: Expect {
-                source: String::new(),
-                origin: String::new(),
-                ranking_region: None,
-                band: None,
-                race_among: None,
-                refresh: None,
-            },
+            expect: Expect::only("", String::new()),
         };
         case.expect = model::decide(config, &case);
         case
