@@ -20,8 +20,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use crate::decision::Decision;
 use crate::handler::Observed;
+use crate::router::Decision;
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::LambdaInvocation;
 

@@ -28,7 +28,7 @@
 //!   ejection is always allowed (even at 0 %), and the percentage is never
 //!   exceeded by a second one;
 //! - never the last origin: an ejection that would leave the pool with no
-//!   origin is refused, and [`Router`](crate::router::Router) ignores the
+//!   origin is refused, and the router ignores the
 //!   ejections when they would leave no origin the ranking holds usable.
 //!
 //! State is per container (Lambda@Edge keeps no shared memory), kept only
@@ -61,7 +61,7 @@
 //! function, and answers 502 without calling it when that name does not
 //! resolve (deploy/README.md says to configure a name that always does).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use origin_router::config::{OutlierConfig, PoolConfig};
@@ -201,7 +201,7 @@ pub struct Ejections {
 
 impl Ejections {
     /// Tracks exactly the pools and origins of the bundled config.
-    pub fn new(pools: &crate::router::Pools) -> Ejections {
+    pub fn new(pools: &BTreeMap<String, PoolConfig>) -> Ejections {
         let pools = pools
             .iter()
             .map(|(name, pool)| (name.clone(), PoolOutliers::new(pool)))

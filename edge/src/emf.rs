@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::decision::Decision;
 use crate::ejection::Trigger;
+use crate::router::Decision;
 use serde::Serialize;
 
 /// The EMF namespace of the edge's metrics.

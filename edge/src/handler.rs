@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use crate::decision::{Decision, Source};
-use crate::router::Router;
+use crate::decision::Source;
+use crate::router::{Decision, Router};
 use origin_router::config::{OriginConfig, RoutingConfig};
 use origin_router::sample::UnixMillis;
 use serde_json::Value;

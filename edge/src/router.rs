@@ -19,17 +19,59 @@ use std::time::Duration;
 use origin_router::config::{OriginConfig, PoolConfig};
 use origin_router::control::{self, Control};
 use origin_router::document::RankingDocument;
-use origin_router::sample::UnixMillis;
+use origin_router::sample::{FailureClass, UnixMillis};
 use origin_router::store::RankingStore;
 use tokio::time::Instant;
 
-use crate::decision::{self, Decision, FailOpen, PoolView, Read, ReadNext, Source, Verdict};
+use crate::decision::{self, FailOpen, PoolView, Read, ReadNext, Source, Verdict};
 use crate::ejection::{Ejections, Recorded};
 use crate::race::Racer;
 
 /// The pools of the bundled config, by name: all the router, the
 /// decision and ejection know of the config's origins.
 pub type Pools = BTreeMap<String, PoolConfig>;
+
+/// A decision as the router made it, with what the log line needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub pool: String,
+    pub origin: String,
+    pub source: Source,
+    /// Region whose ranking was used, and its age.
+    pub ranking_region: Option<String>,
+    pub ranking_age_ms: Option<u64>,
+    /// Failure classes of race attempts that lost.
+    pub losers: Vec<(String, FailureClass)>,
+    /// How many origins a `band` pool's choice was made among (`None`
+    /// when no ranking steered it, 1 under `fastest`).
+    pub band: Option<usize>,
+    /// Time spent deciding.
+    pub elapsed: Duration,
+    /// Origins of the pool ejected in this container when it decided.
+    pub ejected: Vec<String>,
+}
+
+impl Decision {
+    /// A decision that no ranking made (passthrough, override, race).
+    pub fn unranked(pool: &str, origin: String, source: Source, elapsed: Duration) -> Self {
+        Decision {
+            pool: pool.to_string(),
+            origin,
+            source,
+            ranking_region: None,
+            ranking_age_ms: None,
+            losers: Vec::new(),
+            band: None,
+            elapsed,
+            ejected: Vec::new(),
+        }
+    }
+
+    /// The request passes through to the distribution's own origin.
+    pub fn passthrough(pool: &str, elapsed: Duration) -> Self {
+        Decision::unranked(pool, String::new(), Source::Passthrough, elapsed)
+    }
+}
 
 /// The router's own time budgets (from `[edge]`).
 #[derive(Debug, Clone, Copy)]

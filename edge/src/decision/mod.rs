@@ -45,7 +45,7 @@ use std::time::Duration;
 use origin_router::config::{OperationsConfig, OriginConfig, PoolConfig};
 use origin_router::control::{self, Control};
 use origin_router::document::RankingDocument;
-use origin_router::sample::{FailureClass, UnixMillis};
+use origin_router::sample::UnixMillis;
 
 pub use ranked::{choose, Choice, Freshness};
 pub use usable::{FailOpen, Folded, OriginSet, Usable};
@@ -96,48 +96,6 @@ impl Source {
         Source::Override,
         Source::Passthrough,
     ];
-}
-
-/// A decision with what the log line needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub pool: String,
-    pub origin: String,
-    pub source: Source,
-    /// Region whose ranking was used, and its age.
-    pub ranking_region: Option<String>,
-    pub ranking_age_ms: Option<u64>,
-    /// Failure classes of race attempts that lost.
-    pub losers: Vec<(String, FailureClass)>,
-    /// How many origins a `band` pool's choice was made among (`None`
-    /// when no ranking steered it, 1 under `fastest`).
-    pub band: Option<usize>,
-    /// Time spent deciding.
-    pub elapsed: Duration,
-    /// Origins of the pool ejected in this container when it decided.
-    pub ejected: Vec<String>,
-}
-
-impl Decision {
-    /// A decision that no ranking made (passthrough, override, race).
-    pub fn unranked(pool: &str, origin: String, source: Source, elapsed: Duration) -> Self {
-        Decision {
-            pool: pool.to_string(),
-            origin,
-            source,
-            ranking_region: None,
-            ranking_age_ms: None,
-            losers: Vec::new(),
-            band: None,
-            elapsed,
-            ejected: Vec::new(),
-        }
-    }
-
-    /// The request passes through to the distribution's own origin.
-    pub fn passthrough(pool: &str, elapsed: Duration) -> Self {
-        Decision::unranked(pool, String::new(), Source::Passthrough, elapsed)
-    }
 }
 
 /// The decision's settings, built once from the config
