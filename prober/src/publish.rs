@@ -230,11 +230,24 @@ mod tests {
     use origin_router::store::{MemoryStore, PoolRankings, StoreError};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    /// A store that fails while `down` is set, then delegates.
+    /// A store whose writes fail while `down` is set, and always for
+    /// `down_pool`; it counts write attempts and delegates the rest.
     struct Flaky {
         inner: MemoryStore,
         down: AtomicBool,
+        down_pool: Option<&'static str>,
         attempts: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn new(down: bool, down_pool: Option<&'static str>) -> Flaky {
+            Flaky {
+                inner: MemoryStore::new(),
+                down: AtomicBool::new(down),
+                down_pool,
+                attempts: AtomicUsize::new(0),
+            }
+        }
     }
 
     #[async_trait]
@@ -246,6 +259,9 @@ mod tests {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::dynamo("PutItem", "service unavailable"));
+            }
+            if self.down_pool == Some(doc.pool.as_str()) {
+                return Err(StoreError::dynamo("PutItem", "ThrottlingException"));
             }
             self.inner.write(doc).await
         }
@@ -282,11 +298,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn outage_retries_with_backoff_then_publishes_only_the_newest() {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
-            down: AtomicBool::new(true),
-            attempts: AtomicUsize::new(0),
-        });
+        let store = Arc::new(Flaky::new(true, None));
         let publisher = Publisher::spawn(
             store.clone(),
             "eu-west-1".into(),
@@ -320,11 +332,7 @@ mod tests {
     /// published as usual.
     #[tokio::test(start_paused = true)]
     async fn an_invalid_ranking_is_dropped_not_retried_forever() {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
-            down: AtomicBool::new(false),
-            attempts: AtomicUsize::new(0),
-        });
+        let store = Arc::new(Flaky::new(false, None));
         let publisher = Publisher::spawn(
             store.clone(),
             "eu-west-1".into(),
@@ -351,49 +359,11 @@ mod tests {
         );
     }
 
-    /// Fails every write of one pool, delegates the others.
-    struct OnePoolDown {
-        inner: MemoryStore,
-        pool: &'static str,
-    }
-
-    #[async_trait]
-    impl RankingStore for OnePoolDown {
-        async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
-            self.inner.read_pool(pool).await
-        }
-        async fn write(&self, doc: &RankingDocument) -> Result<WriteOutcome, StoreError> {
-            if doc.pool == self.pool {
-                return Err(StoreError::dynamo("PutItem", "ThrottlingException"));
-            }
-            self.inner.write(doc).await
-        }
-        async fn delete(&self, pool: &str, region: &str) -> Result<bool, StoreError> {
-            self.inner.delete(pool, region).await
-        }
-        async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
-            self.inner.list_pools().await
-        }
-        async fn put_control(
-            &self,
-            control: &origin_router::control::Control,
-            replace: bool,
-        ) -> Result<origin_router::store::ControlWrite, StoreError> {
-            self.inner.put_control(control, replace).await
-        }
-        async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
-            self.inner.delete_control(pool, key).await
-        }
-    }
-
     /// A pool whose writes keep failing (it sorts first) never holds back
     /// another pool's rankings.
     #[tokio::test(start_paused = true)]
     async fn one_failing_pool_never_starves_another() {
-        let store = Arc::new(OnePoolDown {
-            inner: MemoryStore::new(),
-            pool: "api",
-        });
+        let store = Arc::new(Flaky::new(false, Some("api")));
         let publisher = Publisher::spawn(
             store.clone(),
             "eu-west-1".into(),

@@ -318,17 +318,33 @@ async fn in_a_browser_the_page_shows_each_regions_top_and_an_origin_going_down()
     drop(workers);
 }
 
-/// A store whose rankings someone wrote by hand, past every check: the
-/// page must still show each string as text. (Real stores refuse such
-/// names; the page does not rely on it.)
-struct HandWritten(Vec<RankingDocument>);
+/// A store the dashboard reads: rankings given by hand (past every check
+/// a real store makes), the entries it reports skipped, and, when
+/// `answers` is set, a store that answers that many reads and then
+/// accepts and never answers.
+#[derive(Default)]
+struct HandWritten {
+    docs: Vec<RankingDocument>,
+    skipped: Vec<(String, String)>,
+    answers: Option<u32>,
+    reads: std::sync::atomic::AtomicU32,
+}
 
 #[async_trait]
 impl RankingStore for HandWritten {
     async fn read_pool(&self, pool: &str) -> Result<PoolRankings, StoreError> {
+        let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.answers.is_some_and(|n| read >= n) {
+            std::future::pending::<()>().await;
+        }
         Ok(PoolRankings {
-            rankings: self.0.iter().filter(|d| d.pool == pool).cloned().collect(),
-            skipped: vec![(HOSTILE.into(), format!("reason {HOSTILE}"))],
+            rankings: self
+                .docs
+                .iter()
+                .filter(|d| d.pool == pool)
+                .cloned()
+                .collect(),
+            skipped: self.skipped.clone(),
             ..Default::default()
         })
     }
@@ -339,7 +355,7 @@ impl RankingStore for HandWritten {
         unreachable!("the dashboard never deletes")
     }
     async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.0.iter().map(|d| d.pool.clone()).collect())
+        Ok(self.docs.iter().map(|d| d.pool.clone()).collect())
     }
     async fn put_control(
         &self,
@@ -392,7 +408,13 @@ async fn hostile_strings_in_rankings_are_shown_as_text_and_run_nothing() {
         )],
     );
     doc.origins[0].last_failure = Some(origin_router::sample::FailureClass::Reset);
-    let store: Arc<dyn RankingStore> = Arc::new(HandWritten(vec![doc]));
+    let store: Arc<dyn RankingStore> = Arc::new(HandWritten {
+        docs: vec![doc],
+        // The page must still show each string as text (real stores
+        // refuse such names; the page does not rely on it).
+        skipped: vec![(HOSTILE.into(), format!("reason {HOSTILE}"))],
+        ..Default::default()
+    });
     let options = prober::dashboard::Options {
         listen: (loopback(1), 0).into(),
         poll: Duration::from_millis(500),
@@ -456,45 +478,6 @@ async fn a_hostile_ranking_file_is_listed_as_unreadable_in_plain_text() {
     );
 }
 
-/// A store that answers its first reads, then accepts and never answers.
-struct GoesSilent {
-    doc: RankingDocument,
-    reads: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait]
-impl RankingStore for GoesSilent {
-    async fn read_pool(&self, _: &str) -> Result<PoolRankings, StoreError> {
-        if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
-            std::future::pending::<()>().await;
-        }
-        Ok(PoolRankings {
-            rankings: vec![self.doc.clone()],
-            skipped: vec![],
-            ..Default::default()
-        })
-    }
-    async fn write(&self, _: &RankingDocument) -> Result<WriteOutcome, StoreError> {
-        unreachable!("the dashboard never writes")
-    }
-    async fn delete(&self, _: &str, _: &str) -> Result<bool, StoreError> {
-        unreachable!("the dashboard never deletes")
-    }
-    async fn list_pools(&self) -> Result<Vec<String>, StoreError> {
-        Ok(vec!["web".into()])
-    }
-    async fn put_control(
-        &self,
-        _: &origin_router::control::Control,
-        _: bool,
-    ) -> Result<origin_router::store::ControlWrite, StoreError> {
-        unreachable!("the dashboard never sets a control")
-    }
-    async fn delete_control(&self, _: &str, _: &str) -> Result<bool, StoreError> {
-        unreachable!("the dashboard never removes a control")
-    }
-}
-
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -511,9 +494,10 @@ async fn a_store_that_never_answers_leaves_the_last_good_rankings_on_the_page() 
         unix_millis_now(),
         vec![RankedOrigin::measured("a", OriginState::Healthy, 4.0, 1)],
     );
-    let store = Arc::new(GoesSilent {
-        doc,
-        reads: Default::default(),
+    let store = Arc::new(HandWritten {
+        docs: vec![doc],
+        answers: Some(1),
+        ..Default::default()
     });
     let options = prober::dashboard::Options {
         listen: (loopback(1), 0).into(),

@@ -6,6 +6,7 @@
 //! overridden with `ORIGIN_ROUTER_REDIS_SERVER` and
 //! `ORIGIN_ROUTER_MOTO_SERVER`.
 
+use origin_router::store::DynamoStore;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -265,6 +266,22 @@ impl MotoServer {
     }
 
     /// The endpoint URL for `AWS_ENDPOINT_URL_DYNAMODB`.
+    /// The rankings table `rankings` on this server, as `region` sees it,
+    /// with test credentials (not created: see
+    /// [`DynamoStore::create_table`]).
+    pub fn rankings_table(&self, region: &str) -> DynamoStore {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(region.to_string()))
+                .endpoint_url(self.endpoint())
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+                .build(),
+        );
+        DynamoStore::new(client, "rankings", Duration::from_secs(86_400))
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -71,9 +71,8 @@ fn unzip(zip: &Path, into: &Path) -> Vec<(String, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_package_layout_and_its_bundled_bridge_answer() {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
     use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
-    use origin_router::store::{DynamoStore, RankingStore};
+    use origin_router::store::RankingStore;
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("origin-router.toml");
@@ -85,18 +84,7 @@ async fn edge_package_layout_and_its_bundled_bridge_answer() {
     )
     .unwrap();
     let moto = MotoServer::start().await.unwrap();
-    let table = DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(moto.endpoint())
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-                .build(),
-        ),
-        "rankings",
-        std::time::Duration::from_secs(86_400),
-    );
+    let table = moto.rankings_table("us-east-1");
     table.create_table().await.unwrap();
     let ranked = |id: &str, ms: f64| RankedOrigin::measured(id, OriginState::Healthy, ms, 1);
     table
@@ -178,16 +166,26 @@ fn package_refuses_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[pools.web]\norigins = []\n").unwrap();
-    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
-        .arg(&bad)
-        .arg(dir.path().join("x.zip"))
-        .env("EDGE_BINARY", edge_binary())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("pools.web.origins: at least one origin is required"));
-    assert!(!dir.path().join("x.zip").exists());
+    // Packaging `config` into `zip` fails, naming `problem`, and writes
+    // no zip.
+    let refuses = |config: &Path, zip: &str, problem: &str| {
+        let zip = dir.path().join(zip);
+        let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
+            .arg(config)
+            .arg(&zip)
+            .env("EDGE_BINARY", edge_binary())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+        assert!(!zip.exists());
+    };
+    refuses(
+        &bad,
+        "x.zip",
+        "pools.web.origins: at least one origin is required",
+    );
 
     // Valid for a local run, but not an origin CloudFront can use: an IP
     // address as the origin's domain name. Packaging refuses it by name.
@@ -197,16 +195,7 @@ fn package_refuses_a_bad_config() {
         format!("[pools.web]\norigins = [{{ id = \"a\", host = \"192.0.2.10\" }}]\n{TABLE}"),
     )
     .unwrap();
-    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
-        .arg(&ip)
-        .arg(dir.path().join("y.zip"))
-        .env("EDGE_BINARY", edge_binary())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("pools.web.origins[0].host"), "{stderr}");
-    assert!(!dir.path().join("y.zip").exists());
+    refuses(&ip, "y.zip", "pools.web.origins[0].host");
 
     // Valid for a local run, but without a table: in Lambda the edge
     // would read an empty embedded store and race every request.
@@ -217,19 +206,11 @@ fn package_refuses_a_bad_config() {
         "[pools.web]\norigins = [{ id = \"a\", host = \"a.example.net\" }]\n",
     )
     .unwrap();
-    let out = Command::new(workspace_root().join("deploy/package-edge.sh"))
-        .arg(&no_table)
-        .arg(dir.path().join("z.zip"))
-        .env("EDGE_BINARY", edge_binary())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("no-table.toml: store.dynamodb_table: is required"),
-        "{stderr}"
+    refuses(
+        &no_table,
+        "z.zip",
+        "no-table.toml: store.dynamodb_table: is required",
     );
-    assert!(!dir.path().join("z.zip").exists());
     // The same config with its table set is packaged.
     std::fs::write(
         &no_table,

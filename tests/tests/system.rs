@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use origin_router::store::{DynamoStore, RankingStore};
+use origin_router::store::RankingStore;
 use origin_router_tests::runtime_api::Function;
 use origin_router_tests::services::{redis_get, workspace_root, MotoServer, RedisServer};
 use origin_router_tests::{loopback, Mode, TestOrigin};
@@ -121,17 +120,7 @@ async fn until_edge(
 async fn three_regions_end_to_end() {
     let redis = RedisServer::start().await.unwrap();
     let mut moto = MotoServer::start().await.unwrap();
-    let table_client = |moto: &MotoServer| {
-        aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(moto.endpoint())
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-                .build(),
-        )
-    };
-    let table = DynamoStore::new(table_client(&moto), "rankings", Duration::from_secs(86_400));
+    let table = moto.rankings_table("us-east-1");
     table.create_table().await.unwrap();
 
     let mut origins = Vec::new();
@@ -321,7 +310,7 @@ async fn three_regions_end_to_end() {
         "sources while the table is down: {seen:?}"
     );
     moto.restart().await.unwrap();
-    DynamoStore::new(table_client(&moto), "rankings", Duration::from_secs(86_400))
+    moto.rankings_table("us-east-1")
         .create_table()
         .await
         .unwrap();
