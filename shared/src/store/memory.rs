@@ -123,10 +123,22 @@ impl RankingStore for MemoryStore {
             .remove(&(pool.to_string(), key.to_string()))
             .is_some())
     }
+
+    /// None: the map lives in this process and has no clock but this
+    /// process's own, so there is nothing to compare with.
+    async fn clock(&self) -> Result<Option<super::StoreClock>, StoreError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn memory_store_has_no_clock_of_its_own() {
+        use super::RankingStore as _;
+        assert_eq!(super::MemoryStore::new().clock().await.unwrap(), None);
+    }
+
     #[tokio::test]
     async fn memory_store_contract() {
         super::super::contract::check(&super::MemoryStore::new()).await;

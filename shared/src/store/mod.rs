@@ -100,6 +100,68 @@ pub enum StoreError {
     Unsafe { path: String, why: String },
 }
 
+/// One reading of a store's own clock against this process's wall clock.
+///
+/// A worker without Redis compares its clock with the store it publishes
+/// to, so that a worker whose clock is off can tell before it leads (issue
+/// 24). Like NTP, the reading assumes the server read its clock halfway
+/// through the call: the error of that assumption is at most half the
+/// round trip, plus half the server clock's own resolution (see
+/// [`StoreClock::uncertainty`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreClock {
+    /// The store's time at the midpoint of the call, best estimate (Unix ms).
+    pub server_ms: UnixMillis,
+    /// This process's wall clock at the same midpoint (Unix ms).
+    pub local_ms: UnixMillis,
+    /// The call's round trip.
+    pub rtt: std::time::Duration,
+    /// How coarse the server's reading is (1 s for an HTTP `Date` header).
+    pub resolution: std::time::Duration,
+}
+
+impl StoreClock {
+    /// server − local, ms (positive: this process's clock is behind).
+    pub fn offset_ms(&self) -> i64 {
+        // Both are Unix ms, far below i64::MAX; saturate rather than wrap
+        // on absurd input.
+        let server = i64::try_from(self.server_ms).unwrap_or(i64::MAX);
+        let local = i64::try_from(self.local_ms).unwrap_or(i64::MAX);
+        server.saturating_sub(local)
+    }
+
+    /// How far the true offset may be from `offset_ms`: half the round trip
+    /// plus half the resolution.
+    ///
+    /// The server read its clock at some instant inside the round trip, so
+    /// taking the midpoint is off by at most rtt / 2; a reading truncated
+    /// to `resolution` (and taken as the middle of its interval) is off by
+    /// at most resolution / 2 more.
+    pub fn uncertainty(&self) -> std::time::Duration {
+        self.rtt / 2 + self.resolution / 2
+    }
+
+    /// A reading from a call that started at `started` (this process's
+    /// wall clock, Unix ms) and took `rtt` (measured on the monotonic
+    /// clock), in which the server's clock read `server_ms` (already the
+    /// middle of its `resolution` interval). Public so that other clocks a
+    /// worker compares with (Redis' `TIME`) are read the same way.
+    pub fn midpoint(
+        started: UnixMillis,
+        rtt: std::time::Duration,
+        server_ms: UnixMillis,
+        resolution: std::time::Duration,
+    ) -> StoreClock {
+        let half = u64::try_from(rtt.as_millis() / 2).unwrap_or(u64::MAX);
+        StoreClock {
+            server_ms,
+            local_ms: started.saturating_add(half),
+            rtt,
+            resolution,
+        }
+    }
+}
+
 /// Any error, as a store failure's source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -195,6 +257,19 @@ pub trait RankingStore: Send + Sync + 'static {
     /// Removes the control with `key` ([`Control::key`]) of `pool`; returns
     /// whether there was one.
     async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError>;
+
+    /// One reading of the store's own clock against this process's, or
+    /// `None` if the store has no clock of its own to compare with.
+    ///
+    /// The default is `None`: a store living inside this process (the
+    /// [`MemoryStore`], test fakes) shares this process's clock, so there is
+    /// nothing to compare. Stores with a clock of their own override it:
+    /// DynamoDB reads its answer's `Date` header; the embedded store reads
+    /// the kernel's clock in a way a process-level fake cannot touch (see
+    /// its module docs for what that can and cannot catch).
+    async fn clock(&self) -> Result<Option<StoreClock>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The store a configuration names: the DynamoDB table if one is set (the
@@ -236,6 +311,72 @@ pub fn replica_for(config: &StoreConfig, region: &str) -> Option<String> {
 mod tests {
     use super::*;
     use std::error::Error as _;
+    use std::time::Duration;
+
+    /// The offset's sign: positive when this process is behind.
+    #[test]
+    fn clock_offset_is_server_minus_local() {
+        let c = StoreClock {
+            server_ms: 1_700_000_003_600,
+            local_ms: 1_700_000_000_000,
+            rtt: Duration::from_millis(40),
+            resolution: Duration::from_secs(1),
+        };
+        assert_eq!(c.offset_ms(), 3_600);
+        let ahead = StoreClock {
+            server_ms: 1_700_000_000_000,
+            local_ms: 1_700_003_600_000,
+            ..c
+        };
+        assert_eq!(ahead.offset_ms(), -3_600_000);
+        // Absurd readings saturate, never wrap or panic.
+        let absurd = StoreClock {
+            server_ms: u64::MAX,
+            local_ms: 0,
+            ..c
+        };
+        assert_eq!(absurd.offset_ms(), i64::MAX);
+        let absurd = StoreClock {
+            server_ms: 0,
+            local_ms: u64::MAX,
+            ..c
+        };
+        assert_eq!(absurd.offset_ms(), -i64::MAX);
+    }
+
+    /// Half the round trip plus half the resolution.
+    #[test]
+    fn clock_uncertainty_is_half_rtt_plus_half_resolution() {
+        let c = StoreClock {
+            server_ms: 0,
+            local_ms: 0,
+            rtt: Duration::from_millis(40),
+            resolution: Duration::from_secs(1),
+        };
+        assert_eq!(c.uncertainty(), Duration::from_millis(520));
+        let exact = StoreClock {
+            resolution: Duration::ZERO,
+            rtt: Duration::from_micros(3),
+            ..c
+        };
+        assert_eq!(exact.uncertainty(), Duration::from_nanos(1_500));
+    }
+
+    /// The local side of a reading is the middle of the call.
+    #[test]
+    fn clock_midpoint_is_half_way_through_the_call() {
+        let c = StoreClock::midpoint(
+            1_000,
+            Duration::from_millis(41),
+            2_500,
+            Duration::from_secs(1),
+        );
+        assert_eq!(c.local_ms, 1_020);
+        assert_eq!(c.offset_ms(), 1_480);
+        assert_eq!(c.rtt, Duration::from_millis(41));
+        let c = StoreClock::midpoint(u64::MAX, Duration::MAX, 0, Duration::ZERO);
+        assert_eq!(c.local_ms, u64::MAX);
+    }
 
     /// What a fake store passes to [`StoreError::dynamo`] is the source,
     /// and the message holds its chain.
