@@ -22,9 +22,12 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+mod clock;
 pub mod codec;
 
-use super::{ControlWrite, PoolRankings, RankingStore, StoreError, WriteOutcome};
+use clock::DEFAULT_CLOCK_TIMEOUT;
+
+use super::{ControlWrite, PoolRankings, RankingStore, StoreClock, StoreError, WriteOutcome};
 use crate::config::StoreConfig;
 use crate::control::Control;
 use crate::document::{seq_ceiling, RankingDocument};
@@ -52,6 +55,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     item_ttl: Duration,
+    /// Bound on one clock reading ([`RankingStore::clock`]).
+    clock_timeout: Duration,
 }
 
 impl DynamoStore {
@@ -60,7 +65,15 @@ impl DynamoStore {
             client,
             table: table.into(),
             item_ttl,
+            clock_timeout: DEFAULT_CLOCK_TIMEOUT,
         }
+    }
+
+    /// Bounds each clock reading by `timeout` rather than the default 5 s. ([`DynamoStore::connect`] takes the
+    /// operation timeout of its [`ClientTuning`] when it sets one.)
+    pub fn with_clock_timeout(mut self, timeout: Duration) -> Self {
+        self.clock_timeout = timeout;
+        self
     }
 
     /// A client for `config`'s table: endpoint and credentials from the
@@ -90,7 +103,12 @@ impl DynamoStore {
             );
         }
         let sdk = loader.load().await;
-        Some(DynamoStore::new(Client::new(&sdk), table, config.item_ttl))
+        let store = DynamoStore::new(Client::new(&sdk), table, config.item_ttl);
+        Some(match client.timeout {
+            // The same bound as every other operation of this client.
+            Some(timeout) => store.with_clock_timeout(timeout * 2),
+            None => store,
+        })
     }
 
     pub fn table(&self) -> &str {
@@ -358,6 +376,12 @@ impl RankingStore for DynamoStore {
             }
         }
         Ok(pools.into_iter().collect())
+    }
+
+    /// The table's clock from an empty Query's `Date` answer header, to
+    /// the second (see the `clock` module).
+    async fn clock(&self) -> Result<Option<StoreClock>, StoreError> {
+        self.read_clock().await.map(Some)
     }
 }
 
