@@ -142,13 +142,15 @@ pub enum Command {
         origin: String,
         #[command(flatten)]
         regions: crate::operate::Regions,
-        /// How long (30m, 2h, 1d); at most 7 days.
+        /// How long, as the config writes durations (30m, 1h 30m, 7days);
+        /// at most operations.max_drain (default 7 days).
         #[arg(long = "for", default_value = "1h", allow_hyphen_values = true)]
         duration: String,
-        /// Why (shown by `status`).
+        /// Why (shown by `status`): at most 1,024 bytes of UTF-8, no
+        /// control characters or bidirectional overrides.
         #[arg(long)]
         reason: String,
-        /// Who sets it (default: $USER).
+        /// Who sets it (default: $USER): at most 512 bytes of UTF-8.
         #[arg(long)]
         by: Option<String>,
     },
@@ -172,17 +174,19 @@ pub enum Command {
         origin: Option<String>,
         #[command(flatten)]
         regions: crate::operate::Regions,
-        /// How long (30m, 2h); at most 24 hours.
+        /// How long, as the config writes durations (30m, 1h 30m, 2h);
+        /// at most operations.max_override (default 24 hours).
         #[arg(
             long = "for",
             required_unless_present = "clear",
             allow_hyphen_values = true
         )]
         duration: Option<String>,
-        /// Why (shown by `status`).
+        /// Why (shown by `status`): at most 1,024 bytes of UTF-8, no
+        /// control characters or bidirectional overrides.
         #[arg(long, required_unless_present = "clear")]
         reason: Option<String>,
-        /// Who sets it (default: $USER).
+        /// Who sets it (default: $USER): at most 512 bytes of UTF-8.
         #[arg(long)]
         by: Option<String>,
         /// Replace an override in force.

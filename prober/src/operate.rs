@@ -1,13 +1,16 @@
 //! The operator commands: `drain`, `undrain`, `override` and `status`.
 //!
 //! Each checks what the operator typed against the configuration first
-//! (pool, origin, region, duration), so a typo is an error naming the bad
-//! value, never a control on a pool no edge serves.
+//! (pool, origin, region, duration, reason and who), with the library's
+//! [`input`] checks, so a typo is an error naming the bad value, never a
+//! control on a pool no edge serves, in a region no edge runs in, or one
+//! a reader would refuse.
 
 use std::sync::Arc;
 
-use origin_router::config::{is_name, Config};
-use origin_router::control::{self, parse_duration, Control, ControlKind, ALL_REGIONS};
+use origin_router::config::Config;
+use origin_router::control::input::{self, Request};
+use origin_router::control::{self, Control, ControlKind, ALL_REGIONS};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{self, ClientTuning, ControlWrite, RankingStore};
 
@@ -18,7 +21,9 @@ use crate::report::{CliError, Format};
 /// Where a control applies: the regions named, or every region.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Regions {
-    /// A region the control applies in (repeatable). Default: every region.
+    /// A region the control applies in (repeatable): an AWS region
+    /// Origin Router's geography knows, or one of store.table_regions.
+    /// Default: every region.
     #[arg(long = "region")]
     pub regions: Vec<String>,
     /// Every region (the default when no --region is given).
@@ -27,16 +32,13 @@ pub struct Regions {
 }
 
 impl Regions {
-    fn resolve(&self) -> Result<Vec<String>, CliError> {
-        if self.all_regions || self.regions.is_empty() {
-            return Ok(vec![ALL_REGIONS.to_string()]);
+    /// The `--region` values; empty for every region.
+    fn named(&self) -> &[String] {
+        if self.all_regions {
+            &[]
+        } else {
+            &self.regions
         }
-        for r in &self.regions {
-            if !is_name(r) || r == ALL_REGIONS {
-                return Err(format!("--region `{r}` is not a valid region name").into());
-            }
-        }
-        Ok(self.regions.clone())
     }
 }
 
@@ -88,23 +90,7 @@ async fn aws_identity(config: &Config) -> Result<String, String> {
 
 /// Checks that `pool` and `origin` are in the config.
 fn check_target(config: &Config, pool: &str, origin: &str) -> Result<(), CliError> {
-    let Some(p) = config.pools.get(pool) else {
-        let known: Vec<&str> = config.pools.keys().map(String::as_str).collect();
-        return Err(format!(
-            "unknown pool `{pool}` (the config has: {})",
-            known.join(", ")
-        )
-        .into());
-    };
-    if p.origin(origin).is_none() {
-        let known: Vec<&str> = p.origins.iter().map(|o| o.id.as_str()).collect();
-        return Err(format!(
-            "unknown origin `{origin}` in pool `{pool}` (it has: {})",
-            known.join(", ")
-        )
-        .into());
-    }
-    Ok(())
+    input::check_target(config, pool, origin).map_err(|e| e.to_string().into())
 }
 
 async fn open(config: &Config) -> Arc<dyn RankingStore> {
@@ -126,29 +112,21 @@ pub struct SetControl {
 }
 
 pub async fn set(config: &Config, req: SetControl) -> Result<(), CliError> {
-    check_target(config, &req.pool, &req.origin)?;
-    let lasts = parse_duration(&req.duration, req.kind, req.kind.configured_max(config))
-        .map_err(|e| format!("--for: {e}"))?;
-    let regions = req.regions.resolve()?;
-    let by = who(req.by, config).await?;
-    let store = open(config).await;
+    let request = |by| Request {
+        kind: req.kind,
+        pool: &req.pool,
+        origin: &req.origin,
+        regions: req.regions.named(),
+        duration: &req.duration,
+        reason: &req.reason,
+        by,
+    };
+    // Everything but who first (finding who may ask AWS), then all of it.
+    input::controls(config, &request("-"), unix_millis_now()).map_err(|e| e.to_string())?;
+    let by = who(req.by.clone(), config).await?;
     let now = unix_millis_now();
-    let controls: Vec<Control> = regions
-        .iter()
-        .map(|region| Control {
-            kind: req.kind,
-            pool: req.pool.clone(),
-            region: region.clone(),
-            origin: req.origin.clone(),
-            set_at: now,
-            until: now + lasts.as_millis() as u64,
-            by: by.clone(),
-            reason: req.reason.clone(),
-        })
-        .collect();
-    for c in &controls {
-        c.validate().map_err(|e| format!("{e}"))?;
-    }
+    let controls = input::controls(config, &request(&by), now).map_err(|e| e.to_string())?;
+    let store = open(config).await;
     // Overrides of other scopes (a region's against every region's) are
     // other items: checked here. The same item is checked atomically by
     // the store's write below.
@@ -231,6 +209,13 @@ pub async fn clear(
     let store = open(config).await;
     let stored = store.controls(pool).await?;
     let everywhere = regions.all_regions || regions.regions.is_empty();
+    // A region that is not known is a typo, unless a control was stored
+    // under it before `--region` was checked: that one can be removed.
+    for r in regions.named() {
+        if !stored.controls.iter().any(|c| &c.region == r) {
+            input::check_region(config, r).map_err(|e| e.to_string())?;
+        }
+    }
     let mut removed = 0;
     for c in stored.controls.iter().filter(|c| {
         c.kind == kind
@@ -271,6 +256,20 @@ pub async fn status(config: &Config, pool: Option<&str>, format: Format) -> Resu
             .collect();
         for (key, why) in control::unused(controls, config, p, now) {
             eprintln!("ignored control {p}/{key}: {why}");
+        }
+        let known = input::known_regions(config);
+        for c in in_force
+            .iter()
+            .filter(|c| c.region != ALL_REGIONS && !known.contains(&c.region.as_str()))
+        {
+            eprintln!(
+                "control {p}/{} names region `{}`, which Origin Router does not know \
+                 (not in its geography nor store.table_regions): it applies only where \
+                 AWS_REGION is `{}`",
+                c.key(),
+                c.region,
+                c.region
+            );
         }
         match format {
             Format::Json => {
@@ -317,8 +316,22 @@ pub async fn status(config: &Config, pool: Option<&str>, format: Format) -> Resu
             }
         }
     }
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    // This host's clock against the region's, and each worker's.
+    let region = crate::identity::Identity::from_config(config).region;
+    let (lines, clock) = crate::coord::clock::status(
+        config.store.redis_url.as_deref(),
+        &region,
+        store.as_ref(),
+        config.prober.max_clock_skew,
+    )
+    .await;
+    match format {
+        Format::Json => {
+            // `#` is no name character: no pool is called `#clock`.
+            out.insert("#clock".into(), clock);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Table => lines.iter().for_each(|l| println!("{l}")),
     }
     Ok(())
 }

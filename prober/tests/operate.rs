@@ -435,3 +435,146 @@ async fn dynamodb_reads_controls_with_rankings_and_refuses_a_second_override_ato
         read.controls.skipped
     );
 }
+
+/// The audit's controls through the binary: what a reader would refuse
+/// or what applies nowhere is refused with the field and why, naming the
+/// region meant for a typo; `--for` reads as the config does. Nothing
+/// refused is stored; what is taken is stored as asked.
+#[test]
+fn every_control_the_cli_takes_is_one_readers_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_user_config(dir.path());
+    let c = c.as_str();
+    let emoji = "😀".repeat(512);
+    let rlo = "fix \u{202E}gnp.exe";
+    let drain = |extra: &[&str]| {
+        let mut cmd = prober(&[]);
+        cmd.args(["drain", "-c", c, "web", "a"]).args(extra);
+        cmd
+    };
+    let refusals: [(&[&str], &str); 7] = [
+        (
+            &["--for", "1h", "--reason", &emoji, "--by", &emoji],
+            "error: --reason is 2,048 bytes (512 characters); a control's reason may take at \
+             most 1,024 bytes of UTF-8",
+        ),
+        (
+            &["--reason", "R", "--by", &emoji],
+            "error: --by is 2,048 bytes (512 characters); a control's by may take at most 512 \
+             bytes of UTF-8",
+        ),
+        (
+            &["--region", "mars-1", "--reason", "R", "--by", "B"],
+            "error: --region: unknown region `mars-1`: not an AWS region Origin Router knows",
+        ),
+        (
+            &["--region", "eu-west1", "--reason", "R", "--by", "B"],
+            "error: --region: unknown region `eu-west1`; did you mean `eu-west-1`?",
+        ),
+        (
+            &["--reason", rlo, "--by", "B"],
+            "error: --reason holds U+202E (a bidirectional override) at character 5",
+        ),
+        (
+            &["--reason", "R", "--by", "ops\u{2066}"],
+            "error: --by holds U+2066 (a bidirectional isolate) at character 4",
+        ),
+        (
+            &["--for", "8days", "--reason", "R", "--by", "B"],
+            "error: --for: duration `8days` is longer than the 7days maximum for a drain \
+             (operations.max_drain)",
+        ),
+    ];
+    for (args, expected) in refusals {
+        let out = drain(args).output().expect("prober runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    assert!(status_json(c)["web"]["controls"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // At the edge of every limit, in the config's grammar: taken, and
+    // read back whole by the store's reader.
+    let reason = "😀".repeat(256);
+    let by = "é".repeat(256);
+    for (duration, ms) in [("7days", 7 * 86_400_000u64), ("1h 30m", 5_400_000)] {
+        let out = run_ok(&mut drain(&[
+            "--for",
+            duration,
+            "--region",
+            "eu-west-1",
+            "--reason",
+            &reason,
+            "--by",
+            &by,
+        ]));
+        assert!(
+            out.starts_with("drained a of pool web in eu-west-1 until"),
+            "{out}"
+        );
+        let status = status_json(c);
+        let stored = &status["web"]["controls"][0];
+        assert_eq!(stored["reason"], reason.as_str());
+        assert_eq!(stored["by"], by.as_str());
+        let lasts = stored["until"].as_u64().unwrap() - stored["set_at"].as_u64().unwrap();
+        assert_eq!(lasts, ms, "{duration}");
+    }
+    // A typo when clearing is refused too (nothing would be removed).
+    let err = run_fails(prober(&[]).args(["undrain", "-c", c, "web", "a", "--region", "eu-west1"]));
+    assert!(err.contains("did you mean `eu-west-1`?"), "{err}");
+    run_ok(prober(&[]).args(["undrain", "-c", c, "web", "a", "--region", "eu-west-1"]));
+    // 8days under a wider maximum, as the config would read it.
+    let text = std::fs::read_to_string(c).unwrap() + "\n[operations]\nmax_drain = \"30days\"\n";
+    std::fs::write(c, text).unwrap();
+    run_ok(&mut drain(&[
+        "--for", "8days", "--reason", "R", "--by", "B",
+    ]));
+    let status = status_json(c);
+    let stored = &status["web"]["controls"][0];
+    let lasts = stored["until"].as_u64().unwrap() - stored["set_at"].as_u64().unwrap();
+    assert_eq!(lasts, 8 * 86_400_000);
+}
+
+/// A control stored under a region nothing knows (as the CLI wrote them
+/// before `--region` was checked) is named by `status` as applying
+/// nowhere, and `undrain --region` of that name still removes it.
+#[tokio::test]
+async fn status_names_a_stored_control_of_an_unknown_region() {
+    use origin_router::control::{Control, ControlKind};
+    use origin_router::store::{EmbeddedStore, RankingStore};
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_user_config(dir.path());
+    let now = origin_router::sample::unix_millis_now();
+    let store = EmbeddedStore::new(dir.path().join("store"));
+    let mars = Control {
+        kind: ControlKind::Drain,
+        pool: "web".into(),
+        region: "mars-1".into(),
+        origin: "a".into(),
+        set_at: now,
+        until: now + 3_600_000,
+        by: "ops".into(),
+        reason: "old".into(),
+    };
+    store.put_control(&mars, true).await.unwrap();
+    let c2 = c.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        prober(&[]).args(["status", "-c", &c2]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && err.contains("names region `mars-1`, which Origin Router does not know"),
+        "{err}"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        run_ok(prober(&[]).args(["undrain", "-c", &c, "web", "a", "--region", "mars-1"]))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("removed 1"), "{out}");
+}

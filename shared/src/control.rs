@@ -16,6 +16,8 @@
 //! has expired, expires absurdly far ahead, or names an origin the bundled
 //! configuration does not know.
 
+pub mod input;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,10 +33,28 @@ pub const MAX_OVERRIDE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The region of a control that applies in every region
 /// (`--all-regions`); never an AWS region name.
 pub const ALL_REGIONS: &str = "all-regions";
-/// Largest accepted control item, in bytes.
+/// Largest control item, in bytes: the one limit of every writer
+/// ([`Control::validate`]) and every reader ([`Control::from_json`], the
+/// embedded store's file read). The item is the control's JSON
+/// ([`Control::to_json`]) in both stores: the whole file of the embedded
+/// store, the `control` attribute of the DynamoDB item (whose other
+/// attributes are its key and two numbers).
 pub const MAX_CONTROL_BYTES: usize = 4096;
-/// Longest `by` and `reason` text, in characters.
-pub const MAX_TEXT: usize = 512;
+/// Longest `by`, in bytes of UTF-8 (an AWS assumed-role ARN is at most
+/// about 200).
+pub const MAX_BY_BYTES: usize = 512;
+/// Longest `reason`, in bytes of UTF-8.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// The most the JSON of a control takes besides its `by` and `reason`
+/// text: keys and punctuation, `override`, three names of 64 bytes, two
+/// 20-digit times (`worst_case_control_fits` in the tests spells it out).
+const MAX_FIXED_JSON_BYTES: usize = 330;
+// Text of the longest accepted length that JSON escapes entirely (`"` and
+// `\` are written as two bytes; control characters, which JSON writes as
+// six, are refused) still fits: a control `validate` accepts is never too
+// large for a reader.
+const _: () =
+    assert!(MAX_FIXED_JSON_BYTES + 2 * (MAX_BY_BYTES + MAX_REASON_BYTES) <= MAX_CONTROL_BYTES);
 
 /// What a control does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,12 +89,33 @@ pub struct Control {
 pub enum ControlError {
     #[error("control item is not valid JSON: {0}")]
     Json(String),
-    #[error("control item is larger than {MAX_CONTROL_BYTES} bytes")]
-    TooLarge,
+    #[error("control item is {} bytes, larger than the {MAX_CONTROL_BYTES}-byte limit", thousands(*.0))]
+    TooLarge(usize),
     #[error("{field} `{value}` is not a valid name (1-64 of A-Z a-z 0-9 _ . -)")]
     Name { field: &'static str, value: String },
-    #[error("{0} must be 1 to {MAX_TEXT} characters without control characters")]
-    Text(&'static str),
+    #[error("{field} is empty: a control says who set it and why")]
+    EmptyText { field: &'static str },
+    #[error(
+        "{field} is {} bytes ({} characters); a control's {field} may take at most {} bytes of UTF-8",
+        thousands(*bytes), thousands(*chars), thousands(*max)
+    )]
+    TextTooLong {
+        field: &'static str,
+        bytes: usize,
+        chars: usize,
+        max: usize,
+    },
+    #[error(
+        "{field} holds {} ({}) at character {at}; control characters and bidirectional \
+         overrides are not allowed (they hide or reorder text in logs and `prober status`)",
+        code_point(*ch), char_kind(*ch)
+    )]
+    TextChar {
+        field: &'static str,
+        ch: char,
+        /// 1-based position in characters.
+        at: usize,
+    },
     #[error("until ({until}) is not after set_at ({set_at})")]
     NotAfter { set_at: u64, until: u64 },
     #[error("lasts {lasts_s} s, more than the {max_s} s maximum for a {kind:?}")]
@@ -139,12 +180,8 @@ impl Control {
                 });
             }
         }
-        for (field, value) in [("by", &self.by), ("reason", &self.reason)] {
-            let n = value.chars().count();
-            if n == 0 || n > MAX_TEXT || value.chars().any(char::is_control) {
-                return Err(ControlError::Text(field));
-            }
-        }
+        check_text("by", &self.by)?;
+        check_text("reason", &self.reason)?;
         if self.until <= self.set_at {
             return Err(ControlError::NotAfter {
                 set_at: self.set_at,
@@ -160,6 +197,12 @@ impl Control {
                 max_s: max / 1000,
             });
         }
+        // Implied by the text limits (see MAX_FIXED_JSON_BYTES); checked
+        // all the same, so no writer can store what readers refuse.
+        let bytes = self.to_json().len();
+        if bytes > MAX_CONTROL_BYTES {
+            return Err(ControlError::TooLarge(bytes));
+        }
         Ok(())
     }
 
@@ -170,7 +213,7 @@ impl Control {
     /// Decodes and validates one stored control.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ControlError> {
         if bytes.len() > MAX_CONTROL_BYTES {
-            return Err(ControlError::TooLarge);
+            return Err(ControlError::TooLarge(bytes.len()));
         }
         let control: Control =
             serde_json::from_slice(bytes).map_err(|e| ControlError::Json(e.to_string()))?;
@@ -182,6 +225,102 @@ impl Control {
     pub fn in_force(&self, now: UnixMillis) -> bool {
         self.set_at <= now.saturating_add(crate::document::MAX_CLOCK_SKEW_MS) && now < self.until
     }
+}
+
+impl ControlError {
+    /// The field at fault, for a message that names the CLI flag.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ControlError::Name { field, .. }
+            | ControlError::EmptyText { field }
+            | ControlError::TextTooLong { field, .. }
+            | ControlError::TextChar { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Checks one of a control's texts (`by`, `reason`): not empty, at most
+/// its byte limit ([`MAX_BY_BYTES`], [`MAX_REASON_BYTES`]), and no
+/// character that [`is_forbidden_char`] names: what the CLI refuses and
+/// what a reader ignores a stored control for.
+pub fn check_text(field: &'static str, value: &str) -> Result<(), ControlError> {
+    let max = if field == "by" {
+        MAX_BY_BYTES
+    } else {
+        MAX_REASON_BYTES
+    };
+    if value.is_empty() {
+        return Err(ControlError::EmptyText { field });
+    }
+    if let Some((i, ch)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_forbidden_char(*c))
+    {
+        return Err(ControlError::TextChar {
+            field,
+            ch,
+            at: i + 1,
+        });
+    }
+    if value.len() > max {
+        return Err(ControlError::TextTooLong {
+            field,
+            bytes: value.len(),
+            chars: value.chars().count(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A character no control's text may hold: control characters
+/// ([`char::is_control`]: C0, DEL, C1), the bidirectional embeddings,
+/// overrides, isolates and marks (U+202A-U+202E, U+2066-U+2069, U+200E,
+/// U+200F, U+061C), and the line and paragraph separators (U+2028,
+/// U+2029). Each can make a log line or `prober status` show text other
+/// than what is stored. Joiners (U+200D, in emoji sequences) are allowed.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+fn code_point(c: char) -> String {
+    format!("U+{:04X}", c as u32)
+}
+
+fn char_kind(c: char) -> &'static str {
+    match c {
+        '\u{202D}' | '\u{202E}' => "a bidirectional override",
+        '\u{202A}'..='\u{202C}' => "a bidirectional embedding",
+        '\u{2066}'..='\u{2069}' => "a bidirectional isolate",
+        '\u{200E}' | '\u{200F}' | '\u{061C}' => "a bidirectional mark",
+        '\u{2028}' | '\u{2029}' => "a line separator",
+        _ => "a control character",
+    }
+}
+
+/// `n` with a comma every three digits (`4,224`), as messages write sizes.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// The key of a control (see [`Control::key`]).
@@ -240,8 +379,10 @@ pub fn active_in<'a>(
             continue;
         }
         let max = c.kind.max_under(operations).as_millis() as u64;
-        if c.validate().is_err() || !c.in_force(now) {
-            ignored.push((c, "set in the future or lasts beyond the maximum".into()));
+        if let Err(e) = c.validate() {
+            ignored.push((c, e.to_string()));
+        } else if !c.in_force(now) {
+            ignored.push((c, "set in the future".into()));
         } else if c.until - c.set_at > max {
             ignored.push((
                 c,
@@ -355,44 +496,33 @@ pub fn override_of<'a>(active: &[&'a Control]) -> Option<&'a Control> {
         .copied()
 }
 
-/// Parses an operator's duration (`30m`, `2h`, `1d`) and checks it against
-/// `max` (the configured maximum of the kind); the error names the value
-/// and the limit.
+/// Parses an operator's duration in exactly the configuration's grammar
+/// (humantime's, as `operations.max_drain = "7days"` is read: `90s`,
+/// `30m`, `1h 30m`, `7days`, `1d`) and checks it against `max` (the
+/// configured maximum of the kind); the error names the value and the
+/// limit.
 pub fn parse_duration(text: &str, kind: ControlKind, max: Duration) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if trimmed.starts_with('-') {
+    if text.trim_start().starts_with('-') {
         return Err(format!("duration `{text}` is negative"));
     }
-    let d = humantime_like(trimmed).ok_or_else(|| {
-        format!("duration `{text}` is not a duration (examples: 90s, 30m, 2h, 1d)")
+    let d = humantime_serde::re::humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "duration `{text}` is not a duration ({e}); write it as the config does: \
+             90s, 30m, 1h 30m, 7days"
+        )
     })?;
     if d.is_zero() {
         return Err(format!("duration `{text}` is zero"));
     }
     if d > max {
         return Err(format!(
-            "duration `{text}` is longer than the {}s maximum for a {} (operations.max_{})",
-            max.as_secs(),
+            "duration `{text}` is longer than the {} maximum for a {} (operations.max_{})",
+            humantime_serde::re::humantime::format_duration(max),
             kind.as_str(),
             kind.as_str()
         ));
     }
     Ok(d)
-}
-
-/// `N` followed by `s`, `m`, `h` or `d` (one unit; no dependency needed).
-fn humantime_like(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(secs).map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -434,7 +564,14 @@ pub(crate) mod tests {
 
         let mut bad = c.clone();
         bad.reason = "a\nb".into();
-        assert_eq!(bad.validate(), Err(ControlError::Text("reason")));
+        assert_eq!(
+            bad.validate(),
+            Err(ControlError::TextChar {
+                field: "reason",
+                ch: '\n',
+                at: 2
+            })
+        );
 
         assert!(matches!(
             Control::from_json(b"{\"kind\":\"drain\"}"),
@@ -442,8 +579,94 @@ pub(crate) mod tests {
         ));
         assert_eq!(
             Control::from_json(&vec![b' '; MAX_CONTROL_BYTES + 1]),
-            Err(ControlError::TooLarge)
+            Err(ControlError::TooLarge(MAX_CONTROL_BYTES + 1))
         );
+    }
+
+    /// The largest control `validate` accepts, with every character of its
+    /// texts one JSON escapes, longest names, the longer kind and 20-digit
+    /// times, fits the one limit: no accepted control is refused by a
+    /// reader. One byte more of text is refused by `validate` itself.
+    #[test]
+    fn worst_case_control_fits() {
+        let name = "n".repeat(64);
+        let set_at = u64::MAX - MAX_OVERRIDE.as_millis() as u64;
+        let worst = Control {
+            kind: ControlKind::Override,
+            pool: name.clone(),
+            region: name.clone(),
+            origin: name.clone(),
+            set_at,
+            until: u64::MAX,
+            by: "\"".repeat(MAX_BY_BYTES),
+            reason: "\\".repeat(MAX_REASON_BYTES),
+        };
+        worst.validate().unwrap();
+        let json = worst.to_json();
+        let text = 2 * (MAX_BY_BYTES + MAX_REASON_BYTES);
+        assert!(json.len() - text <= MAX_FIXED_JSON_BYTES, "{}", json.len());
+        assert!(json.len() <= MAX_CONTROL_BYTES, "{}", json.len());
+        assert_eq!(Control::from_json(json.as_bytes()).unwrap(), worst);
+
+        let mut over = worst.clone();
+        over.reason.push('x');
+        assert_eq!(
+            over.validate().unwrap_err().to_string(),
+            "reason is 1,025 bytes (1,025 characters); a control's reason may take at most \
+             1,024 bytes of UTF-8"
+        );
+        let mut over = worst.clone();
+        over.by.push('x');
+        assert!(matches!(
+            over.validate(),
+            Err(ControlError::TextTooLong {
+                field: "by",
+                bytes: 513,
+                ..
+            })
+        ));
+        assert_eq!(thousands(4224), "4,224");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    /// A control written by hand past the CLI (the audit's 512 emoji, a
+    /// right-to-left override) is ignored by readers with the reason.
+    #[test]
+    fn hand_written_controls_the_cli_refuses_are_ignored_with_the_reason() {
+        let mut c = drain("a", 1_000, 61_000);
+        c.reason = "😀".repeat(512);
+        c.by = "😀".repeat(512);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.len() > MAX_CONTROL_BYTES);
+        let err = Control::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "control item is {} bytes, larger than the 4096-byte limit",
+                thousands(json.len())
+            )
+        );
+        // Under the limit, it is still refused for its text.
+        c.by = "ops".into();
+        let err = Control::from_json(c.to_json().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("reason is 2,048 bytes"),
+            "{err}"
+        );
+        let mut c = drain("a", 1_000, 61_000);
+        c.reason = "fix \u{202E}gnp.exe".into();
+        let err = Control::from_json(c.to_json().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("reason holds U+202E (a bidirectional override) at character 5"),
+            "{err}"
+        );
+        let config = web_a_b();
+        let stored = [c];
+        let (good, ignored) = active(&stored, &config, "web", "eu-west-1", 2_000);
+        assert!(good.is_empty());
+        assert!(ignored[0].1.contains("U+202E"), "{}", ignored[0].1);
     }
 
     #[test]
@@ -468,6 +691,13 @@ pub(crate) mod tests {
         assert!(parse("soon", d)
             .unwrap_err()
             .contains("`soon` is not a duration"));
+        // The config's grammar: `7days`, `1h 30m`, `1week`.
+        assert_eq!(parse("7days", d).unwrap(), max);
+        assert_eq!(parse("1week", d).unwrap(), max);
+        assert_eq!(parse("1h 30m", d).unwrap(), Duration::from_secs(5_400));
+        assert!(parse("8days", d)
+            .unwrap_err()
+            .contains("the 7days maximum for a drain"));
         assert!(parse("99999999999999999999d", d).is_err());
         // A configured maximum above the hard cap is held to the cap.
         let mut wide = Config::default();

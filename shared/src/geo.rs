@@ -49,6 +49,46 @@ fn location(region: &str) -> Option<(f64, f64)> {
         .map(|(_, lat, lon)| (*lat, *lon))
 }
 
+/// Whether the geography knows `region` (one of [`REGIONS`]).
+pub fn is_known(region: &str) -> bool {
+    location(region).is_some()
+}
+
+/// The number of single-character insertions, deletions and substitutions
+/// that turn `a` into `b` (Levenshtein), for "did you mean" hints on a
+/// mistyped name. Names are short, so the quadratic time is nothing.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The candidate nearest to `name` by [`edit_distance`], if it is close
+/// enough to be a typo of it (at most 3 edits and fewer than half the
+/// name's length): `eu-west1` gives `eu-west-1`, `mars-1` gives nothing.
+/// Ties go to the first candidate.
+pub fn nearest_name<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let reach = (name.chars().count().div_ceil(2)).saturating_sub(1).min(3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= reach)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Great-circle distance in km.
 pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (lat1, lon1, lat2, lon2) = (
@@ -126,6 +166,21 @@ mod tests {
         assert_eq!(order, ["us-east-1", "eu-west-1", "us-east-2", "zz-lab-1"]);
         let order = nearest_first("nowhere", ["b", "a"], &BTreeMap::new());
         assert_eq!(order, ["a", "b"]);
+    }
+
+    #[test]
+    fn typos_find_the_region_meant_and_nonsense_finds_none() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("eu-west1", "eu-west-1"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ü", "u"), 1);
+        let all = || REGIONS.iter().map(|r| r.0);
+        assert_eq!(nearest_name("eu-west1", all()), Some("eu-west-1"));
+        assert_eq!(nearest_name("us-est-1", all()), Some("us-east-1"));
+        assert_eq!(nearest_name("eu-wset-1", all()), Some("eu-west-1"));
+        assert_eq!(nearest_name("mars-1", all()), None);
+        assert_eq!(nearest_name("x", all()), None);
+        assert!(is_known("eu-west-1") && !is_known("eu-west1"));
     }
 
     #[test]
