@@ -42,6 +42,11 @@ struct Shared {
     notify: Notify,
     idle: Notify,
     in_progress: Mutex<usize>,
+    /// Since when every write has failed or been rejected (never a stale
+    /// refusal: that is being deposed, which the lease says), cleared by
+    /// the next successful write: what tells a leader that cannot publish
+    /// to step down ([`Publisher::failing_for`]).
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -60,6 +65,7 @@ impl Publisher {
             notify: Notify::new(),
             idle: Notify::new(),
             in_progress: Mutex::new(0),
+            failing_since: Mutex::new(None),
         });
         let task = tokio::spawn(write_loop(store, region, shared.clone()));
         Publisher {
@@ -88,6 +94,27 @@ impl Publisher {
         }
         drop(pending);
         self.shared.notify.notify_one();
+    }
+
+    /// How long every write has been failing or rejected by the store (a
+    /// stale refusal does not count: another leader wrote, and the lease
+    /// tells this worker so); `None` while writes succeed.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.shared
+            .failing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
+    }
+
+    /// Forgets a run of failures (a worker that stepped down starts afresh
+    /// when it leads again).
+    pub fn forget_failures(&self) {
+        *self
+            .shared
+            .failing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Waits until nothing is pending or `within` passes; returns whether
@@ -164,6 +191,20 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
         let result = tokio::time::timeout(WRITE_TIMEOUT, store.write(&doc)).await;
         let elapsed = started.elapsed();
         let labels = [("region", region.clone()), ("pool", doc.pool.clone())];
+        let failed = !matches!(result, Ok(Ok(_)));
+        {
+            let mut since = shared
+                .failing_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(Ok(WriteOutcome::Written)) => *since = None,
+                _ if failed => {
+                    since.get_or_insert(started);
+                }
+                _ => {}
+            }
+        }
         let retry = match result {
             Ok(Ok(WriteOutcome::Written)) => {
                 metrics::histogram!("origin_router_publish_seconds", &labels)

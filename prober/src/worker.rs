@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::coord::{
-    Coordinator, Degraded, DegradedParams, LocalSamples, RedisCoordinator, Role, Solo,
+    Clock, Coordinator, Degraded, DegradedParams, LocalSamples, RedisCoordinator, Role, Solo,
 };
 use crate::events::bridge::{Bridge, EventBridge};
 use crate::events::Events;
@@ -79,6 +79,13 @@ struct Worker {
     overrides: Mutex<HashMap<String, Option<Control>>>,
     /// Where state-change events go.
     events: Events,
+    /// This worker's clock against the region's: what it dates samples
+    /// and rankings with.
+    clock: Arc<Clock>,
+    /// A leader that could not publish stepped down: it does not ask for
+    /// the lease again before this (tokio time), so another worker takes
+    /// over.
+    stand_aside_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Runs a worker until `shutdown` completes, then stops within the
@@ -100,6 +107,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let rounds = round::rounds_for(&config, &id)?;
     let settings = Settings::new(&config.prober, &config.ranking);
     let local = Arc::new(LocalSamples::new(config.prober.sample_retention.max(8) * 4));
+    let clock = Arc::new(Clock::new(
+        config.prober.max_clock_skew,
+        &id.region,
+        &id.worker,
+    ));
     let coord: Arc<dyn Coordinator> = match &config.store.redis_url {
         Some(url) => Arc::new(RedisCoordinator::new(
             url,
@@ -107,8 +119,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             &id.worker,
             config.prober.lease_ttl,
             config.prober.sample_retention,
+            clock.clone(),
         )?),
-        None => Arc::new(Solo::new(local.clone())),
+        None => Arc::new(Solo::new(local.clone(), store.clone(), clock.clone())),
     };
     let health = Arc::new(Health::new(
         &id.region,
@@ -140,6 +153,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.edge.ranking_max_age,
         ),
         store.clone(),
+        clock.clone(),
         &id.region,
         config.pools.keys().cloned(),
     );
@@ -159,6 +173,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health,
         previous: Mutex::new(HashMap::new()),
         was_leader: false.into(),
+        clock,
+        stand_aside_until: Mutex::new(None),
     });
     tracing::info!(
         region = %worker.id.region,
@@ -261,13 +277,21 @@ impl Worker {
         tracing::info_span!("round", region = %self.id.region, worker = %self.id.worker)
     }
 
-    /// One round: probe, share, lead, rank, publish.
+    /// One round: probe, share, lead, rank, publish. Everything shared
+    /// and published is dated on the region's clock ([`Clock`]).
     async fn round(self: Arc<Self>, scheduled: UnixMillis) {
         let started = tokio::time::Instant::now();
         let lag_ms = unix_millis_now().saturating_sub(scheduled);
         metrics::gauge!("origin_router_round_lag_seconds", "region" => self.id.region.clone())
             .set(lag_ms as f64 / 1000.0);
-        let report = self.rounds.run().await;
+        let mut report = self.rounds.run().await;
+        // Probes are timed by the monotonic clock; their dates move onto
+        // the region's clock, so a worker whose own clock is off still
+        // contributes samples the leader can use.
+        let offset_ms = self.clock.offset_ms().unwrap_or(0);
+        for sample in &mut report.samples {
+            sample.at = crate::coord::clock::shift(sample.at, offset_ms);
+        }
         self.local.extend(&report.samples);
         self.health
             .last_round_end
@@ -275,31 +299,42 @@ impl Worker {
         metrics::histogram!("origin_router_round_seconds", "region" => self.id.region.clone())
             .record(started.elapsed().as_secs_f64());
 
-        let now = unix_millis_now();
+        let now = self.clock.region_time(unix_millis_now());
         let shared = self.coord.share(&report.samples).await;
         let role = match shared {
+            Ok(()) if self.standing_aside() => Ok(Role::Follower { leader: None }),
             Ok(()) => self.coord.lead(now).await,
             Err(e) => Err(e),
         };
         match role {
-            Ok(Role::Leader { seq }) => {
+            Ok(Role::Leader { seq, at }) => {
                 self.set_degraded(false, None);
-                let samples = match self.coord.samples(now, self.settings.window).await {
+                if self.step_down_if_unheard().await {
+                    return;
+                }
+                let samples = match self.coord.samples(at, self.settings.window).await {
                     Ok(samples) => samples,
                     Err(e) => {
                         coordination_error(&e);
-                        self.local.snapshot(now, self.settings.window)
+                        self.local.snapshot(at, self.settings.window)
                     }
                 };
                 self.set_leader(true).await;
-                self.degraded.led(now);
-                self.publish(seq, &samples, now, |_| true).await;
+                self.degraded.led(at);
+                self.publish(seq, &samples, at, |_| true).await;
             }
             Ok(Role::Follower { leader }) => {
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
                 self.degraded.followed();
                 tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
+            }
+            Ok(Role::Barred { offset_ms }) => {
+                // Said at warn by the clock; here only the state.
+                self.set_degraded(false, None);
+                self.set_leader(false).await;
+                self.degraded.followed();
+                tracing::debug!(offset_ms, "not leading: clock off");
             }
             Err(e) => {
                 // Degraded: rank own samples; time-based seq never goes back.
@@ -314,6 +349,69 @@ impl Worker {
                     .await;
             }
         }
+    }
+
+    /// Whether this worker stepped down lately and leaves the lease to
+    /// the others for now.
+    fn standing_aside(&self) -> bool {
+        let mut until = self
+            .stand_aside_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match *until {
+            Some(at) if tokio::time::Instant::now() < at => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A leader whose rankings the store has refused (for a reason other
+    /// than a newer ranking: that is being deposed, which the lease says)
+    /// for the last two rounds gives the lease up and stands aside for one
+    /// lease lifetime, so a worker that can publish takes over at its next
+    /// round: within three intervals of the first refused ranking. Only
+    /// with Redis: a solo or degraded worker has nobody to hand over to.
+    /// Returns whether it stepped down.
+    async fn step_down_if_unheard(&self) -> bool {
+        if self.config.store.redis_url.is_none() {
+            return false;
+        }
+        let interval = self.config.prober.interval;
+        let Some(failing) = self
+            .publisher
+            .failing_for()
+            .filter(|f| *f >= interval * 3 / 2)
+        else {
+            return false;
+        };
+        metrics::counter!(
+            "origin_router_leader_step_downs_total",
+            "region" => self.id.region.clone(),
+            "worker" => self.id.worker.clone(),
+            "reason" => "store_refuses"
+        )
+        .increment(1);
+        tracing::warn!(
+            region = %self.id.region,
+            worker = %self.id.worker,
+            failing_ms = failing.as_millis() as u64,
+            "stepping down: the store has refused this leader's rankings for two rounds"
+        );
+        *self
+            .stand_aside_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now() + self.config.prober.lease_ttl);
+        self.publisher.forget_failures();
+        if let Err(e) = self.coord.release().await {
+            coordination_error(&e);
+        }
+        self.set_leader(false).await;
+        self.degraded.followed();
+        true
     }
 
     async fn publish(

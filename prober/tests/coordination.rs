@@ -44,6 +44,15 @@ async fn healthz(port: u16) -> Option<serde_json::Value> {
 /// 127.0.0.4) `a` never answers in time. Exactly one worker leads, and the
 /// published ranking carries all three workers' votes: `a` stays up
 /// (one bad path cannot eject it) with one down vote.
+/// A worker's clock, judged against Redis' with the default limit.
+fn clock(worker: &str) -> std::sync::Arc<prober::coord::Clock> {
+    std::sync::Arc::new(prober::coord::Clock::new(
+        std::time::Duration::from_secs(2),
+        REGION,
+        worker,
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
     let redis = RedisServer::start().await.unwrap();
@@ -160,16 +169,16 @@ async fn a_deposed_leader_cannot_overwrite_a_newer_ranking() {
     let moto = MotoServer::start().await.unwrap();
     let store = dynamo(&moto).await;
     let ttl = Duration::from_millis(800);
-    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8).unwrap();
-    let b = RedisCoordinator::new(&redis.url(), REGION, "b", ttl, 8).unwrap();
+    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8, clock("a")).unwrap();
+    let b = RedisCoordinator::new(&redis.url(), REGION, "b", ttl, 8, clock("b")).unwrap();
     let now = origin_router::sample::unix_millis_now();
 
-    let Role::Leader { seq: old_seq } = a.lead(now).await.unwrap() else {
+    let Role::Leader { seq: old_seq, .. } = a.lead(now).await.unwrap() else {
         panic!("a leads first")
     };
     assert!(matches!(b.lead(now).await.unwrap(), Role::Follower { leader: Some(l) } if l == "a"));
     tokio::time::sleep(Duration::from_millis(1_200)).await; // a is paused past its lease
-    let Role::Leader { seq: new_seq } = b.lead(now).await.unwrap() else {
+    let Role::Leader { seq: new_seq, .. } = b.lead(now).await.unwrap() else {
         panic!("b takes over")
     };
     assert!(new_seq > old_seq);
@@ -196,8 +205,9 @@ async fn a_deposed_leader_cannot_overwrite_a_newer_ranking() {
 async fn a_duplicated_worker_id_cannot_make_two_leaders() {
     let redis = RedisServer::start().await.unwrap();
     let ttl = Duration::from_secs(5);
-    let first = RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8).unwrap();
-    let second = RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8).unwrap();
+    let first = RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8, clock("twin")).unwrap();
+    let second =
+        RedisCoordinator::new(&redis.url(), REGION, "twin", ttl, 8, clock("twin")).unwrap();
     let now = origin_router::sample::unix_millis_now();
     for _ in 0..3 {
         let roles = [
@@ -224,10 +234,10 @@ async fn a_duplicated_worker_id_cannot_make_two_leaders() {
 async fn fencing_numbers_follow_redis_time_not_the_worker_clock() {
     let redis = RedisServer::start().await.unwrap();
     let ttl = Duration::from_secs(5);
-    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8).unwrap();
+    let a = RedisCoordinator::new(&redis.url(), REGION, "a", ttl, 8, clock("a")).unwrap();
     let real_now = origin_router::sample::unix_millis_now();
     let an_hour_ahead = real_now + 3_600_000;
-    let Role::Leader { seq } = a.lead(an_hour_ahead).await.unwrap() else {
+    let Role::Leader { seq, .. } = a.lead(an_hour_ahead).await.unwrap() else {
         panic!("a leads")
     };
     let ceiling = origin_router::document::seq_ceiling(real_now);
@@ -236,7 +246,7 @@ async fn fencing_numbers_follow_redis_time_not_the_worker_clock() {
 
     let poisoned = (i64::MAX as u64).to_string();
     redis_set(&redis.url(), "origin-router:{eu-west-1}:seq", &poisoned).await;
-    let Role::Leader { seq: after } = a.lead(real_now).await.unwrap() else {
+    let Role::Leader { seq: after, .. } = a.lead(real_now).await.unwrap() else {
         panic!("a still leads")
     };
     assert!(

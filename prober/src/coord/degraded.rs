@@ -25,6 +25,7 @@ use std::time::Duration;
 use origin_router::sample::UnixMillis;
 use origin_router::store::{PoolRankings, RankingStore, StoreError};
 
+use super::clock::{Clock, Judged};
 use super::LocalSeq;
 
 /// How long one store read may take while deciding: a store that does not
@@ -102,12 +103,19 @@ pub enum Reason {
     RunawayClock,
     /// Another worker keeps the stored ranking fresh: this one stays out.
     PublishedElsewhere { age_ms: u64 },
+    /// This worker's clock is off the store's by more than
+    /// `prober.max_clock_skew`: its rankings would be misdated, so it
+    /// publishes nothing ([`super::clock`]).
+    ClockOff { offset_ms: i64 },
 }
 
 impl Reason {
     /// Whether this worker publishes the pool.
     pub fn publishes(self) -> bool {
-        !matches!(self, Reason::PublishedElsewhere { .. })
+        !matches!(
+            self,
+            Reason::PublishedElsewhere { .. } | Reason::ClockOff { .. }
+        )
     }
 
     /// The reason as a log field value.
@@ -119,6 +127,7 @@ impl Reason {
             Reason::Silent { .. } => "silent",
             Reason::RunawayClock => "runaway_clock",
             Reason::PublishedElsewhere { .. } => "published_elsewhere",
+            Reason::ClockOff { .. } => "clock_off",
         }
     }
 }
@@ -169,6 +178,8 @@ impl Plan {
 pub struct Degraded {
     params: DegradedParams,
     store: Arc<dyn RankingStore>,
+    /// This worker's clock against the store's.
+    clock: Arc<Clock>,
     region: String,
     pools: Vec<String>,
     /// When this worker last held the lease (wall clock, ms; 0: not since
@@ -183,12 +194,14 @@ impl Degraded {
     pub fn new(
         params: DegradedParams,
         store: Arc<dyn RankingStore>,
+        clock: Arc<Clock>,
         region: &str,
         pools: impl IntoIterator<Item = String>,
     ) -> Self {
         Degraded {
             params,
             store,
+            clock,
             region: region.to_string(),
             pools: pools.into_iter().collect(),
             led_at: AtomicU64::new(0),
@@ -206,12 +219,22 @@ impl Degraded {
         self.led_at.store(0, Ordering::Relaxed);
     }
 
-    /// Which pools this worker publishes in a degraded round at `now`,
-    /// and why. The store is read (each read bounded) only when this
+    /// Which pools this worker publishes in a degraded round at `now`
+    /// (on the region's clock), and why. First the store's clock is read
+    /// where it has one: a worker whose clock is off it publishes nothing.
+    /// The store's rankings are read (each read bounded) only when this
     /// worker is not the recent leader.
     pub async fn plan(&self, now: UnixMillis) -> Plan {
-        let led_at = Some(self.led_at.load(Ordering::Relaxed)).filter(|at| *at > 0);
         let mut pools = BTreeMap::new();
+        if let Some(Judged::Off { offset_ms }) =
+            super::clock::read_store_clock(self.store.as_ref(), &self.clock).await
+        {
+            for name in &self.pools {
+                pools.insert(name.clone(), Reason::ClockOff { offset_ms });
+            }
+            return Plan { seq: 0, pools };
+        }
+        let led_at = Some(self.led_at.load(Ordering::Relaxed)).filter(|at| *at > 0);
         let last_leader = recently_led(led_at, now, self.params.lease_ttl);
         for name in &self.pools {
             let reason = if last_leader {
@@ -240,6 +263,11 @@ impl Degraded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A clock the memory store cannot check (it has none).
+    fn clock() -> Arc<Clock> {
+        Arc::new(Clock::new(Duration::from_secs(2), "eu-west-1", "w"))
+    }
     use origin_router::store::MemoryStore;
     use origin_router::RankingDocument;
 
@@ -355,7 +383,7 @@ mod tests {
         // Quiet after 20 s (two thirds of the edges' 30 s).
         let params = DegradedParams::new(3 * SECOND, 10 * SECOND, 30 * SECOND);
         let pools = ["fresh", "stale", "unseen"].map(String::from);
-        let degraded = Degraded::new(params, store, "eu-west-1", pools);
+        let degraded = Degraded::new(params, store, clock(), "eu-west-1", pools);
 
         let plan = degraded.plan(now).await;
         assert_eq!(
@@ -387,7 +415,7 @@ mod tests {
     async fn fencing_numbers_are_time_based_and_increase() {
         let store = Arc::new(MemoryStore::new());
         let params = DegradedParams::new(3 * SECOND, SECOND, 30 * SECOND);
-        let degraded = Degraded::new(params, store, "eu-west-1", []);
+        let degraded = Degraded::new(params, store, clock(), "eu-west-1", []);
         let a = degraded.plan(1_000).await.seq;
         let b = degraded.plan(1_000).await.seq;
         assert_eq!(a, 1_000_000);

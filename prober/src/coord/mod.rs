@@ -6,6 +6,10 @@
 //! - [`Degraded`]: Redis configured but unreachable; which pools this
 //!   worker publishes then, and why ([`Reason`]), so a region keeps one
 //!   view.
+//! - [`Clock`]: this worker's clock against the region's (Redis' `TIME`,
+//!   else the store's), measured at every lease attempt: what the worker
+//!   dates its samples and rankings with, and what bars a worker whose
+//!   clock is off from leading.
 //!
 //! `seq` is never a bare counter: it is `max(previous + 1, now_ms * 1000)`,
 //! from Redis (atomically with the lease check) or, for a solo or degraded
@@ -15,6 +19,7 @@
 //! switching between Redis-coordinated and degraded publishing can never
 //! write an older ranking over a newer one.
 
+pub mod clock;
 mod degraded;
 mod redis;
 
@@ -26,17 +31,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use origin_router::document::RankingDocument;
 use origin_router::sample::{Sample, UnixMillis};
+use origin_router::store::RankingStore;
 
+pub use self::clock::{Clock, Judged};
 pub use self::degraded::{Degraded, DegradedParams, Plan, Reason, Stored};
-pub use self::redis::{read_rankings as redis_rankings, worker_of, RedisCoordinator};
+pub use self::redis::{
+    read_clocks as redis_clocks, read_rankings as redis_rankings, worker_of, RedisCoordinator,
+};
 
 /// This worker's role for the current round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// Holds the lease; publish with this `seq`.
-    Leader { seq: u64 },
+    /// Holds the lease; publish with this `seq`, dated `at` (the region's
+    /// clock when the lease was renewed, Unix ms).
+    Leader { seq: u64, at: UnixMillis },
     /// Another worker leads.
     Follower { leader: Option<String> },
+    /// This worker's clock is off the region's by more than
+    /// `prober.max_clock_skew`: it neither took nor renewed the lease (and
+    /// gave it up if it held it).
+    Barred { offset_ms: i64 },
 }
 
 /// A coordination failure (Redis unreachable, bad reply).
@@ -53,7 +67,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Shares this worker's samples of one round.
     async fn share(&self, samples: &[Sample]) -> Result<(), CoordError>;
 
-    /// Takes or renews the lease; a leader also gets a fresh `seq`.
+    /// Measures this worker's clock against the region's, then takes or
+    /// renews the lease (a leader also gets a fresh `seq`), unless the
+    /// clock is off ([`Role::Barred`]).
     async fn lead(&self, now: UnixMillis) -> Result<Role, CoordError>;
 
     /// All live workers' samples within `window` of `now`.
@@ -134,17 +150,22 @@ impl LocalSeq {
     }
 }
 
-/// No Redis: this worker alone, always the leader, ranking its own samples.
+/// No Redis: this worker alone, the leader while its clock agrees with
+/// the store's (where the store has one), ranking its own samples.
 pub struct Solo {
     local: Arc<LocalSamples>,
     seq: LocalSeq,
+    store: Arc<dyn RankingStore>,
+    clock: Arc<Clock>,
 }
 
 impl Solo {
-    pub fn new(local: Arc<LocalSamples>) -> Self {
+    pub fn new(local: Arc<LocalSamples>, store: Arc<dyn RankingStore>, clock: Arc<Clock>) -> Self {
         Solo {
             local,
             seq: LocalSeq::default(),
+            store,
+            clock,
         }
     }
 }
@@ -156,8 +177,18 @@ impl Coordinator for Solo {
     }
 
     async fn lead(&self, now: UnixMillis) -> Result<Role, CoordError> {
+        if let Some(Judged::Off { offset_ms }) =
+            clock::read_store_clock(self.store.as_ref(), &self.clock).await
+        {
+            return Ok(Role::Barred { offset_ms });
+        }
+        let at = self
+            .clock
+            .region_time(origin_router::sample::unix_millis_now())
+            .max(now);
         Ok(Role::Leader {
-            seq: self.seq.next(now),
+            seq: self.seq.next(at),
+            at,
         })
     }
 

@@ -8,6 +8,12 @@
 //! | `origin-router:{R}:workers` | zset | worker id, scored by last share (ms) |
 //! | `origin-router:{R}:samples:{W}` | list | worker W's rounds, newest first, `ID\nJSON` |
 //! | `origin-router:{R}:ranking:{P}` | string | latest published ranking of pool P (JSON) |
+//! | `origin-router:{R}:clocks` | hash | worker id → `OFFSET_MS AT_MS`: each worker's last measured clock offset to Redis' `TIME` (for `prober status`) |
+//!
+//! Before every lease attempt and renewal a worker reads Redis' `TIME`
+//! and measures its own clock's offset to it ([`super::clock`]); past
+//! `prober.max_clock_skew` it does not run the lease script at all, and
+//! gives the lease up if it held it.
 //!
 //! The lease is renewed, and `seq` handed out, by one Lua script that first
 //! checks the caller still holds the lease: renewal and fencing are atomic,
@@ -34,6 +40,9 @@ use origin_router::sample::{Sample, UnixMillis};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
+use origin_router::store::StoreClock;
+
+use super::clock::{Clock, Judged};
 use super::{CoordError, Coordinator, Role};
 
 const LEAD: &str = r#"
@@ -43,7 +52,7 @@ if holder == false then
   holder = ARGV[1]
 end
 if holder ~= ARGV[1] then
-  return {0, holder}
+  return {0, holder, ''}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
@@ -54,7 +63,7 @@ local nxt = current + 1
 if floor > nxt then nxt = floor end
 local text = string.format('%d', nxt)
 redis.call('SET', KEYS[2], text)
-return {1, text}
+return {1, text, string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))}
 "#;
 
 const RELEASE: &str = r#"
@@ -78,6 +87,8 @@ pub struct RedisCoordinator {
     parsed: Mutex<HashMap<String, Arc<Vec<Sample>>>>,
     lead_script: redis::Script,
     release_script: redis::Script,
+    /// This worker's clock against Redis'.
+    clock: Arc<Clock>,
 }
 
 /// The worker id in a lease value (`worker#nonce`).
@@ -117,6 +128,7 @@ impl RedisCoordinator {
         worker: &str,
         lease_ttl: Duration,
         retention: usize,
+        clock: Arc<Clock>,
     ) -> Result<Self, CoordError> {
         Ok(RedisCoordinator {
             conn: connection(url)?,
@@ -129,6 +141,25 @@ impl RedisCoordinator {
             parsed: Mutex::new(HashMap::new()),
             lead_script: redis::Script::new(LEAD),
             release_script: redis::Script::new(RELEASE),
+            clock,
+        })
+    }
+
+    /// Reads Redis' `TIME`, timed: one reading of the region's clock.
+    pub async fn time(&self) -> Result<StoreClock, CoordError> {
+        let mut conn = self.conn.clone();
+        let started = origin_router::sample::unix_millis_now();
+        let timer = std::time::Instant::now();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(err("time"))?;
+        let rtt = timer.elapsed();
+        Ok(StoreClock {
+            server_ms: secs.saturating_mul(1000).saturating_add(micros / 1000),
+            local_ms: started.saturating_add(rtt.as_millis() as u64 / 2),
+            rtt,
+            resolution: Duration::from_millis(1),
         })
     }
 
@@ -145,7 +176,9 @@ impl RedisCoordinator {
         {
             return batch.clone();
         }
-        let now = origin_router::sample::unix_millis_now();
+        let now = self
+            .clock
+            .region_time(origin_router::sample::unix_millis_now());
         let batch = match serde_json::from_str::<Vec<Sample>>(json) {
             Ok(samples) => {
                 let (good, bad): (Vec<Sample>, Vec<Sample>) = samples
@@ -178,7 +211,9 @@ impl RedisCoordinator {
 #[async_trait]
 impl Coordinator for RedisCoordinator {
     async fn share(&self, samples: &[Sample]) -> Result<(), CoordError> {
-        let now = origin_router::sample::unix_millis_now();
+        let now = self
+            .clock
+            .region_time(origin_router::sample::unix_millis_now());
         let id = format!(
             "{}:{}:{}",
             self.worker,
@@ -207,15 +242,31 @@ impl Coordinator for RedisCoordinator {
             .ignore()
             .zrembyscore(&workers, "-inf", now.saturating_sub(keep_ms))
             .ignore()
+            .hset(
+                key(&self.region, "clocks"),
+                &self.worker,
+                format!("{} {now}", self.clock.offset_ms().unwrap_or(0)),
+            )
+            .ignore()
+            .pexpire(key(&self.region, "clocks"), keep_ms as i64)
+            .ignore()
             .query_async::<()>(&mut conn)
             .await
             .map_err(err("share"))
     }
 
-    /// `now` is not used: the fencing number comes from Redis' clock.
+    /// `now` is not used: the clock check and the fencing number come from
+    /// Redis' clock.
     async fn lead(&self, _now: UnixMillis) -> Result<Role, CoordError> {
+        let reading = self.time().await?;
+        if let Judged::Off { offset_ms } = self.clock.record(&reading, "redis") {
+            // Neither take nor renew: give the lease up if this worker
+            // held it, so a sane worker takes over at its next round.
+            self.release().await?;
+            return Ok(Role::Barred { offset_ms });
+        }
         let mut conn = self.conn.clone();
-        let (held, value): (i64, String) = self
+        let (held, value, at): (i64, String, String) = self
             .lead_script
             .key(key(&self.region, "leader"))
             .key(key(&self.region, "seq"))
@@ -231,7 +282,11 @@ impl Coordinator for RedisCoordinator {
                 op: "lead",
                 message: format!("seq `{value}` is not a number"),
             })?;
-            Ok(Role::Leader { seq })
+            let at = at.parse::<u64>().map_err(|_| CoordError {
+                op: "lead",
+                message: format!("time `{at}` is not a number"),
+            })?;
+            Ok(Role::Leader { seq, at })
         } else {
             Ok(Role::Follower {
                 leader: Some(worker_of(&value).to_string()),
@@ -329,4 +384,29 @@ pub async fn read_rankings(
         }
     }
     Ok(docs)
+}
+
+/// Each worker's last measured clock offset to Redis' `TIME` in `region`:
+/// (worker, offset ms, when, Unix ms on Redis' clock), skipping unreadable
+/// entries with a log line.
+pub async fn read_clocks(url: &str, region: &str) -> Result<Vec<(String, i64, u64)>, CoordError> {
+    let mut conn = connection(url)?;
+    let all: HashMap<String, String> = conn
+        .hgetall(key(region, "clocks"))
+        .await
+        .map_err(err("clocks"))?;
+    let mut out = Vec::new();
+    for (worker, value) in all {
+        let parsed = value
+            .split_once(' ')
+            .and_then(|(o, at)| Some((o.parse::<i64>().ok()?, at.parse::<u64>().ok()?)));
+        match parsed {
+            Some((offset, at)) if origin_router::config::is_name(&worker) => {
+                out.push((worker, offset, at))
+            }
+            _ => tracing::warn!(region, "skipping an unreadable clock entry in Redis"),
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -18,6 +18,10 @@ pub(crate) const INTERVAL_MAX: Duration = Duration::from_secs(5 * 60);
 const TIMEOUT_MAX: Duration = MINUTE;
 /// `lease_ttl`: [1s, 10m].
 const LEASE_TTL_MAX: Duration = Duration::from_secs(10 * 60);
+/// `max_clock_skew`: [100ms, 10s], the readers' tolerance
+/// ([`crate::sample::MAX_CLOCK_SKEW_MS`]).
+const MAX_CLOCK_SKEW_MIN: Duration = Duration::from_millis(100);
+const MAX_CLOCK_SKEW_MAX: Duration = Duration::from_millis(crate::sample::MAX_CLOCK_SKEW_MS);
 /// `shutdown_grace`: [0s, 5m].
 const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(5 * 60);
 
@@ -106,6 +110,17 @@ pub struct ProberConfig {
     /// [0s, 5m].
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How far this worker's wall clock may be from the region's (Redis'
+    /// `TIME`; without Redis, the store's clock) for it to lead. Past it
+    /// the worker neither takes nor renews the lease (it keeps probing and
+    /// sharing samples, dated on the region's clock). Default: 2s; range
+    /// [100ms, 10s]. At most the readers' tolerance (10 s: an edge and a
+    /// store take a ranking dated further ahead for a runaway clock's), so
+    /// no leader's ranking is ever refused or thought stale for its date;
+    /// 2 s leaves room for the 1 s resolution of DynamoDB's `Date` header,
+    /// the only clock a worker without Redis can compare with.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for ProberConfig {
@@ -129,6 +144,7 @@ impl Default for ProberConfig {
             lease_ttl: Duration::from_secs(10),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             shutdown_grace: Duration::from_secs(3),
+            max_clock_skew: Duration::from_secs(2),
         }
     }
 }
@@ -277,6 +293,12 @@ impl ProberConfig {
             p.shutdown_grace,
             Duration::ZERO,
             SHUTDOWN_GRACE_MAX,
+        );
+        v.duration(
+            "prober.max_clock_skew",
+            p.max_clock_skew,
+            MAX_CLOCK_SKEW_MIN,
+            MAX_CLOCK_SKEW_MAX,
         );
     }
 }
