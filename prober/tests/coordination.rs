@@ -40,10 +40,6 @@ async fn healthz(port: u16) -> Option<serde_json::Value> {
     serde_json::from_str(&body).ok()
 }
 
-/// Three workers; origin `a` answers in 30 ms, except for worker 3 (from
-/// 127.0.0.4) `a` never answers in time. Exactly one worker leads, and the
-/// published ranking carries all three workers' votes: `a` stays up
-/// (one bad path cannot eject it) with one down vote.
 /// A worker's clock, judged against Redis' with the default limit.
 fn clock(worker: &str) -> std::sync::Arc<prober::coord::Clock> {
     std::sync::Arc::new(prober::coord::Clock::new(
@@ -53,6 +49,10 @@ fn clock(worker: &str) -> std::sync::Arc<prober::coord::Clock> {
     ))
 }
 
+/// Three workers; origin `a` answers in 30 ms, except for worker 3 (from
+/// 127.0.0.4) `a` never answers in time. Exactly one worker leads, and the
+/// published ranking carries all three workers' votes: `a` stays up
+/// (one bad path cannot eject it) with one down vote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_one_leader_and_a_ranking_from_all_samples() {
     let redis = RedisServer::start().await.unwrap();
@@ -361,6 +361,60 @@ async fn redis_and_table_outages_are_survived() {
 
     stop_tx.send(true).unwrap();
     for w in workers {
+        w.await.unwrap().unwrap();
+    }
+}
+
+/// A leader whose rankings the store refuses (its table does not exist)
+/// steps down after two rounds and stands aside, so a worker that can
+/// publish takes over: the table gets a ranking within three intervals
+/// (plus start-up slack) of the second worker joining, though the broken
+/// worker took the lease first. Without stepping down it would renew the
+/// lease for ever and the region would publish nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_the_store_refuses_steps_down_for_one_that_can_publish() {
+    let redis = RedisServer::start().await.unwrap();
+    let moto = MotoServer::start().await.unwrap();
+    let store = dynamo(&moto).await;
+    let origins = origins([&[], &[], &[]]).await;
+    let (stop_tx, stop) = watch::channel(false);
+
+    let mut broken = config(&origins, "broken", None, Some(redis.url()));
+    broken.store.dynamodb_table = Some("no-such-table".into());
+    let broken = spawn_worker(broken, &moto, &stop);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leader_worker(&redis.url()).await.as_deref() != Some("broken") {
+        assert!(tokio::time::Instant::now() < deadline, "broken never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let joined = tokio::time::Instant::now();
+    let good = spawn_worker(
+        config(&origins, "good", None, Some(redis.url())),
+        &moto,
+        &stop,
+    );
+    let mut published = None;
+    let deadline = joined + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if ranking(store.as_ref()).await.is_some() {
+            published = Some(joined.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = published.expect("no ranking reached the table in 15 s");
+    assert_eq!(leader_worker(&redis.url()).await.as_deref(), Some("good"));
+    // Interval 1 s: the broken leader's rankings fail at its next rounds,
+    // it steps down at the round after (1.5 intervals of failures), and
+    // the good worker takes the lease at its next round. Honest slack for
+    // a shared machine: 8 s rather than 3.
+    assert!(
+        published <= Duration::from_secs(8),
+        "took {published:?} to publish after the good worker joined"
+    );
+    stop_tx.send(true).unwrap();
+    for w in [broken, good] {
         w.await.unwrap().unwrap();
     }
 }
