@@ -624,3 +624,35 @@ pub fn summary(doc: &RankingDocument) -> String {
         .collect::<Vec<_>>()
         .join(" > ")
 }
+
+#[cfg(test)]
+mod tests {
+    /// The CloudWatch metric filter of `deploy/prober.yaml` counts the
+    /// step-down warning: it must name this module and the line's start.
+    #[test]
+    fn the_step_down_alarm_filter_names_this_module_and_line() {
+        let template = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/prober.yaml"
+        ))
+        .unwrap();
+        let filter = template
+            .lines()
+            .skip_while(|l| !l.contains("StepDownFilter:"))
+            .find(|l| l.contains("FilterPattern:"))
+            .unwrap();
+        assert!(
+            filter.contains(&format!(
+                "$.target = \"{}\"",
+                module_path!().trim_end_matches("::tests")
+            )),
+            "{filter}"
+        );
+        let source = include_str!("worker.rs");
+        assert!(source.contains(concat!("\"stepping down", ": the store")));
+        assert!(
+            filter.contains("$.fields.message = \"stepping down*\""),
+            "{filter}"
+        );
+    }
+}

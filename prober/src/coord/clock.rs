@@ -354,4 +354,28 @@ mod tests {
         assert_eq!(shift(u64::MAX - 1, 10), u64::MAX);
         assert_eq!(shift(5, i64::MIN), 0);
     }
+
+    /// The CloudWatch metric filter of `deploy/prober.yaml` counts this
+    /// module's warnings: it must name this module as the log's target.
+    #[test]
+    fn the_clock_alarm_filter_names_this_module() {
+        let template = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/prober.yaml"
+        ))
+        .unwrap();
+        let filter = template
+            .lines()
+            .skip_while(|l| !l.contains("ClockOffFilter:"))
+            .find(|l| l.contains("FilterPattern:"))
+            .unwrap();
+        assert!(
+            filter.contains(&format!(
+                "$.target = \"{}\"",
+                module_path!().trim_end_matches("::tests")
+            )),
+            "{filter}"
+        );
+        assert!(filter.contains("$.level = \"WARN\""), "{filter}");
+    }
 }
