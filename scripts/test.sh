@@ -39,6 +39,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# libfaketime fakes one process's wall clock (LD_PRELOAD) for the clock
+# tests: a worker whose clock is off, the stores' own clocks (Debian
+# package faketime).
+if ! command -v faketime >/dev/null 2>&1; then
+  step "installing faketime (Debian package) for the clock tests"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends faketime >/dev/null
+fi
+export ORIGIN_ROUTER_LIBFAKETIME="${ORIGIN_ROUTER_LIBFAKETIME:-$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' || echo /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1)}"
+
 if [ ! -x "$services/venv/bin/moto_server" ]; then
   step "installing moto[server] (PyPI) into .test-services/venv"
   rm -rf "$services/venv"
@@ -67,6 +77,7 @@ echo "cfn-lint: $("$services/venv/bin/cfn-lint" --version)"
 echo "node: $(node --version)"
 echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>/dev/null | head -1)"
+echo "libfaketime: $ORIGIN_ROUTER_LIBFAKETIME ($(dpkg-query -W -f='${Version}' libfaketime 2>/dev/null))"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{DynamoStore, MemoryStore, RankingStore, StoreError};
+use origin_router::store::{DynamoStore, EmbeddedStore, MemoryStore, RankingStore, StoreError};
 use origin_router_tests::services::MotoServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -175,4 +175,140 @@ async fn dynamodb_clock_is_bounded_by_the_clock_timeout() {
     let err = store.clock().await.expect_err("no answer");
     assert!(matches!(err, StoreError::Timeout(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// Debian's libfaketime (package `faketime`, which scripts/test.sh
+/// installs); `ORIGIN_ROUTER_LIBFAKETIME` names another.
+fn libfaketime() -> std::path::PathBuf {
+    std::env::var_os("ORIGIN_ROUTER_LIBFAKETIME")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1".into())
+}
+
+/// Set in the child process [`embedded_clock_in_a_child`] starts.
+const CHILD: &str = "ORIGIN_ROUTER_STORE_CLOCK_CHILD";
+
+/// Only in a child started by [`embedded_clock_in_a_child`] (elsewhere it
+/// returns at once): measures the embedded store's clock and prints it,
+/// with the other candidate clocks the module docs weigh, for the record.
+#[tokio::test]
+async fn embedded_clock_child_mode() {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt;
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = EmbeddedStore::new(dir.path())
+        .clock()
+        .await
+        .unwrap()
+        .expect("on Linux the embedded store has a clock");
+    println!(
+        "\nSTORE_CLOCK offset_ms={} uncertainty_ms={} resolution_ms={}",
+        clock.offset_ms(),
+        clock.uncertainty().as_millis(),
+        clock.resolution.as_millis()
+    );
+    // The candidates not taken, each as (its reading - this process's).
+    let now_ms = |t: i64, ns: i64| t * 1000 + ns / 1_000_000;
+    let local = i64::try_from(unix_millis_now()).unwrap();
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let btime: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap();
+    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
+    let boottime = btime * 1000 + now_ms(boot.tv_sec(), boot.tv_nsec()) + 500;
+    let path = dir.path().join("touched");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"x").unwrap();
+    let statx = file.metadata().unwrap();
+    let fstat = nix::sys::stat::fstat(&file).unwrap();
+    println!(
+        "CANDIDATES btime+CLOCK_BOOTTIME={} ms, mtime via statx (std)={} ms, mtime via fstat (libc)={} ms",
+        boottime - local,
+        now_ms(statx.mtime(), statx.mtime_nsec()) - local,
+        now_ms(fstat.st_mtime, fstat.st_mtime_nsec) - local,
+    );
+}
+
+/// The embedded store's clock measured by this test binary re-run with
+/// `env`: its offset and uncertainty (ms), and what it printed.
+fn embedded_clock_in_a_child(env: &[(&str, &str)]) -> (i64, i64, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "embedded_clock_child_mode",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{env:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> i64 {
+        let at = stdout
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{env:?}: no {name} in\n{stdout}"));
+        stdout[at + name.len() + 1..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{env:?}: bad {name} in\n{stdout}"))
+    };
+    let report = stdout
+        .lines()
+        .filter(|l| l.contains("STORE_CLOCK") || l.contains("CANDIDATES"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (field("offset_ms"), field("uncertainty_ms"), report)
+}
+
+/// A process one hour fast under libfaketime sees the kernel's clock an
+/// hour behind its own (offset -3600 s), one hour slow an hour ahead,
+/// whether or not libfaketime also fakes the monotonic clocks; without
+/// libfaketime the offset is about zero.
+#[test]
+fn embedded_clock_sees_a_faked_process_clock() {
+    let (offset, uncertainty, report) = embedded_clock_in_a_child(&[]);
+    println!("no faketime:\n{report}");
+    assert!(
+        offset.abs() <= uncertainty + 20 && uncertainty < 1_500,
+        "offset {offset} ms, uncertainty {uncertainty} ms"
+    );
+
+    let lib = libfaketime();
+    if !lib.exists() {
+        println!(
+            "NOTE: skipping the libfaketime half: {} is missing (Debian package `faketime`; scripts/test.sh installs it)",
+            lib.display()
+        );
+        return;
+    }
+    let lib = lib.to_str().expect("a UTF-8 library path");
+    for (faketime, dont_fake_monotonic, expected) in [
+        ("+3600", true, -3_600_000),
+        ("-3600", true, 3_600_000),
+        ("+3600", false, -3_600_000),
+    ] {
+        let mut env = vec![("LD_PRELOAD", lib), ("FAKETIME", faketime)];
+        if dont_fake_monotonic {
+            env.push(("DONT_FAKE_MONOTONIC", "1"));
+        }
+        let (offset, uncertainty, report) = embedded_clock_in_a_child(&env);
+        println!("{env:?}:\n{report}");
+        assert!(
+            (offset - expected).abs() <= uncertainty + 20 && (offset - expected).abs() < 5_000,
+            "{env:?}: offset {offset} ms, expected {expected} ms, uncertainty {uncertainty} ms"
+        );
+    }
 }

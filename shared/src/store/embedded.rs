@@ -19,6 +19,40 @@
 //!   skipped with a reason, never followed, waited on or read whole;
 //! - locks are per pool and waited on for at most [`LOCK_WAIT`]: a stuck
 //!   writer of one pool never holds back another pool, or a shutdown.
+//!
+//! # Its clock
+//!
+//! Every process sharing the store runs on one kernel, so the clock they
+//! must agree on is the kernel's wall clock, and what
+//! [`RankingStore::clock`] can check is a process whose *own view* of it
+//! is off: one run under libfaketime (an `LD_PRELOAD` library that replaces
+//! `clock_gettime`, `gettimeofday`, `time` and the `stat` family), or any
+//! other per-process fake. It reads the kernel's clock from procfs:
+//! `btime` of `/proc/stat` (boot, on the wall clock, whole seconds) plus
+//! `/proc/uptime` (time since boot), two file reads no such library
+//! touches; resolution 1.01 s, so the uncertainty is about half a second.
+//!
+//! What was checked, with Debian's libfaketime 0.9.10 and
+//! `FAKETIME=+3600` (shared/tests/store_clock.rs asserts the first and
+//! prints the others at every run):
+//! - btime + uptime read the true time, with or without
+//!   `DONT_FAKE_MONOTONIC=1`;
+//! - btime + `clock_gettime(CLOCK_BOOTTIME)` reads the true time only with
+//!   `DONT_FAKE_MONOTONIC=1`: without it libfaketime fakes CLOCK_BOOTTIME
+//!   too and the sum is decades off, so it is not used;
+//! - the mtime of a file just written is stamped by the kernel, but
+//!   libfaketime shifts what `fstat`/`stat` return by its offset unless
+//!   `NO_FAKE_STAT` is set; only `statx` (which std uses where the kernel
+//!   and seccomp allow it) escapes, so it is not used either.
+//!
+//! What it cannot check: a wrong kernel clock (every process on the machine
+//! shares it, and it agrees with itself; that is NTP's job, and the
+//! prober's Redis or DynamoDB clock where there is one), or the clocks of
+//! other machines, should the store's directory be shared over a network
+//! filesystem (the store is meant for one machine). Time namespaces cannot
+//! offset the wall clock (time_namespaces(7)), and procfs shows `btime`
+//! and uptime in the namespace's terms, so they need no check. Off Linux
+//! there is no procfs and the store reports no clock (`Ok(None)`).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
@@ -474,6 +508,21 @@ impl RankingStore for EmbeddedStore {
     async fn delete_control(&self, pool: &str, key: &str) -> Result<bool, StoreError> {
         let (store, pool, key) = (self.clone(), pool.to_string(), key.to_string());
         blocking(move || store.delete_control_blocking(&pool, &key)).await
+    }
+
+    /// The kernel's wall clock against this process's (see "Its clock" in
+    /// the module docs). Two procfs reads: in memory, never blocking, so
+    /// they run here rather than on the blocking pool, whose queue would
+    /// only widen the round trip.
+    async fn clock(&self) -> Result<Option<super::StoreClock>, StoreError> {
+        #[cfg(target_os = "linux")]
+        {
+            super::kernel_clock::read().map(Some)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(None)
+        }
     }
 }
 

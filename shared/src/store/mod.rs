@@ -10,6 +10,8 @@
 
 mod dynamodb;
 mod embedded;
+#[cfg(target_os = "linux")]
+mod kernel_clock;
 mod memory;
 
 use std::collections::BTreeMap;
