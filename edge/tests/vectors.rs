@@ -690,11 +690,19 @@ mod model {
         let no_controls = Vec::new();
         let controls = known.map_or(&no_controls, |(s, _)| &s.controls);
         let active = in_force(config, pool_name, pool, case, controls);
-        if let Some(o) = active
+        // The latest set; on a tie the region's own over all regions',
+        // then the smaller origin id.
+        let mut overrides: Vec<&&StoredControl> = active
             .iter()
             .filter(|c| c.kind == ControlKind::Override)
-            .max_by_key(|c| c.set_at)
-        {
+            .collect();
+        overrides.sort_by(|a, b| {
+            b.set_at
+                .cmp(&a.set_at)
+                .then((b.region != ALL_REGIONS).cmp(&(a.region != ALL_REGIONS)))
+                .then(a.origin.cmp(&b.origin))
+        });
+        if let Some(o) = overrides.first() {
             return (done("override", o.origin.clone(), None, None, false), None);
         }
         let all: Vec<String> = pool.origins.iter().map(|o| o.id.clone()).collect();

@@ -487,13 +487,26 @@ pub fn drained<'a>(active: &[&'a Control]) -> Vec<&'a str> {
         .collect()
 }
 
-/// The override among `active` controls, if any (the latest set wins).
+/// The override among `active` controls, if any: the latest set wins; of
+/// two set in the same millisecond (one for the region and one for all
+/// regions: one key holds one override), the region's own; then the
+/// smaller origin id. Every reader (the edge, the prober, a CloudFront
+/// Function held to the decision vectors) must pick the same one, so the
+/// order is total and spelled out rather than left to an iterator's tie
+/// rule.
 pub fn override_of<'a>(active: &[&'a Control]) -> Option<&'a Control> {
+    let rank = |c: &Control| {
+        (
+            c.set_at,
+            c.region != ALL_REGIONS,
+            std::cmp::Reverse(c.origin.clone()),
+        )
+    };
     active
         .iter()
         .filter(|c| c.kind == ControlKind::Override)
-        .max_by_key(|c| c.set_at)
         .copied()
+        .reduce(|best, c| if rank(c) > rank(best) { c } else { best })
 }
 
 /// Parses an operator's duration in exactly the configuration's grammar
