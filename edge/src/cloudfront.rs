@@ -259,6 +259,11 @@ impl Request {
             .map(|h| h.value.as_str())
     }
 
+    /// Removes every value of a header (names are lower case in events).
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.remove(name);
+    }
+
     /// Replaces a header with one value.
     pub fn set_header(&mut self, name: &str, canonical: &str, value: &str) {
         self.headers.insert(

@@ -58,12 +58,21 @@ impl DecisionLog {
         emf::write_decision_line(&mut self.lock().pending, decision, region, timestamp_ms);
     }
 
-    /// Adds one line per ejection an origin-response caused.
+    /// Adds one line per ejection an origin-response caused, one per
+    /// timed miss, and one for a miss that could not be timed.
     pub fn record_ejections(&self, observed: &Observed, region: &str, timestamp_ms: u64) {
         let mut inner = None;
         for e in observed.ejections() {
             let inner = inner.get_or_insert_with(|| self.lock());
             emf::write_ejection_line(&mut inner.pending, &e, region, timestamp_ms);
+        }
+        for t in &observed.timed {
+            let inner = inner.get_or_insert_with(|| self.lock());
+            emf::write_latency_line(&mut inner.pending, t, region, timestamp_ms);
+        }
+        if let Some(why) = observed.dropped {
+            let inner = inner.get_or_insert_with(|| self.lock());
+            emf::write_dropped_line(&mut inner.pending, why, region, timestamp_ms);
         }
     }
 

@@ -64,7 +64,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use origin_router::config::{OutlierConfig, PoolConfig};
+use origin_router::config::{LatencyMode, OutlierConfig, PoolConfig};
 use tokio::time::Instant;
 
 /// How many slots the error-ratio window is cut into.
@@ -130,6 +130,12 @@ struct Tracked {
     ejected_until: Option<Instant>,
     /// Answers of the last `error_window` (only when `error_ratio` is on).
     window: Window,
+    /// Timed answers of the last `latency_window`, slow ones counted as
+    /// errors (only when `latency` is not off).
+    latency: Window,
+    /// The decayed mean of the timed answers, ms, and when it was last
+    /// moved: the estimate the reports carry (see [`crate::traffic`]).
+    latency_mean: Option<(f64, Instant)>,
 }
 
 impl Tracked {
@@ -163,6 +169,8 @@ pub enum Recorded {
     Refused(Refusal),
     /// Already ejected, or ejection is off for the pool: nothing changes.
     Unchanged,
+    /// A timed answer, counted: `slow` when it was above the bar.
+    Timed { slow: bool },
 }
 
 /// Which detector ejected an origin.
@@ -172,6 +180,10 @@ pub enum Trigger {
     Consecutive5xx,
     /// `error_ratio` of the answers within `error_window` were 5xx.
     ErrorRatio,
+    /// Most of the answers within `latency_window` were slower than the
+    /// next usable origin's ranked latency by the switch margin (a
+    /// demotion: see [`crate::traffic`]).
+    Latency,
 }
 
 impl Trigger {
@@ -180,6 +192,7 @@ impl Trigger {
         match self {
             Trigger::Consecutive5xx => "consecutive_5xx",
             Trigger::ErrorRatio => "error_ratio",
+            Trigger::Latency => "latency",
         }
     }
 }
@@ -221,6 +234,34 @@ impl Ejections {
         let p = self.pools.get_mut(pool)?;
         let index = p.origins.iter().position(|o| o.id == origin)?;
         Some(p.record(index, status, now))
+    }
+
+    /// Records one timed answer of `origin` (of `pool`): `latency`, judged
+    /// slow against `bar` (none: no other usable origin to compare with,
+    /// so nothing is slow), at `now`. `None` when the pair is not in the
+    /// config.
+    pub fn record_latency(
+        &mut self,
+        pool: &str,
+        origin: &str,
+        latency: Duration,
+        bar: Option<Duration>,
+        now: Instant,
+    ) -> Option<Recorded> {
+        let p = self.pools.get_mut(pool)?;
+        let index = p.origins.iter().position(|o| o.id == origin)?;
+        Some(p.record_latency(index, latency, bar, now))
+    }
+
+    /// The decayed mean latency of `origin`'s timed answers in this
+    /// container, ms, if it has any.
+    pub fn observed_ms(&self, pool: &str, origin: &str) -> Option<f64> {
+        let p = self.pools.get(pool)?;
+        p.origins
+            .iter()
+            .find(|o| o.id == origin)?
+            .latency_mean
+            .map(|(ms, _)| ms)
     }
 
     /// The origins of `pool` ejected at `now`, in config order.
@@ -299,6 +340,54 @@ impl PoolOutliers {
                 consecutive_5xx: count,
             };
         };
+        self.eject(index, trigger, now)
+    }
+
+    /// Times one answer of origin `index` (see [`Ejections::record_latency`]).
+    fn record_latency(
+        &mut self,
+        index: usize,
+        latency: Duration,
+        bar: Option<Duration>,
+        now: Instant,
+    ) -> Recorded {
+        let c = &self.config;
+        if c.latency == LatencyMode::Off || self.origins[index].is_ejected(now) {
+            return Recorded::Unchanged;
+        }
+        let (slot, min, demote) = (
+            c.latency_window / WINDOW_SLOTS as u32,
+            c.latency_min_requests,
+            c.latency == LatencyMode::Demote,
+        );
+        let tau = c.latency_window.as_secs_f64() / 3.0;
+        let o = &mut self.origins[index];
+        let ms = latency.as_secs_f64() * 1000.0;
+        o.latency_mean = Some(match o.latency_mean {
+            // Decayed by the time since the last answer, not per answer,
+            // so the estimate means the same at any request rate.
+            Some((mean, at)) => {
+                let w = (-(now.saturating_duration_since(at).as_secs_f64()) / tau).exp();
+                (w * mean + (1.0 - w) * ms, now)
+            }
+            None => (ms, now),
+        });
+        let slow = bar.is_some_and(|b| latency > b);
+        o.latency.add(now, slot, slow);
+        if !(demote && slow) {
+            return Recorded::Timed { slow };
+        }
+        let (answers, slow_answers) = o.latency.totals(now, slot);
+        // A strict majority: the window's median is above the bar.
+        if answers < min || slow_answers * 2 <= answers {
+            return Recorded::Timed { slow };
+        }
+        self.eject(index, Trigger::Latency, now)
+    }
+
+    /// Ejects origin `index` by `trigger`, within the limits.
+    fn eject(&mut self, index: usize, trigger: Trigger, now: Instant) -> Recorded {
+        let c = &self.config;
         if let Some(refusal) = self.refusal(now) {
             return Recorded::Refused(refusal);
         }
@@ -317,6 +406,7 @@ impl PoolOutliers {
         o.consecutive_5xx = 0;
         // Judged afresh when it is back.
         o.window.clear();
+        o.latency.clear();
         Recorded::Ejected {
             duration,
             times: o.times_ejected,
@@ -379,6 +469,166 @@ mod tests {
         o.error_window = Duration::from_secs(window_s);
         o.error_min_requests = min;
         c
+    }
+
+    /// `origins` origins, 5xx detectors off, latency demotion on over a
+    /// 10 s window of at least `min` answers.
+    fn latency_config(origins: usize, min: u32) -> Config {
+        let mut c = config(origins, 0, 100);
+        let o = &mut c.pools.get_mut("web").unwrap().outlier;
+        o.latency = LatencyMode::Demote;
+        o.latency_window = Duration::from_secs(10);
+        o.latency_min_requests = min;
+        c
+    }
+
+    const BAR: Option<Duration> = Some(Duration::from_millis(72));
+
+    #[test]
+    fn a_majority_of_slow_answers_demotes_and_the_ejection_ends() {
+        let mut e = Ejections::new(&latency_config(2, 10).pools);
+        let start = Instant::now();
+        let slow = Duration::from_millis(400);
+        for i in 0..9 {
+            let at = start + Duration::from_millis(100 * i);
+            assert_eq!(
+                e.record_latency("web", "o0", slow, BAR, at),
+                Some(Recorded::Timed { slow: true }),
+                "answer {i}"
+            );
+        }
+        let tenth = start + Duration::from_millis(900);
+        let Some(Recorded::Ejected {
+            trigger, duration, ..
+        }) = e.record_latency("web", "o0", slow, BAR, tenth)
+        else {
+            panic!("not demoted at the tenth slow answer");
+        };
+        assert_eq!(trigger, Trigger::Latency);
+        assert_eq!(e.ejected("web", tenth), ["o0"]);
+        // Late answers change nothing while it is out; it is back after
+        // base_ejection_time, judged afresh.
+        assert_eq!(
+            e.record_latency("web", "o0", slow, BAR, tenth),
+            Some(Recorded::Unchanged)
+        );
+        let back = tenth + duration;
+        assert!(e.ejected("web", back).is_empty());
+        assert_eq!(
+            e.record_latency("web", "o0", slow, BAR, back),
+            Some(Recorded::Timed { slow: true })
+        );
+        assert!(e
+            .observed_ms("web", "o0")
+            .is_some_and(|ms| (399.0..=401.0).contains(&ms)));
+    }
+
+    #[test]
+    fn half_slow_is_no_majority_and_observe_only_never_demotes() {
+        let mut e = Ejections::new(&latency_config(2, 10).pools);
+        let start = Instant::now();
+        for i in 0..40u64 {
+            // Fast first: never more slow answers than fast ones.
+            let latency = Duration::from_millis(if i % 2 == 1 { 400 } else { 50 });
+            let r = e.record_latency(
+                "web",
+                "o0",
+                latency,
+                BAR,
+                start + Duration::from_millis(50 * i),
+            );
+            assert!(matches!(r, Some(Recorded::Timed { .. })), "{i}: {r:?}");
+        }
+        let mut c = latency_config(2, 1);
+        c.pools.get_mut("web").unwrap().outlier.latency = LatencyMode::Observe;
+        let mut e = Ejections::new(&c.pools);
+        for i in 0..40u64 {
+            let r = e.record_latency(
+                "web",
+                "o0",
+                Duration::from_secs(2),
+                BAR,
+                start + Duration::from_millis(i),
+            );
+            assert_eq!(r, Some(Recorded::Timed { slow: true }));
+        }
+        // Without a bar (no other usable origin ranked) nothing is slow.
+        let mut e = Ejections::new(&latency_config(2, 1).pools);
+        assert_eq!(
+            e.record_latency("web", "o0", Duration::from_secs(2), None, start),
+            Some(Recorded::Timed { slow: false })
+        );
+        // Off: nothing is kept.
+        let mut c = latency_config(2, 1);
+        c.pools.get_mut("web").unwrap().outlier.latency = LatencyMode::Off;
+        let mut e = Ejections::new(&c.pools);
+        assert_eq!(
+            e.record_latency("web", "o0", Duration::from_secs(2), BAR, start),
+            Some(Recorded::Unchanged)
+        );
+        assert_eq!(e.observed_ms("web", "o0"), None);
+    }
+
+    #[test]
+    fn demotion_keeps_the_ejection_limits() {
+        let start = Instant::now();
+        let slow = Duration::from_secs(1);
+        // Never the last origin.
+        let mut e = Ejections::new(&latency_config(2, 1).pools);
+        assert!(matches!(
+            e.record_latency("web", "o0", slow, BAR, start),
+            Some(Recorded::Ejected {
+                trigger: Trigger::Latency,
+                ..
+            })
+        ));
+        assert_eq!(
+            e.record_latency("web", "o1", slow, BAR, start),
+            Some(Recorded::Refused(Refusal::LastOrigin))
+        );
+        // max_ejection_percent counts demotions and ejections together.
+        let mut c = latency_config(10, 1);
+        c.pools.get_mut("web").unwrap().outlier.max_ejection_percent = 10;
+        c.pools.get_mut("web").unwrap().outlier.consecutive_5xx = 1;
+        let mut e = Ejections::new(&c.pools);
+        assert!(matches!(
+            e.record("web", "o0", 503, start),
+            Some(Recorded::Ejected { .. })
+        ));
+        assert_eq!(
+            e.record_latency("web", "o1", slow, BAR, start),
+            Some(Recorded::Refused(Refusal::MaxPercent))
+        );
+    }
+
+    proptest! {
+        /// A healthy origin with a burst of a few slow answers (1 % of its
+        /// answers ten times slower than the bar) is never demoted,
+        /// whatever the rate and wherever the bursts fall, with
+        /// `latency_min_requests` of 3 or more (the default is 10): a
+        /// window holds that many answers before it can judge, and then a
+        /// majority must be slow. (With 1 or 2, one slow answer alone in a
+        /// quiet window is a majority: the config's docs say so.)
+        #[test]
+        fn one_percent_of_slow_answers_never_demotes(
+            gaps_ms in proptest::collection::vec(1u64..400, 200..2000),
+            slow_every in 90usize..110,
+            offset in 0usize..100,
+            min in 3u32..40,
+        ) {
+            let mut e = Ejections::new(&latency_config(3, min).pools);
+            let mut at = Instant::now();
+            for (i, gap) in gaps_ms.iter().enumerate() {
+                at += Duration::from_millis(*gap);
+                let latency = if (i + offset) % slow_every == 0 {
+                    Duration::from_millis(720)
+                } else {
+                    Duration::from_millis(60)
+                };
+                let r = e.record_latency("web", "o0", latency, BAR, at);
+                prop_assert!(matches!(r, Some(Recorded::Timed { .. })), "answer {i}: {r:?}");
+            }
+        }
     }
 
     fn fail(e: &mut Ejections, origin: &str, times: u32, now: Instant) -> Option<Recorded> {

@@ -31,6 +31,28 @@ const EJECTION_METADATA_TAIL: &str = concat!(
     r#""Metrics":[{"Name":"Ejections","Unit":"Count"}]}]}"#
 );
 
+/// The metric directive of the latency lines: what one miss took, at high
+/// resolution (1 s), beside the origin's ranked (probed) latency, by pool
+/// and origin and by the edge's region: the gray failure shows as the one
+/// far above the other.
+const LATENCY_METADATA_TAIL: &str = concat!(
+    r#","CloudWatchMetrics":[{"Namespace":"OriginRouter/Edge","#,
+    r#""Dimensions":[["Pool","Origin"],["Region"]],"#,
+    r#""Metrics":[{"Name":"OriginLatencyMs","Unit":"Milliseconds","StorageResolution":1},"#,
+    r#"{"Name":"RankedLatencyMs","Unit":"Milliseconds","StorageResolution":1}]}]}"#
+);
+
+/// The metric directive of the lines for misses whose latency could not
+/// be measured (a stamp missing, malformed, negative or absurd).
+const DROPPED_METADATA_TAIL: &str = concat!(
+    r#","CloudWatchMetrics":[{"Namespace":"OriginRouter/Edge","#,
+    r#""Dimensions":[["Region"]],"#,
+    r#""Metrics":[{"Name":"DroppedLatencies","Unit":"Count"}]}]}"#
+);
+
+pub const LATENCY_MESSAGE: &str = "origin latency";
+pub const DROPPED_MESSAGE: &str = "latency not measured";
+
 /// The `message` member of the decision lines and of the ejection lines.
 pub const DECISION_MESSAGE: &str = "origin decision";
 pub const EJECTION_MESSAGE: &str = "origin ejected";
@@ -148,6 +170,79 @@ pub fn write_ejection_line(out: &mut Vec<u8>, e: &Ejection<'_>, region: &str, ti
     );
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LatencyMembers<'a> {
+    #[serde(rename = "message")]
+    message: &'static str,
+    pool: &'a str,
+    origin: &'a str,
+    region: &'a str,
+    origin_latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranked_latency_ms: Option<f64>,
+    slow: bool,
+}
+
+/// Appends the line for one timed miss (metrics `OriginLatencyMs` and,
+/// where a fresh ranking has the origin, `RankedLatencyMs`) to `out`.
+pub fn write_latency_line(
+    out: &mut Vec<u8>,
+    t: &crate::handler::Timed,
+    region: &str,
+    timestamp_ms: u64,
+) {
+    let members = LatencyMembers {
+        message: LATENCY_MESSAGE,
+        pool: &t.pool,
+        origin: &t.origin,
+        region,
+        origin_latency_ms: t.latency.as_secs_f64() * 1000.0,
+        ranked_latency_ms: t.ranked_ms.filter(|ms| ms.is_finite()),
+        slow: t.slow,
+    };
+    write_line(
+        out,
+        LATENCY_METADATA_TAIL,
+        &members,
+        LATENCY_MESSAGE,
+        timestamp_ms,
+    );
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DroppedMembers<'a> {
+    #[serde(rename = "message")]
+    message: &'static str,
+    region: &'a str,
+    reason: &'static str,
+    dropped_latencies: u32,
+}
+
+/// Appends the line for a miss whose latency was not measured (metric
+/// `DroppedLatencies`) to `out`.
+pub fn write_dropped_line(
+    out: &mut Vec<u8>,
+    why: crate::traffic::Dropped,
+    region: &str,
+    timestamp_ms: u64,
+) {
+    let members = DroppedMembers {
+        message: DROPPED_MESSAGE,
+        region,
+        reason: why.as_str(),
+        dropped_latencies: 1,
+    };
+    write_line(
+        out,
+        DROPPED_METADATA_TAIL,
+        &members,
+        DROPPED_MESSAGE,
+        timestamp_ms,
+    );
+}
+
 /// `{"_aws":{"Timestamp":T` + `tail` + the members, joined into one
 /// object, and a newline.
 fn write_line(
@@ -186,35 +281,40 @@ mod tests {
 
     /// Each directive the edge writes: (metric names, dimension sets).
     fn directives() -> Vec<(Vec<String>, Vec<Vec<String>>)> {
-        [AWS_METADATA_TAIL, EJECTION_METADATA_TAIL]
-            .iter()
-            .map(|tail| {
-                let tail = format!("{{{}", &tail[1..]);
-                let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
-                let directive = &directive["CloudWatchMetrics"][0];
-                assert_eq!(directive["Namespace"], NAMESPACE);
-                let strings = |v: &serde_json::Value| -> Vec<String> {
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.as_str().unwrap().to_string())
-                        .collect()
-                };
-                let metrics = directive["Metrics"]
-                    .as_array()
+        [
+            AWS_METADATA_TAIL,
+            EJECTION_METADATA_TAIL,
+            LATENCY_METADATA_TAIL,
+            DROPPED_METADATA_TAIL,
+        ]
+        .iter()
+        .map(|tail| {
+            let tail = format!("{{{}", &tail[1..]);
+            let directive: serde_json::Value = serde_json::from_str(&tail).unwrap();
+            let directive = &directive["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], NAMESPACE);
+            let strings = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
                     .unwrap()
                     .iter()
-                    .map(|m| m["Name"].as_str().unwrap().to_string())
-                    .collect();
-                let dims = directive["Dimensions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(strings)
-                    .collect();
-                (metrics, dims)
-            })
-            .collect()
+                    .map(|d| d.as_str().unwrap().to_string())
+                    .collect()
+            };
+            let metrics = directive["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["Name"].as_str().unwrap().to_string())
+                .collect();
+            let dims = directive["Dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(strings)
+                .collect();
+            (metrics, dims)
+        })
+        .collect()
     }
 
     /// The dimension sets `metric` is emitted with (empty: not emitted).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::decision::Source;
 use crate::router::{Decision, Router};
-use origin_router::config::{OriginConfig, RoutingConfig};
+use origin_router::config::{LatencyMode, OriginConfig, RoutingConfig};
 use origin_router::sample::UnixMillis;
 use serde_json::Value;
 
@@ -130,6 +130,22 @@ pub struct Observed {
     pub recorded: Vec<(String, String, Recorded)>,
     /// The response's status, when it was a valid one.
     pub status: Option<u16>,
+    /// The miss's latency, per (pool, origin) it was counted against,
+    /// with that origin's ranked latency where a fresh ranking has it.
+    pub timed: Vec<Timed>,
+    /// Why no latency was measured, where the pool measures and none was.
+    pub dropped: Option<crate::traffic::Dropped>,
+}
+
+/// One timed miss (see [`crate::traffic`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub pool: String,
+    pub origin: String,
+    pub latency: std::time::Duration,
+    /// The origin's latency in the nearest fresh ranking (the probes').
+    pub ranked_ms: Option<f64>,
+    pub slow: bool,
 }
 
 impl Observed {
@@ -170,6 +186,8 @@ pub async fn invoke(edge: &Edge, payload: &str, now: UnixMillis) -> Result<Answe
                     response,
                     recorded: Vec::new(),
                     status: None,
+                    timed: Vec::new(),
+                    dropped: None,
                 }));
             }
             return Err(e.into());
@@ -177,7 +195,7 @@ pub async fn invoke(edge: &Edge, payload: &str, now: UnixMillis) -> Result<Answe
     };
     match EventType::of(&event.records[0].cf) {
         Some(EventType::OriginResponse) => {
-            Ok(Answer::Response(observe(edge, event, Instant::now())))
+            Ok(Answer::Response(observe(edge, event, now, Instant::now())))
         }
         _ => Ok(Answer::Request(Box::new(route(edge, event, now).await))),
     }
@@ -185,10 +203,11 @@ pub async fn invoke(edge: &Edge, payload: &str, now: UnixMillis) -> Result<Answe
 
 /// Counts an origin-response's status against the origin that answered
 /// (the origin the request was sent to, mapped back to the config by host
-/// name and port) and returns the response unchanged. An origin not in
-/// the config, or a status that is not a three-digit code, is logged and
-/// counts nothing.
-pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
+/// name and port), times the miss where the request carries the edge's
+/// stamp ([`crate::traffic`]; `now` is the wall clock), and returns the
+/// response unchanged. An origin not in the config, or a status that is
+/// not a three-digit code, is logged and counts nothing.
+pub fn observe(edge: &Edge, event: cloudfront::Event, now: UnixMillis, at: Instant) -> Observed {
     let record = event
         .records
         .into_iter()
@@ -210,6 +229,8 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
             response,
             recorded,
             status: None,
+            timed: Vec::new(),
+            dropped: None,
         };
     };
     let Some(custom) = cf.request.origin.as_ref().and_then(|o| o.custom.as_ref()) else {
@@ -221,6 +242,8 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
             response,
             recorded,
             status: Some(status),
+            timed: Vec::new(),
+            dropped: None,
         };
     };
     let distribution = cf.config.distribution_id.as_str();
@@ -257,6 +280,43 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
             "origin-response from an origin not in the config: counted nowhere"
         );
     }
+    // The miss's latency, from the stamp the origin-request handler wrote
+    // (only pools that measure send one).
+    let measures = |pool: &str| {
+        edge.router
+            .pools()
+            .get(pool)
+            .is_some_and(|p| p.outlier.latency != LatencyMode::Off)
+    };
+    let mut timed = Vec::new();
+    let mut dropped = None;
+    if pairs.iter().any(|(p, _)| measures(p)) {
+        match crate::traffic::measure(cf.request.header(crate::traffic::HEADER), now) {
+            Ok(latency) => {
+                for (pool, origin) in pairs.iter().filter(|(p, _)| measures(p)) {
+                    if let Some((r, ranked_ms)) =
+                        edge.router.record_latency(pool, origin, latency, now, at)
+                    {
+                        timed.push(Timed {
+                            pool: pool.to_string(),
+                            origin: origin.to_string(),
+                            latency,
+                            ranked_ms,
+                            slow: matches!(r, Recorded::Timed { slow: true })
+                                || matches!(r, Recorded::Ejected { .. } | Recorded::Refused(_)),
+                        });
+                        if matches!(r, Recorded::Ejected { .. } | Recorded::Refused(_)) {
+                            recorded.push((pool.to_string(), origin.to_string(), r));
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::debug!(reason = why.as_str(), "no latency measured for this miss");
+                dropped = Some(why);
+            }
+        }
+    }
     for (pool, origin) in pairs {
         if let Some(r) = edge.router.record_response(pool, origin, status, at) {
             recorded.push((pool.to_string(), origin.to_string(), r));
@@ -266,6 +326,8 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, at: Instant) -> Observed {
         response,
         recorded,
         status: Some(status),
+        timed,
+        dropped,
     }
 }
 
@@ -306,15 +368,19 @@ pub async fn route(edge: &Edge, event: cloudfront::Event, now: UnixMillis) -> Ro
             Decision::passthrough(other.as_deref().unwrap_or(""), std::time::Duration::ZERO)
         }
     };
+    // A stamp the viewer sent never reaches the origin; the edge's own goes
+    // on requests it routed to an origin of a pool that measures.
+    let mut sent = None;
     if decision.source != Source::Passthrough {
-        let origin = router
-            .pools()
-            .get(&decision.pool)
-            .and_then(|p| p.origin(&decision.origin));
-        if let Some(origin) = origin {
+        let pool = router.pools().get(&decision.pool);
+        if let Some(origin) = pool.and_then(|p| p.origin(&decision.origin)) {
             rewrite(&mut request, origin);
+            if pool.is_some_and(|p| p.outlier.latency != LatencyMode::Off) {
+                sent = Some(now.saturating_add(decision.elapsed.as_millis() as u64));
+            }
         }
     }
+    crate::traffic::stamp(&mut request, sent);
     Routed { request, decision }
 }
 

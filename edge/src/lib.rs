@@ -35,6 +35,7 @@ pub mod router;
 pub mod routing;
 pub mod settings;
 pub mod steering;
+pub mod traffic;
 
 use std::path::PathBuf;
 use std::sync::Arc;

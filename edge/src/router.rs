@@ -122,6 +122,7 @@ pub struct Router {
 struct Inner {
     pools: Arc<Pools>,
     settings: decision::Settings,
+    traffic: crate::traffic::Settings,
     timing: Timing,
     store: Arc<dyn RankingStore>,
     racer: Arc<dyn Racer>,
@@ -135,6 +136,7 @@ impl Router {
     pub fn new(
         pools: Arc<Pools>,
         settings: decision::Settings,
+        traffic: crate::traffic::Settings,
         timing: Timing,
         store: Arc<dyn RankingStore>,
         racer: Arc<dyn Racer>,
@@ -148,6 +150,7 @@ impl Router {
             inner: Arc::new(Inner {
                 pools,
                 settings,
+                traffic,
                 timing,
                 store,
                 racer,
@@ -383,6 +386,104 @@ impl Router {
             _ => {}
         }
         Some(recorded)
+    }
+
+    /// Records a miss of `origin` (of `pool`) that took `latency`, seen at
+    /// `at` (tokio's clock; `now` is the wall clock, for the ranking's
+    /// freshness): judged against the next usable origin's ranked latency
+    /// (see [`crate::traffic`]), and demoted, by the pool's settings. Logs
+    /// a demotion or a refused one. `None` when the pair is not in the
+    /// config.
+    pub fn record_latency(
+        &self,
+        pool: &str,
+        origin: &str,
+        latency: Duration,
+        now: UnixMillis,
+        at: Instant,
+    ) -> Option<(Recorded, Option<f64>)> {
+        let (next_ms, own_ms) = self.ranked_latencies(pool, origin, now);
+        let bar = next_ms.and_then(|ms| self.inner.traffic.bar(ms));
+        let recorded = self
+            .inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_latency(pool, origin, latency, bar, at)?;
+        match &recorded {
+            Recorded::Ejected {
+                duration, times, ..
+            } => tracing::warn!(
+                pool,
+                origin,
+                latency_ms = latency.as_millis() as u64,
+                bar_ms = bar.map(|b| b.as_millis() as u64),
+                trigger = "latency",
+                ejection_ms = duration.as_millis() as u64,
+                times_ejected = times,
+                "demoted an origin whose misses are slower than the next origin's ranked latency"
+            ),
+            Recorded::Refused(refusal) => tracing::info!(
+                pool,
+                origin,
+                latency_ms = latency.as_millis() as u64,
+                reason = ?refusal,
+                "not demoting a slow origin"
+            ),
+            _ => {}
+        }
+        Some((recorded, own_ms))
+    }
+
+    /// From the nearest fresh cached ranking naming origins of `pool`: the
+    /// ranked latency (ms) of the best usable origin other than `origin`,
+    /// and of `origin` itself.
+    fn ranked_latencies(
+        &self,
+        pool_name: &str,
+        origin: &str,
+        now: UnixMillis,
+    ) -> (Option<f64>, Option<f64>) {
+        let Some(pool) = self.inner.pools.get(pool_name) else {
+            return (None, None);
+        };
+        let Some(rankings) = self.with_entry(pool_name, |e| e.rankings.clone()) else {
+            return (None, None);
+        };
+        let settings = &self.inner.settings;
+        let order = origin_router::geo::nearest_first(
+            &settings.region,
+            rankings.iter().map(|r| r.region.as_str()),
+            &settings.proximity,
+        );
+        let max_age = settings.ranking_max_age.as_millis() as u64;
+        for region in order {
+            let Some(doc) = rankings.iter().find(|r| r.region == region) else {
+                continue;
+            };
+            if doc.age_ms(now).is_none_or(|age| age > max_age)
+                || !doc.origins.iter().any(|e| pool.origin(&e.id).is_some())
+            {
+                continue;
+            }
+            let next = doc
+                .origins
+                .iter()
+                .find(|e| e.id != origin && e.state.is_usable() && pool.origin(&e.id).is_some())
+                .and_then(|e| e.latency_ms);
+            let own = doc.entry(origin).and_then(|e| e.latency_ms);
+            return (next, own);
+        }
+        (None, None)
+    }
+
+    /// The decayed mean latency of `origin`'s misses in this container.
+    pub fn observed_ms(&self, pool: &str, origin: &str) -> Option<f64> {
+        self.inner
+            .ejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observed_ms(pool, origin)
     }
 
     /// The origins of `pool` ejected in this container at `at`.

@@ -28,6 +28,8 @@ pub struct EdgeSettings {
     pub timing: Timing,
     /// The live race's.
     pub race: RaceSettings,
+    /// The traffic measurement's.
+    pub traffic: crate::traffic::Settings,
 }
 
 impl EdgeSettings {
@@ -55,6 +57,10 @@ impl EdgeSettings {
                 attempt_timeout: edge.race_attempt_timeout,
                 resolve: config.resolve.clone(),
             },
+            traffic: crate::traffic::Settings {
+                margin_relative: config.ranking.switch_margin_relative,
+                margin_absolute: config.ranking.switch_margin_absolute,
+            },
         }
     }
 
@@ -63,6 +69,7 @@ impl EdgeSettings {
         Router::new(
             self.pools.clone(),
             self.decision.clone(),
+            self.traffic,
             self.timing,
             store,
             racer,

@@ -56,7 +56,7 @@ pub use prober::ProberConfig;
 pub use ranking::RankingConfig;
 pub use routing::RoutingConfig;
 pub use steering::{
-    OutlierConfig, SteeringConfig, SteeringKey, SteeringPolicy, MAX_BAND_ABSOLUTE,
+    LatencyMode, OutlierConfig, SteeringConfig, SteeringKey, SteeringPolicy, MAX_BAND_ABSOLUTE,
     MAX_BAND_RELATIVE, MAX_CONSECUTIVE_5XX,
 };
 pub use store::StoreConfig;

@@ -228,6 +228,49 @@ pub struct OutlierConfig {
     /// of answers is no evidence. Default 20; [1, 1000000].
     #[serde(default = "default_error_min_requests")]
     pub error_min_requests: u32,
+    /// What the edge does with the latency its misses observe (from the
+    /// routed request to the origin's response headers, measured between
+    /// the origin-request and origin-response events): `off` (no header is
+    /// sent to the origin, nothing is measured), `observe` (the default:
+    /// measured and reported, decisions unchanged) or `demote` (an origin
+    /// whose misses are slower than the next usable origin's ranked
+    /// latency by the ranking's switch margin, for most answers of
+    /// `latency_window`, is left out like an ejected one; see
+    /// `edge::traffic`).
+    #[serde(default)]
+    pub latency: LatencyMode,
+    /// The sliding window the latency test is taken over. Default 10s;
+    /// [1s, 1h].
+    #[serde(default = "default_error_window", with = "humantime_serde")]
+    pub latency_window: Duration,
+    /// The fewest answers in `latency_window` for the test to count.
+    /// Default 10; [1, 1000000]. Below 3, one slow answer alone in a quiet
+    /// window is a majority and demotes.
+    #[serde(default = "default_latency_min_requests")]
+    pub latency_min_requests: u32,
+}
+
+/// What the edge does with the latency its misses observe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyMode {
+    /// Nothing is measured; no header is sent to the origin.
+    Off,
+    /// Measured and reported (EMF), decisions unchanged.
+    #[default]
+    Observe,
+    /// Measured, reported, and a slow origin is demoted.
+    Demote,
+}
+
+impl LatencyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatencyMode::Off => "off",
+            LatencyMode::Observe => "observe",
+            LatencyMode::Demote => "demote",
+        }
+    }
 }
 
 impl Default for OutlierConfig {
@@ -240,6 +283,9 @@ impl Default for OutlierConfig {
             error_ratio: 0.0,
             error_window: default_error_window(),
             error_min_requests: default_error_min_requests(),
+            latency: LatencyMode::default(),
+            latency_window: default_error_window(),
+            latency_min_requests: default_latency_min_requests(),
         }
     }
 }
@@ -265,6 +311,9 @@ fn default_max_ejection_percent() -> u32 {
 }
 fn default_error_window() -> Duration {
     Duration::from_secs(10)
+}
+fn default_latency_min_requests() -> u32 {
+    10
 }
 fn default_error_min_requests() -> u32 {
     20
@@ -356,6 +405,21 @@ impl OutlierConfig {
                 format!(
                     "{} is not in [1, {MAX_ERROR_MIN_REQUESTS}]",
                     self.error_min_requests
+                ),
+            );
+        }
+        v.duration(
+            &format!("{at}.latency_window"),
+            self.latency_window,
+            ERROR_WINDOW_MIN,
+            ERROR_WINDOW_MAX,
+        );
+        if !(1..=MAX_ERROR_MIN_REQUESTS).contains(&self.latency_min_requests) {
+            v.fail(
+                format!("{at}.latency_min_requests"),
+                format!(
+                    "{} is not in [1, {MAX_ERROR_MIN_REQUESTS}]",
+                    self.latency_min_requests
                 ),
             );
         }
