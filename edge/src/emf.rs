@@ -477,7 +477,10 @@ mod tests {
                 searches += 1;
             }
         }
-        assert_eq!(searches, 12, "four widgets per region");
+        assert_eq!(
+            searches, 18,
+            "five widgets per region, the latency one with two searches"
+        );
     }
 
     /// The CloudWatch alarms in deploy/edge-alarms.yaml read only what
@@ -529,7 +532,26 @@ mod tests {
             .flat_map(|b| b.iter().filter_map(|l| value(l, "MetricName")))
             .collect();
         let mut alarms = 0;
-        for block in resources("AWS::CloudWatch::Alarm") {
+        // A metric-math alarm reads several metrics: each `MetricStat` is
+        // held to the lines like a plain alarm.
+        let metrics: Vec<Vec<&str>> = resources("AWS::CloudWatch::Alarm")
+            .into_iter()
+            .flat_map(|block| {
+                let stats: Vec<Vec<&str>> = block
+                    .split(|l| l.trim() == "MetricStat:")
+                    .skip(1)
+                    .map(|chunk| chunk.to_vec())
+                    .collect();
+                if stats.is_empty() {
+                    alarms += 1;
+                    vec![block]
+                } else {
+                    alarms += 1;
+                    stats
+                }
+            })
+            .collect();
+        for block in metrics {
             let get = |key: &str| block.iter().find_map(|l| value(l, key));
             assert_eq!(get("Namespace").as_deref(), Some(NAMESPACE));
             let name = get("MetricName").expect("an alarm names its metric");
@@ -567,8 +589,10 @@ mod tests {
                 assert!(template.contains(r#"$.message = "origin decision""#));
                 assert_eq!(line["message"], "origin decision");
             }
-            alarms += 1;
         }
-        assert_eq!(alarms, 4, "watchdog, known_down, ranking age and ejections");
+        assert_eq!(
+            alarms, 5,
+            "watchdog, known_down, ranking age, ejections and gray latency"
+        );
     }
 }
