@@ -233,7 +233,12 @@ impl Router {
             }
         }
         match verdict {
-            Verdict::Passthrough => Decision::passthrough(pool_name, started.elapsed()),
+            Verdict::Passthrough { read } => {
+                if read == ReadNext::Background {
+                    self.refresh_in_background(pool_name);
+                }
+                Decision::passthrough(pool_name, started.elapsed())
+            }
             Verdict::Chosen {
                 origin,
                 source,
@@ -301,7 +306,7 @@ impl Router {
             ),
             None => {}
         }
-        if outcome.verdict == Verdict::Passthrough && pool.is_some() {
+        if matches!(outcome.verdict, Verdict::Passthrough { .. }) && pool.is_some() {
             tracing::warn!(
                 pool = pool_name,
                 "every origin is drained and operations.fail_open is off: passing the request through"

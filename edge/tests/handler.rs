@@ -814,3 +814,78 @@ async fn a_drained_last_usable_origin_is_chosen_only_when_failing_open() {
     assert_eq!(h.decision.source, Source::Passthrough);
     assert_eq!(h.request, before["Records"][0]["cf"]["request"]);
 }
+
+/// An override, and a pool every origin of which is drained (fail-open
+/// off), answer without a ranking; their controls are still refreshed
+/// once older than cache_ttl, so a cleared override and an undrain are
+/// seen, not only when the control ends days later.
+#[tokio::test(start_paused = true)]
+async fn a_cleared_override_and_an_undrain_are_seen_within_a_refresh() {
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![entry("eu", OriginState::Healthy, 10.0)],
+    ));
+    let o = control(ControlKind::Override, "eu-west-1", "ap", NOW + 3_600_000);
+    store.put_control(&o, true).await.unwrap();
+    let r = router(store.clone(), racer(None, 0), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Override, "ap")
+    );
+    store.delete_control("web", &o.key()).await.unwrap();
+    // Past cache_ttl: still the override (no wait), and a refresh starts.
+    tokio::time::advance(r.router().timing().cache_ttl + Duration::from_millis(1)).await;
+    let h = handle(&r, event(), NOW + 2_000).await.unwrap();
+    assert_eq!(h.decision.source, Source::Override);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let h = handle(&r, event(), NOW + 2_000).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Cache, "eu")
+    );
+
+    let mut closed = config();
+    closed.operations.fail_open = false;
+    let store = Store::new();
+    store.inner.put(doc(
+        "eu-west-1",
+        1,
+        NOW - 1_000,
+        vec![entry("eu", OriginState::Healthy, 10.0)],
+    ));
+    let drains: Vec<Control> = ["us", "eu", "ap"]
+        .iter()
+        .map(|origin| control(ControlKind::Drain, ALL_REGIONS, origin, NOW + 3_600_000))
+        .collect();
+    for d in &drains {
+        store.put_control(d, true).await.unwrap();
+    }
+    let r = common::edge(&closed, "eu-west-1", store.clone(), racer(None, 0));
+    r.router().warm_up().await;
+    assert_eq!(
+        handle(&r, event(), NOW).await.unwrap().decision.source,
+        Source::Passthrough
+    );
+    for d in &drains {
+        store.delete_control("web", &d.key()).await.unwrap();
+    }
+    tokio::time::advance(r.router().timing().cache_ttl + Duration::from_millis(1)).await;
+    assert_eq!(
+        handle(&r, event(), NOW + 2_000)
+            .await
+            .unwrap()
+            .decision
+            .source,
+        Source::Passthrough
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let h = handle(&r, event(), NOW + 2_000).await.unwrap();
+    assert_eq!(
+        (h.decision.source, h.decision.origin.as_str()),
+        (Source::Cache, "eu")
+    );
+}

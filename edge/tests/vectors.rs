@@ -282,10 +282,9 @@ fn decide(config: &Config, case: &Case) -> Expect {
     let key = case.request.key.as_str();
     let first = decision::decide(pool_name, pool, &view, &settings.decision, key, case.now);
     let refresh = match &first.verdict {
-        Verdict::Chosen { read, .. } | Verdict::Unranked { read, .. } => {
-            *read == ReadNext::Background
-        }
-        Verdict::Passthrough => false,
+        Verdict::Chosen { read, .. }
+        | Verdict::Unranked { read, .. }
+        | Verdict::Passthrough { read } => *read == ReadNext::Background,
     };
     let (table_rankings, table_controls) = match &case.table {
         Some(t) => (t.documents(pool_name), t.controls(pool_name)),
@@ -312,7 +311,10 @@ fn decide(config: &Config, case: &Case) -> Expect {
         (verdict, _) => verdict,
     };
     match verdict {
-        Verdict::Passthrough => Expect::passthrough(),
+        Verdict::Passthrough { .. } => Expect {
+            refresh: Some(refresh),
+            ..Expect::passthrough()
+        },
         Verdict::Chosen {
             origin,
             source,
@@ -702,8 +704,19 @@ mod model {
                 .then((b.region != ALL_REGIONS).cmp(&(a.region != ALL_REGIONS)))
                 .then(a.origin.cmp(&b.origin))
         });
+        // An override or a closed pool needs no ranking, but its controls
+        // are refreshed in the background once older than cache_ttl.
+        let controls_refresh = read_failed
+            || match known {
+                None => true,
+                Some((_, None)) => false,
+                Some((_, Some(age))) => age > config.edge.cache_ttl.as_millis() as u64,
+            };
         if let Some(o) = overrides.first() {
-            return (done("override", o.origin.clone(), None, None, false), None);
+            return (
+                done("override", o.origin.clone(), None, None, controls_refresh),
+                None,
+            );
         }
         let all: Vec<String> = pool.origins.iter().map(|o| o.id.clone()).collect();
         let drained: Vec<&str> = active
@@ -718,7 +731,13 @@ mod model {
             .collect();
         if undrained.is_empty() {
             if !config.operations.fail_open {
-                return (Step::Done(Expect::passthrough()), None);
+                return (
+                    Step::Done(Expect {
+                        refresh: Some(controls_refresh),
+                        ..Expect::passthrough()
+                    }),
+                    None,
+                );
             }
             undrained = all.clone();
         }

@@ -26,7 +26,11 @@
 //!    race against what is known to be down. When every origin the drains
 //!    leave is down and fail-open is on, a drained origin that is up is
 //!    chosen rather than a down one;
-//! 5. nothing fresh: a race winner younger than `race_cache_ttl` (`race`);
+//!    An override, or a closed pool, refreshes its controls in the
+//!    background once they are older than `cache_ttl`, so a cleared
+//!    override or an undrain is seen;
+//! 5. nothing fresh: a race winner younger than `race_cache_ttl` (`race`;
+//!    an ejected one too when ejections are ignored, as in 3);
 //!    else [`Verdict::Unranked`]: the router reads the table (unless a
 //!    read within `cache_ttl` found nothing fresh, or the last read
 //!    failed) and decides again, or races the set live under the 0.9 s
@@ -188,8 +192,9 @@ pub enum Verdict<'p> {
         read: ReadNext,
     },
     /// The request goes where CloudFront sends it (unknown pool, or every
-    /// origin drained without fail-open).
-    Passthrough,
+    /// origin drained without fail-open: then `read` keeps the controls
+    /// current, so an undrain is seen).
+    Passthrough { read: ReadNext },
 }
 
 /// A verdict with what fail-open did on the way (for a log line).
@@ -209,12 +214,23 @@ pub fn decide<'p>(
     key: &str,
     now: UnixMillis,
 ) -> Outcome<'p> {
-    let passthrough = Outcome {
-        verdict: Verdict::Passthrough,
-        fail_open: None,
-    };
     let Some(pool) = pool else {
-        return passthrough;
+        return Outcome {
+            verdict: Verdict::Passthrough { read: ReadNext::No },
+            fail_open: None,
+        };
+    };
+    // An override or a closed pool answers without a ranking, but its
+    // controls must stay current (a cleared override, an undrain): they
+    // are refreshed in the background like a stale ranking.
+    let controls_read = if view.read_failed {
+        ReadNext::Background
+    } else {
+        match view.read {
+            Read::Now => ReadNext::No,
+            Read::Cached { age } if age <= settings.cache_ttl => ReadNext::No,
+            Read::Cached { .. } | Read::Never => ReadNext::Background,
+        }
     };
     let (active, _) = control::active_in(
         view.controls,
@@ -231,7 +247,7 @@ pub fn decide<'p>(
                 source: Source::Override,
                 ranking: None,
                 band: None,
-                read: ReadNext::No,
+                read: controls_read,
             },
             fail_open: None,
         };
@@ -241,7 +257,14 @@ pub fn decide<'p>(
     let (usable, mut fail_open) =
         match usable::fold(pool, drained, ejected, settings.operations.fail_open) {
             (Folded::Usable(usable), note) => (usable, note),
-            (Folded::Closed, _) => return passthrough,
+            (Folded::Closed, _) => {
+                return Outcome {
+                    verdict: Verdict::Passthrough {
+                        read: controls_read,
+                    },
+                    fail_open: None,
+                }
+            }
         };
 
     // 4: a ranking read recently enough.

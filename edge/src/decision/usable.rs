@@ -8,6 +8,9 @@
 
 use origin_router::config::{OriginConfig, PoolConfig, MAX_ORIGINS};
 
+// One bit per origin: a pool may never hold more.
+const _: () = assert!(MAX_ORIGINS <= 64);
+
 /// A subset of one pool's origins, by their index in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OriginSet(u64);
