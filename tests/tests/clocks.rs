@@ -585,7 +585,6 @@ async fn one_region_survives_a_worker_an_hour_off_either_way() {
             "w-slow's clock offset reads {slow_offset} s"
         );
     }
-    eprintln!("{}", report.join("\n"));
 }
 
 /// Case 2 (issue 24, item 6): `prober.max_clock_skew = "6s"`; a worker 5 s
@@ -753,7 +752,6 @@ async fn degraded_mode_with_a_worker_an_hour_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "bug: a degraded worker takes its own ranking for another worker's (PublishedElsewhere) and publishes only once per quiet + interval, so the edge leaves a dead origin up to ~4.5 s after its death, not 3 s (DEGRADED_BUG)"]
 async fn degraded_mode_leaves_a_dead_origin_within_3s() {
-    let _ = DEGRADED_BUG;
     degraded_runs(10, LEAVE_WITHIN).await;
 }
 
@@ -868,6 +866,15 @@ async fn degraded_runs(runs: usize, leave_within: Duration) {
             ));
         }
     }
-    eprintln!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let known = if leave_within <= LEAVE_WITHIN {
+        format!("\n(known: {DEGRADED_BUG})")
+    } else {
+        String::new()
+    };
+    assert!(
+        failures.is_empty(),
+        "{}\nper run:\n{}{known}",
+        failures.join("\n"),
+        report.join("\n")
+    );
 }
