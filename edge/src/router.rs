@@ -361,35 +361,8 @@ impl Router {
         status: u16,
         at: Instant,
     ) -> Option<Recorded> {
-        let recorded = self
-            .inner
-            .ejections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(pool, origin, status, at)?;
-        match &recorded {
-            Recorded::Ejected {
-                duration,
-                times,
-                trigger,
-            } => tracing::warn!(
-                pool,
-                origin,
-                status,
-                trigger = trigger.as_str(),
-                ejection_ms = duration.as_millis() as u64,
-                times_ejected = times,
-                "ejected an origin answering 5xx"
-            ),
-            Recorded::Refused(refusal) => tracing::info!(
-                pool,
-                origin,
-                status,
-                reason = ?refusal,
-                "not ejecting an origin despite its 5xx answers"
-            ),
-            _ => {}
-        }
+        let recorded = self.ejections().record(pool, origin, status, at)?;
+        log_recorded(pool, origin, &recorded, Evidence::Status(status));
         Some(recorded)
     }
 
@@ -410,33 +383,9 @@ impl Router {
         let (next_ms, own_ms) = self.ranked_latencies(pool, origin, now);
         let bar = next_ms.and_then(|ms| self.inner.traffic.bar(ms));
         let recorded = self
-            .inner
-            .ejections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .ejections()
             .record_latency(pool, origin, latency, bar, at)?;
-        match &recorded {
-            Recorded::Ejected {
-                duration, times, ..
-            } => tracing::warn!(
-                pool,
-                origin,
-                latency_ms = latency.as_millis() as u64,
-                bar_ms = bar.map(|b| b.as_millis() as u64),
-                trigger = "latency",
-                ejection_ms = duration.as_millis() as u64,
-                times_ejected = times,
-                "demoted an origin whose misses are slower than the next origin's ranked latency"
-            ),
-            Recorded::Refused(refusal) => tracing::info!(
-                pool,
-                origin,
-                latency_ms = latency.as_millis() as u64,
-                reason = ?refusal,
-                "not demoting a slow origin"
-            ),
-            _ => {}
-        }
+        log_recorded(pool, origin, &recorded, Evidence::Latency { latency, bar });
         Some((recorded, own_ms))
     }
 
@@ -484,19 +433,19 @@ impl Router {
 
     /// The decayed mean latency of `origin`'s misses in this container.
     pub fn observed_ms(&self, pool: &str, origin: &str) -> Option<f64> {
+        self.ejections().observed_ms(pool, origin)
+    }
+
+    fn ejections(&self) -> std::sync::MutexGuard<'_, Ejections> {
         self.inner
             .ejections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .observed_ms(pool, origin)
     }
 
     /// The origins of `pool` ejected in this container at `at`.
     pub fn ejected(&self, pool: &str, at: Instant) -> Vec<String> {
-        self.inner
-            .ejections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.ejections()
             .ejected(pool, at)
             .into_iter()
             .map(str::to_string)
@@ -615,6 +564,63 @@ impl Router {
     /// Runs `f` on the pool's entry under the lock (`None`: no such pool).
     fn with_entry<T>(&self, pool_name: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         self.inner.lock().get_mut(pool_name).map(f)
+    }
+}
+
+/// What an answer told of an origin, for the line of what it did.
+enum Evidence {
+    /// An origin-response status.
+    Status(u16),
+    /// A timed miss and the bar it was held to.
+    Latency {
+        latency: Duration,
+        bar: Option<Duration>,
+    },
+}
+
+/// Logs an ejection (or demotion) an answer caused, or one refused.
+fn log_recorded(pool: &str, origin: &str, recorded: &Recorded, evidence: Evidence) {
+    let (status, latency_ms, bar_ms, acted, refused) = match evidence {
+        Evidence::Status(status) => (
+            Some(status),
+            None,
+            None,
+            "ejected an origin answering 5xx",
+            "not ejecting an origin despite its 5xx answers",
+        ),
+        Evidence::Latency { latency, bar } => (
+            None,
+            Some(latency.as_millis() as u64),
+            bar.map(|b| b.as_millis() as u64),
+            "demoted an origin whose misses are slower than the next origin's ranked latency",
+            "not demoting a slow origin",
+        ),
+    };
+    match recorded {
+        Recorded::Ejected {
+            duration,
+            times,
+            trigger,
+        } => tracing::warn!(
+            pool,
+            origin,
+            status,
+            latency_ms,
+            bar_ms,
+            trigger = trigger.as_str(),
+            ejection_ms = duration.as_millis() as u64,
+            times_ejected = times,
+            "{acted}"
+        ),
+        Recorded::Refused(refusal) => tracing::info!(
+            pool,
+            origin,
+            status,
+            latency_ms,
+            reason = ?refusal,
+            "{refused}"
+        ),
+        _ => {}
     }
 }
 

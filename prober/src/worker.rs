@@ -625,34 +625,45 @@ pub fn summary(doc: &RankingDocument) -> String {
         .join(" > ")
 }
 
+/// The log target of this module's lines (the step-down warning is
+/// counted by `StepDownFilter` in `deploy/prober.yaml`).
+const LOG_TARGET: &str = module_path!();
+
 #[cfg(test)]
 mod tests {
-    /// The CloudWatch metric filter of `deploy/prober.yaml` counts the
-    /// step-down warning: it must name this module and the line's start.
-    #[test]
-    fn the_step_down_alarm_filter_names_this_module_and_line() {
+    /// The `FilterPattern` of metric filter `resource` in
+    /// `deploy/prober.yaml`.
+    fn filter_pattern(resource: &str) -> String {
         let template = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/prober.yaml"
         ))
         .unwrap();
-        let filter = template
+        template
             .lines()
-            .skip_while(|l| !l.contains("StepDownFilter:"))
+            .skip_while(|l| !l.contains(&format!("{resource}:")))
             .find(|l| l.contains("FilterPattern:"))
-            .unwrap();
+            .unwrap()
+            .to_string()
+    }
+
+    /// The CloudWatch metric filters of `deploy/prober.yaml` count log
+    /// lines by their target (and, for step-downs, the line's start): they
+    /// must name the modules that write them.
+    #[test]
+    fn the_alarm_filters_name_the_lines_they_count() {
+        let clock = filter_pattern("ClockOffFilter");
+        let target = format!("$.target = \"{}\"", crate::coord::clock::LOG_TARGET);
+        assert!(clock.contains(&target), "{clock}");
+        assert!(clock.contains("$.level = \"WARN\""), "{clock}");
+        let step_down = filter_pattern("StepDownFilter");
+        let target = format!("$.target = \"{}\"", super::LOG_TARGET);
+        assert!(step_down.contains(&target), "{step_down}");
         assert!(
-            filter.contains(&format!(
-                "$.target = \"{}\"",
-                module_path!().trim_end_matches("::tests")
-            )),
-            "{filter}"
+            step_down.contains("$.fields.message = \"stepping down*\""),
+            "{step_down}"
         );
         let source = include_str!("worker.rs");
         assert!(source.contains(concat!("\"stepping down", ": the store")));
-        assert!(
-            filter.contains("$.fields.message = \"stepping down*\""),
-            "{filter}"
-        );
     }
 }
