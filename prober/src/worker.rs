@@ -395,6 +395,7 @@ impl Worker {
         )
         .increment(1);
         tracing::warn!(
+            target: LOG_TARGET,
             region = %self.id.region,
             worker = %self.id.worker,
             failing_ms = failing.as_millis() as u64,

@@ -103,6 +103,11 @@ pub enum Reason {
     RunawayClock,
     /// Another worker keeps the stored ranking fresh: this one stays out.
     PublishedElsewhere { age_ms: u64 },
+    /// The stored ranking is one this worker wrote in degraded mode: it
+    /// goes on keeping the region's view (without this, a worker that took
+    /// over a silent pool would take its own ranking for another's at its
+    /// next round and publish only once per `quiet`).
+    OwnRanking,
     /// This worker's clock is off the store's by more than
     /// `prober.max_clock_skew`: its rankings would be misdated, so it
     /// publishes nothing ([`super::clock`]).
@@ -128,6 +133,7 @@ impl Reason {
             Reason::RunawayClock => "runaway_clock",
             Reason::PublishedElsewhere { .. } => "published_elsewhere",
             Reason::ClockOff { .. } => "clock_off",
+            Reason::OwnRanking => "own_ranking",
         }
     }
 }
@@ -188,7 +194,14 @@ pub struct Degraded {
     /// Fencing numbers while Redis cannot give them: time-based, so they
     /// never go back across modes (see [`super`]).
     seq: LocalSeq,
+    /// Per pool, the fencing numbers of this worker's last degraded plans
+    /// that published it (a few: the store may still hold an older one
+    /// while the newest is being written).
+    wrote: std::sync::Mutex<BTreeMap<String, std::collections::VecDeque<u64>>>,
 }
+
+/// How many of its own fencing numbers per pool a worker remembers.
+const OWN_SEQS: usize = 8;
 
 impl Degraded {
     pub fn new(
@@ -206,6 +219,7 @@ impl Degraded {
             pools: pools.into_iter().collect(),
             led_at: AtomicU64::new(0),
             seq: LocalSeq::default(),
+            wrote: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -236,6 +250,7 @@ impl Degraded {
         }
         let led_at = Some(self.led_at.load(Ordering::Relaxed)).filter(|at| *at > 0);
         let last_leader = recently_led(led_at, now, self.params.lease_ttl);
+        let seq = self.seq.next(now);
         for name in &self.pools {
             let reason = if last_leader {
                 Reason::LastLeader
@@ -243,8 +258,24 @@ impl Degraded {
                 let read = tokio::time::timeout(READ_TIMEOUT, self.store.read_pool(name))
                     .await
                     .ok();
-                judge(Stored::of(read, &self.region, now), self.params.quiet)
+                let stored_seq = match &read {
+                    Some(Ok(r)) => r.region(&self.region).map(|d| d.seq),
+                    _ => None,
+                };
+                if stored_seq.is_some_and(|s| self.wrote_seq(name, s)) {
+                    Reason::OwnRanking
+                } else {
+                    judge(Stored::of(read, &self.region, now), self.params.quiet)
+                }
             };
+            if reason.publishes() {
+                let mut wrote = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
+                let seqs = wrote.entry(name.clone()).or_default();
+                seqs.push_back(seq);
+                while seqs.len() > OWN_SEQS {
+                    seqs.pop_front();
+                }
+            }
             tracing::debug!(
                 pool = %name,
                 publishes = reason.publishes(),
@@ -253,10 +284,16 @@ impl Degraded {
             );
             pools.insert(name.clone(), reason);
         }
-        Plan {
-            seq: self.seq.next(now),
-            pools,
-        }
+        Plan { seq, pools }
+    }
+
+    /// Whether this worker's degraded plans published `pool` with `seq`.
+    fn wrote_seq(&self, pool: &str, seq: u64) -> bool {
+        self.wrote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool)
+            .is_some_and(|seqs| seqs.contains(&seq))
     }
 }
 
@@ -409,6 +446,37 @@ mod tests {
         degraded.led(now + 5_000);
         degraded.followed();
         assert!(!degraded.plan(now + 5_000).await.publishes("fresh"));
+    }
+
+    /// A worker that took over a silent pool keeps publishing it: the
+    /// ranking it finds stored next round is its own, not another
+    /// worker's. Another worker's fresh ranking still keeps it out.
+    #[tokio::test]
+    async fn a_worker_that_took_over_a_pool_knows_its_own_ranking() {
+        let now = origin_router::sample::unix_millis_now();
+        let store = Arc::new(MemoryStore::new());
+        let params = DegradedParams::new(3 * SECOND, SECOND, 30 * SECOND);
+        let degraded = Degraded::new(params, store.clone(), clock(), "eu-west-1", ["web".into()]);
+        let first = degraded.plan(now).await;
+        assert_eq!(first.pools["web"], Reason::NoneStored);
+        let mut written = doc("web", "eu-west-1", now);
+        written.seq = first.seq;
+        store.write(&written).await.unwrap();
+        for round in 1..5u64 {
+            let plan = degraded.plan(now + round * 1_000).await;
+            assert_eq!(plan.pools["web"], Reason::OwnRanking, "round {round}");
+            let mut written = doc("web", "eu-west-1", now + round * 1_000);
+            written.seq = plan.seq;
+            store.write(&written).await.unwrap();
+        }
+        // Another worker's newer ranking: this one stays out.
+        let mut other = doc("web", "eu-west-1", now + 5_000);
+        other.seq = degraded.seq.next(now + 5_000) + 1;
+        store.write(&other).await.unwrap();
+        assert!(matches!(
+            degraded.plan(now + 5_100).await.pools["web"],
+            Reason::PublishedElsewhere { .. }
+        ));
     }
 
     #[tokio::test]
