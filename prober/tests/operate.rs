@@ -578,3 +578,27 @@ async fn status_names_a_stored_control_of_an_unknown_region() {
     .unwrap();
     assert!(out.contains("removed 1"), "{out}");
 }
+
+/// `prober status` says how far this host's clock is from the region's
+/// (here the embedded store's: the kernel's clock) and the limit, in the
+/// table and in JSON (under `#clock`, a key no pool can have).
+#[test]
+fn status_shows_this_hosts_clock_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = new_user_config(dir.path());
+    let table = run_ok(prober(&[]).args(["status", "-c", &c]));
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("clock: this host is "))
+        .unwrap_or_else(|| panic!("no clock line: {table}"));
+    assert!(line.contains("off the store's clock"), "{line}");
+    assert!(line.contains("prober.max_clock_skew is 2.000 s"), "{line}");
+    assert!(!line.contains("would not lead"), "{line}");
+    let json = status_json(&c);
+    let clock = &json["#clock"];
+    assert_eq!(clock["max_clock_skew_ms"], 2000);
+    assert_eq!(clock["off"], false);
+    let offset = clock["offset_ms"].as_i64().unwrap();
+    let uncertainty = clock["uncertainty_ms"].as_i64().unwrap();
+    assert!(offset.abs() <= uncertainty + 100, "{clock}");
+}
