@@ -32,6 +32,13 @@ pub enum Mode {
         delays: HashMap<IpAddr, Duration>,
         default: Duration,
     },
+    /// 200 after a delay chosen by the request's path (the target up to
+    /// any `?`), so that a health endpoint can be fast while the pages are
+    /// slow: the gray failure only real traffic sees.
+    DelayByPath {
+        delays: HashMap<String, Duration>,
+        default: Duration,
+    },
     /// This status at once.
     Status(u16),
     /// Reads the request and never answers.
@@ -355,6 +362,10 @@ async fn serve<S>(
                 precise_sleep(delays.get(&peer.ip()).copied().unwrap_or(default)).await;
                 200
             }
+            Mode::DelayByPath { delays, default } => {
+                precise_sleep(delays.get(&request.path).copied().unwrap_or(default)).await;
+                200
+            }
             Mode::Status(code) => code,
             Mode::Hang => {
                 // Hold the connection until the client gives up.
@@ -488,6 +499,8 @@ mod timer {
 struct RequestHead {
     head: bool,
     close: bool,
+    /// The request target's path (up to any `?`), as sent.
+    path: String,
 }
 
 /// Reads one request head (the health requests carry no body). `buf` keeps
@@ -495,11 +508,14 @@ struct RequestHead {
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Option<RequestHead> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let head = text.to_ascii_lowercase();
             buf.drain(..end + 4);
+            let target = text.split(' ').nth(1).unwrap_or("");
             return Some(RequestHead {
                 head: head.starts_with("head "),
                 close: head.contains("\r\nconnection: close"),
+                path: target.split('?').next().unwrap_or("").to_string(),
             });
         }
         if buf.len() > 64 * 1024 {
