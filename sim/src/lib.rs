@@ -10,6 +10,9 @@
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
 //! - [`eject_bench`]: how fast passive ejection takes a 5xx origin out;
+//! - [`gray`]: an origin that can go gray (health fast, pages slow);
+//! - [`gray_bench`]: how fast latency demotion takes a gray origin out of
+//!   each region's edge, and lets it back;
 //! - the `echo-handler` binary: the Runtime API benchmark's baseline.
 //!
 //! Percentiles come from one helper, `origin_router_tests::stats`.
@@ -20,6 +23,8 @@ pub mod demo;
 pub mod demo_eject;
 pub mod eject_bench;
 pub mod failover;
+pub mod gray;
+pub mod gray_bench;
 pub mod observe;
 pub mod world;
 

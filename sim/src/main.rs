@@ -33,6 +33,10 @@ enum Command {
     /// Measure passive ejection: after how many misses and how long one
     /// edge container stops choosing an origin that answers 5xx.
     BenchEject(sim::eject_bench::EjectArgs),
+    /// Measure latency demotion: after how many misses and how long each
+    /// region's edge container leaves an origin gone gray (health fast,
+    /// pages slow), and comes back once its pages are fast again.
+    BenchGray(sim::gray_bench::GrayArgs),
 }
 
 #[tokio::main]
@@ -61,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => sim::bench::run(args).await,
         Command::BenchFailover(args) => sim::failover::run(args, failures).await,
         Command::BenchEject(args) => sim::eject_bench::run(args).await,
+        Command::BenchGray(args) => sim::gray_bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

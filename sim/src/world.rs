@@ -1,7 +1,8 @@
 //! The one model of a simulated world that the demo and the failover bench
 //! share: regions (a prober and an edge each, told apart by the loopback
 //! address they connect from), origins whose answer time depends on which
-//! region asks, and failure injection.
+//! region asks, and failure injection (an origin declared
+//! [`OriginSpec::gray`] can also go gray: health fast, pages slow).
 //!
 //! Loopback addresses stand in for places: 127.0.0.2-4 are the regions,
 //! 127.0.0.11 and up the origins. An origin answers a region after that
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge::handler::Edge;
 use edge::race::ProbeRacer;
 use edge::router::Router;
 use edge::settings::EdgeSettings;
@@ -21,6 +23,8 @@ use origin_router::config::{Config, OriginConfig, PoolConfig, Protocol};
 use origin_router::probe::TlsError;
 use origin_router::store::{EmbeddedStore, RankingStore};
 use origin_router_tests::{loopback, Mode, TestOrigin};
+
+use crate::gray::GrayOrigin;
 
 /// A simulated AWS region: its name, and the loopback host its probers
 /// and edge connect from.
@@ -54,7 +58,13 @@ pub struct OriginSpec {
     pub host: u8,
     pub latency_ms: [u64; 3],
     pub https: bool,
+    /// Served by a [`GrayOrigin`]: it can go gray ([`World::gray`]), and
+    /// its health path is [`GRAY_HEALTH_PATH`].
+    pub gray: bool,
 }
+
+/// The health path of a gray-capable origin; every other path is a page.
+pub const GRAY_HEALTH_PATH: &str = "/health";
 
 impl OriginSpec {
     pub const fn new(id: &'static str, host: u8, latency_ms: [u64; 3]) -> Self {
@@ -63,6 +73,7 @@ impl OriginSpec {
             host,
             latency_ms,
             https: false,
+            gray: false,
         }
     }
 
@@ -71,6 +82,18 @@ impl OriginSpec {
     pub const fn https(self) -> Self {
         OriginSpec {
             https: true,
+            gray: false,
+            ..self
+        }
+    }
+
+    /// The same origin (plain HTTP) able to go gray: its health path
+    /// ([`GRAY_HEALTH_PATH`]) keeps its answer times while its pages slow
+    /// down ([`World::gray`]). The other failures do not apply to it.
+    pub const fn gray(self) -> Self {
+        OriginSpec {
+            gray: true,
+            https: false,
             ..self
         }
     }
@@ -121,10 +144,16 @@ impl Failure {
     }
 }
 
+/// One running origin of the world.
+enum Served {
+    Test(TestOrigin),
+    Gray(GrayOrigin),
+}
+
 /// Running origins, one pool of them.
 pub struct World {
     specs: Vec<OriginSpec>,
-    origins: Vec<TestOrigin>,
+    origins: Vec<Served>,
     pool: PoolConfig,
     /// CA certificates of the HTTPS origins.
     _certs: tempfile::TempDir,
@@ -149,15 +178,28 @@ impl World {
         for spec in specs {
             let ip = loopback(spec.host);
             let addr = SocketAddr::new(ip, 0);
-            let origin = if spec.https {
-                TestOrigin::start_tls(addr, delays(spec.latency_ms), &[&ip.to_string()]).await?
+            let origin = if spec.gray {
+                let (delays, default) = source_delays(spec.latency_ms);
+                Served::Gray(GrayOrigin::start(addr, GRAY_HEALTH_PATH, delays, default).await?)
+            } else if spec.https {
+                Served::Test(
+                    TestOrigin::start_tls(addr, delays(spec.latency_ms), &[&ip.to_string()])
+                        .await?,
+                )
             } else {
-                TestOrigin::start(addr, delays(spec.latency_ms)).await?
+                Served::Test(TestOrigin::start(addr, delays(spec.latency_ms)).await?)
             };
-            let mut config = OriginConfig::http(spec.id, &ip.to_string(), origin.port());
-            if spec.https {
+            let port = match &origin {
+                Served::Test(o) => o.port(),
+                Served::Gray(o) => o.port(),
+            };
+            let mut config = OriginConfig::http(spec.id, &ip.to_string(), port);
+            if spec.gray {
+                config.health_path = GRAY_HEALTH_PATH.to_string();
+            }
+            if let (true, Served::Test(o)) = (spec.https, &origin) {
                 config.protocol = Protocol::Https;
-                config.ca_file = Some(origin.write_ca(certs.path())?);
+                config.ca_file = Some(o.write_ca(certs.path())?);
             }
             pool.origins.push(config);
             origins.push(origin);
@@ -180,9 +222,13 @@ impl World {
     }
 
     /// Makes origin `id` fail as `failure` says, at once (for new
-    /// connections; `tls` needs an HTTPS origin).
+    /// connections; `tls` needs an HTTPS origin, and a gray-capable origin
+    /// only goes gray: [`World::gray`]).
     pub fn fail(&self, id: &str, failure: Failure) {
         if let Some(i) = self.index(id) {
+            let Served::Test(origin) = &self.origins[i] else {
+                return;
+            };
             let mode = match failure {
                 Failure::Refused => Mode::Stopped,
                 Failure::Hang => Mode::Hang,
@@ -192,14 +238,30 @@ impl World {
                 Failure::Tls => Mode::UntrustedCertificate,
                 Failure::Slow => delays(self.specs[i].latency_ms.map(|ms| ms * 10)),
             };
-            self.origins[i].set_mode(mode);
+            origin.set_mode(mode);
+        }
+    }
+
+    /// Makes gray-capable origin `id` ([`OriginSpec::gray`]) go gray from
+    /// its next request on: its health path answers each region as before,
+    /// its pages after `pages` for everyone. False if it cannot.
+    pub fn gray(&self, id: &str, pages: Duration) -> bool {
+        match self.index(id).map(|i| &self.origins[i]) {
+            Some(Served::Gray(origin)) => {
+                origin.slow_pages(pages);
+                true
+            }
+            _ => false,
         }
     }
 
     /// Brings origin `id` back to its normal per-region answer times.
     pub fn restore(&self, id: &str) {
         if let Some(i) = self.index(id) {
-            self.origins[i].set_mode(delays(self.specs[i].latency_ms));
+            match &self.origins[i] {
+                Served::Test(o) => o.set_mode(delays(self.specs[i].latency_ms)),
+                Served::Gray(o) => o.restore(),
+            }
         }
     }
 
@@ -211,15 +273,18 @@ impl World {
 /// Answer after `latency_ms[i]` for connections from region `i`'s host,
 /// 50 ms for anyone else.
 fn delays(latency_ms: [u64; 3]) -> Mode {
-    let delays: HashMap<IpAddr, Duration> = REGIONS
+    let (delays, default) = source_delays(latency_ms);
+    Mode::DelayBySource { delays, default }
+}
+
+/// Each region's host with its answer time, and the time for anyone else.
+fn source_delays(latency_ms: [u64; 3]) -> (HashMap<IpAddr, Duration>, Duration) {
+    let delays = REGIONS
         .iter()
         .zip(latency_ms)
         .map(|(region, ms)| (loopback(region.host), Duration::from_millis(ms)))
         .collect();
-    Mode::DelayBySource {
-        delays,
-        default: Duration::from_millis(50),
-    }
+    (delays, Duration::from_millis(50))
 }
 
 /// `base` as the worker of `region` runs it: the region's name, a worker
@@ -246,7 +311,13 @@ pub fn spawn_worker(
 /// The real edge decision of `region` over the embedded store at `path`.
 pub fn router(base: &Config, region: Region, path: &Path) -> Result<Router, TlsError> {
     let store: Arc<dyn RankingStore> = Arc::new(EmbeddedStore::new(path));
+    Ok(edge(base, region, store)?.router().clone())
+}
+
+/// The real edge handler of `region` (the request → pool map and the
+/// decision) over `store`: one Lambda@Edge container.
+pub fn edge(base: &Config, region: Region, store: Arc<dyn RankingStore>) -> Result<Edge, TlsError> {
     let settings = EdgeSettings::new(base, region.name);
     let racer = Arc::new(ProbeRacer::with_settings(&settings.race, base.origins())?);
-    Ok(settings.router(store, racer))
+    Ok(settings.edge(store, racer))
 }

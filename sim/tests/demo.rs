@@ -131,7 +131,13 @@ fn the_demo_runs_to_its_end_and_shows_the_failover() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["demo", "bench", "bench-failover", "bench-eject"] {
+    for sub in [
+        "demo",
+        "bench",
+        "bench-failover",
+        "bench-eject",
+        "bench-gray",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_sim"))
             .args([sub, "--help"])
             .output()
