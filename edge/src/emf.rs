@@ -188,7 +188,7 @@ struct LatencyMembers<'a> {
 /// where a fresh ranking has the origin, `RankedLatencyMs`) to `out`.
 pub fn write_latency_line(
     out: &mut Vec<u8>,
-    t: &crate::handler::Timed,
+    t: &crate::traffic::Timed,
     region: &str,
     timestamp_ms: u64,
 ) {

@@ -132,21 +132,11 @@ pub struct Observed {
     pub status: Option<u16>,
     /// The miss's latency, per (pool, origin) it was counted against,
     /// with that origin's ranked latency where a fresh ranking has it.
-    pub timed: Vec<Timed>,
+    pub timed: Vec<crate::traffic::Timed>,
     /// Why no latency was measured, where the pool measures and none was.
     pub dropped: Option<crate::traffic::Dropped>,
 }
 
-/// One timed miss (see [`crate::traffic`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Timed {
-    pub pool: String,
-    pub origin: String,
-    pub latency: std::time::Duration,
-    /// The origin's latency in the nearest fresh ranking (the probes').
-    pub ranked_ms: Option<f64>,
-    pub slow: bool,
-}
 
 impl Observed {
     /// The ejections this answer caused, for their log lines.
@@ -297,7 +287,7 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, now: UnixMillis, at: Insta
                     if let Some((r, ranked_ms)) =
                         edge.router.record_latency(pool, origin, latency, now, at)
                     {
-                        timed.push(Timed {
+                        timed.push(crate::traffic::Timed {
                             pool: pool.to_string(),
                             origin: origin.to_string(),
                             latency,

@@ -380,7 +380,7 @@ impl Router {
         now: UnixMillis,
         at: Instant,
     ) -> Option<(Recorded, Option<f64>)> {
-        let (next_ms, own_ms) = self.ranked_latencies(pool, origin, now);
+        let (next_ms, own_ms) = self.ranked_latencies(pool, origin, now, at);
         let bar = next_ms.and_then(|ms| self.inner.traffic.bar(ms));
         let recorded = self
             .ejections()
@@ -390,14 +390,18 @@ impl Router {
     }
 
     /// From the nearest fresh cached ranking naming origins of `pool`: the
-    /// ranked latency (ms) of the best usable origin other than `origin`,
-    /// and of `origin` itself.
+    /// ranked latency (ms) of the best origin other than `origin` that this
+    /// container could send the miss to instead (usable in the ranking and
+    /// not ejected or demoted here at `at`: a demoted origin's fast probes
+    /// must not make its stand-in look slow), and of `origin` itself.
     fn ranked_latencies(
         &self,
         pool_name: &str,
         origin: &str,
         now: UnixMillis,
+        at: Instant,
     ) -> (Option<f64>, Option<f64>) {
+        let out = self.ejected(pool_name, at);
         let Some(pool) = self.inner.pools.get(pool_name) else {
             return (None, None);
         };
@@ -423,7 +427,12 @@ impl Router {
             let next = doc
                 .origins
                 .iter()
-                .find(|e| e.id != origin && e.state.is_usable() && pool.origin(&e.id).is_some())
+                .find(|e| {
+                    e.id != origin
+                        && e.state.is_usable()
+                        && pool.origin(&e.id).is_some()
+                        && !out.contains(&e.id)
+                })
                 .and_then(|e| e.latency_ms);
             let own = doc.entry(origin).and_then(|e| e.latency_ms);
             return (next, own);

@@ -89,6 +89,17 @@ impl Settings {
     }
 }
 
+/// One timed miss, counted against a (pool, origin).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub pool: String,
+    pub origin: String,
+    pub latency: std::time::Duration,
+    /// The origin's latency in the nearest fresh ranking (the probes').
+    pub ranked_ms: Option<f64>,
+    pub slow: bool,
+}
+
 /// Why a measurement was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {

@@ -184,7 +184,11 @@ async fn a_container_demotes_an_origin_its_misses_find_slow_and_takes_it_back() 
         assert_eq!(h.decision.ejected, ["a"]);
         now += 60;
         tokio::time::advance(Duration::from_millis(60)).await;
-        answer(&edge, &h.request, now).await;
+        // Not held to a's probes: a is demoted here, so b has no
+        // stand-in to be slower than.
+        let observed = answer(&edge, &h.request, now).await;
+        assert_eq!(observed.timed.len(), 1);
+        assert!(!observed.timed[0].slow, "{observed:?}");
         now += 340;
         tokio::time::advance(Duration::from_millis(340)).await;
     }
