@@ -10,7 +10,10 @@
 //! region moving away and how long it took, then restores it and shows the
 //! traffic coming back after the rise threshold. A second pool steers by
 //! a latency band over two near-equal origins ([`crate::band`]): the demo
-//! shows how each region's misses spread over them. Then one region's edge
+//! shows how each region's misses spread over them. After the restore, the
+//! origin the second region uses goes gray (health path fast, pages slow):
+//! that region's edge, timing its real misses, leaves it while the probers
+//! still rank it first ([`crate::demo_gray`]). Then one region's edge
 //! ejects an origin that answers 503 on its own, before any prober could
 //! tell ([`crate::demo_eject`]). A live status page
 //! (`prober dashboard`'s) over the same store shows it all in a browser.
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use edge::decision::Source;
 use edge::router::Router;
-use origin_router::config::Config;
+use origin_router::config::{Config, LatencyMode};
 use origin_router::document::RankingDocument;
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{EmbeddedStore, RankingStore};
@@ -30,6 +33,7 @@ use prober::dashboard::{Dashboard, Options};
 use tokio::time::Instant;
 
 use crate::band;
+use crate::gray_bench::Container;
 use crate::world::{self, Failure, OriginSpec, World, REGIONS};
 use crate::SimError;
 
@@ -47,18 +51,22 @@ pub struct DemoArgs {
 /// Four origins, each nearest one region (or none).
 const ORIGINS: [OriginSpec; 4] = [
     OriginSpec::new("virginia", 11, [8, 40, 110]),
-    OriginSpec::new("ireland", 12, [40, 6, 85]),
+    OriginSpec::new("ireland", 12, [40, 6, 85]).gray(),
     OriginSpec::new("singapore", 13, [110, 85, 7]),
     OriginSpec::new("oregon", 14, [35, 70, 80]),
 ];
 const POOL: &str = "web";
 /// How often the demo's status page reads the store.
 const POLL: Duration = Duration::from_millis(500);
+/// The region whose edge sees its origin go gray, and how long after the
+/// restore that starts.
+const GRAY_REGION: usize = 1;
+const GRAY_AFTER_RESTORE: Duration = Duration::from_millis(500);
 
 struct RegionView {
     region: &'static str,
     router: Router,
-    last: Option<(String, Source)>,
+    last: Option<(String, Source, Vec<String>)>,
     away_after: Option<Duration>,
     back_after: Option<Duration>,
     sources: BTreeMap<&'static str, u64>,
@@ -74,11 +82,15 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
         .prefix("origin-router-demo")
         .tempdir()?;
     let store = EmbeddedStore::new(dir.path());
-    let world = World::start(&ORIGINS, Some("virginia")).await?;
+    let world = Arc::new(World::start(&ORIGINS, Some("virginia")).await?);
     let band_world = World::start(&band::ORIGINS, None).await?;
 
     let mut base = Config::default();
-    base.pools.insert(POOL.into(), world.pool().clone());
+    // The edge times its misses and demotes an origin they find slow.
+    let mut pool = world.pool().clone();
+    pool.outlier.latency = LatencyMode::Demote;
+    base.pools.insert(POOL.into(), pool);
+    base.routing.default_pool = Some(POOL.into());
     base.pools
         .insert(band::POOL.into(), band::pool(&band_world));
     base.prober.interval = Duration::from_secs(1);
@@ -100,14 +112,22 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     let mut views = Vec::new();
+    let mut containers = Vec::new();
     for region in REGIONS {
         let mut stop = stop_rx.clone();
         workers.push(world::spawn_worker(&base, region, "demo", async move {
             let _ = stop.wait_for(|s| *s).await;
         }));
+        // One edge container per region: the handler for the gray part's
+        // misses, its router for the view's decisions.
+        let container = Container::new(world::edge(
+            &base,
+            region,
+            Arc::new(EmbeddedStore::new(dir.path())),
+        )?);
         views.push(RegionView {
             region: region.name,
-            router: world::router(&base, region, dir.path())?,
+            router: container.edge().router().clone(),
             last: None,
             away_after: None,
             back_after: None,
@@ -115,6 +135,7 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
             used_failed_origin: false,
             band: band::Spread::default(),
         });
+        containers.push(container);
     }
 
     // The origin to fail: the fastest from the first region.
@@ -123,6 +144,15 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
         .min_by_key(|o| o.latency_ms[0])
         .map(|o| o.id)
         .unwrap_or("virginia");
+    // The origin to go gray: the fastest from the gray part's region.
+    let gray = ORIGINS
+        .iter()
+        .filter(|o| o.gray)
+        .min_by_key(|o| o.latency_ms[GRAY_REGION])
+        .map(|o| o.id)
+        .unwrap_or("ireland");
+    let gray_at = restore_at + GRAY_AFTER_RESTORE;
+    let mut gray_part = None;
     let redraw = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
     println!(
         "Origin Router demo: {} regions, {} origins, embedded store at {}",
@@ -135,9 +165,11 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
         dashboard.url()
     );
     println!(
-        "{failed} fails at {}s and returns at {}s; the demo ends at {}s.\n",
+        "{failed} fails at {}s and returns at {}s; {gray}'s pages slow down at {:.1}s \
+         (its health path stays fast); the demo ends at {}s.\n",
         fail_at.as_secs(),
         restore_at.as_secs(),
+        gray_at.as_secs_f64(),
         total.as_secs()
     );
 
@@ -152,11 +184,22 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
             world.fail(failed, Failure::Refused);
             phase = 1;
             for v in &mut views {
-                v.used_failed_origin = v.last.as_ref().is_some_and(|(o, _)| o == failed);
+                v.used_failed_origin = v.last.as_ref().is_some_and(|(o, _, _)| o == failed);
             }
         } else if phase == 1 && t >= restore_at {
             world.restore(failed);
             phase = 2;
+        }
+        if phase == 2 && t >= gray_at && gray_part.is_none() {
+            let store: Arc<dyn RankingStore> = Arc::new(EmbeddedStore::new(dir.path()));
+            gray_part = Some(tokio::spawn(crate::demo_gray::run(
+                containers[GRAY_REGION].clone(),
+                REGIONS[GRAY_REGION],
+                world.clone(),
+                store,
+                POOL,
+                gray,
+            )));
         }
         let now = unix_millis_now();
         for v in &mut views {
@@ -168,20 +211,38 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
             if phase == 2 && v.used_failed_origin && v.back_after.is_none() && d.origin == failed {
                 v.back_after = Some(t - restore_at);
             }
-            v.last = Some((d.origin, d.source));
+            v.last = Some((d.origin, d.source, d.ejected));
             v.band.misses(&v.router, now).await;
         }
         if Instant::now() >= next_view {
             next_view += Duration::from_secs(1);
             let rankings = store.read_pool(POOL).await?;
-            let label = ["steady", "origin failed", "origin restored"][phase];
-            render(&views, &rankings.rankings, t, label, failed, redraw);
+            let label = match phase {
+                0 => "steady".to_string(),
+                1 => "origin failed".to_string(),
+                _ if gray_part.is_some() => format!("origin restored; {gray} gray"),
+                _ => "origin restored".to_string(),
+            };
+            render(&views, &rankings.rankings, t, &label, failed, redraw);
         }
     }
 
     let _ = stop_tx.send(true);
     for w in workers {
         let _ = w.await;
+    }
+    let lines = match gray_part {
+        Some(part) => Some(part.await),
+        None => None,
+    };
+    world.restore(gray);
+    match lines {
+        Some(lines) => {
+            for line in lines?? {
+                println!("{line}");
+            }
+        }
+        None => println!("\n(The demo ended before {gray} went gray.)"),
     }
     crate::demo_eject::show(&views[0].router, views[0].region, &world, POOL).await?;
     println!(
@@ -266,13 +327,18 @@ fn render(
         let order = doc
             .map(prober::worker::summary)
             .unwrap_or_else(|| "(no ranking yet)".into());
-        let (origin, source) = v
+        let (origin, source, left_out) = v
             .last
             .as_ref()
-            .map(|(o, s)| (o.as_str(), s.as_str()))
-            .unwrap_or(("-", "-"));
+            .map(|(o, s, e)| (o.as_str(), s.as_str(), e.join(", ")))
+            .unwrap_or(("-", "-", String::new()));
+        let left_out = if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(", left out here: {left_out}")
+        };
         out.push_str(&format!(
-            "  {:<15} edge -> {:<10} ({source})\n",
+            "  {:<15} edge -> {:<10} ({source}{left_out})\n",
             v.region, origin
         ));
         out.push_str(&format!("  {:<15} ranking: {order}\n", ""));

@@ -7,6 +7,7 @@
 //! - [`observe`]: watching real workers through their log events;
 //! - [`demo`]: the whole system, offline, with a failover to watch;
 //! - [`band`]: the demo's latency-band pool and where its misses go;
+//! - [`demo_gray`]: the demo's gray failure, left by one region's edge;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
 //! - [`eject_bench`]: how fast passive ejection takes a 5xx origin out;
@@ -21,6 +22,7 @@ pub mod band;
 pub mod bench;
 pub mod demo;
 pub mod demo_eject;
+pub mod demo_gray;
 pub mod eject_bench;
 pub mod failover;
 pub mod gray;

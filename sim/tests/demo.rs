@@ -1,7 +1,9 @@
 //! The README's first command, as a user runs it: `sim demo` brings up the
 //! whole system offline, fails the fastest origin, and ends by itself with
 //! each region having moved away and come back; its status page shows the
-//! failover while it runs.
+//! failover while it runs. One region's edge leaves an origin gone gray
+//! while the probers still rank it first, and one ejects an origin
+//! answering 503.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -116,6 +118,44 @@ fn the_demo_runs_to_its_end_and_shows_the_failover() {
             assert!(count > 0, "{origin} got no misses: {band}");
         }
     }
+    // The gray failure: eu-west-1's edge demotes ireland (pages slow,
+    // health fast) on its own misses, within 20 of them, by latency; the
+    // next miss goes elsewhere and names the demotion; the probers'
+    // ranking, published while ireland was gray, still puts it first.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let gray = lines
+        .iter()
+        .position(|l| l.starts_with("Gray failure (eu-west-1"))
+        .unwrap_or_else(|| panic!("no gray failure in the demo:\n{stdout}"));
+    let demoted = lines
+        .iter()
+        .position(|l| l.contains("-> demoted for 30s (trigger latency)"))
+        .unwrap_or_else(|| panic!("no demotion in the demo:\n{stdout}"));
+    assert!(gray < demoted && demoted - gray <= 20, "{stdout}");
+    for miss in &lines[gray + 1..=demoted] {
+        assert!(
+            miss.contains("decision origin=ireland ") && miss.contains("answered 200 in"),
+            "{miss}"
+        );
+    }
+    let after = lines[demoted + 1];
+    assert!(
+        after.contains("ejected=[\"ireland\"]")
+            && !after.contains("origin=ireland ")
+            && after.contains("answered 200"),
+        "{after}"
+    );
+    let ranking = lines
+        .iter()
+        .find(|l| l.contains("eu-west-1's ranking, published"))
+        .unwrap_or_else(|| panic!("no ranking shown after the demotion:\n{stdout}"));
+    assert!(
+        ranking.contains("gray: ireland(healthy "),
+        "the probers' ranking does not put ireland first: {ranking}"
+    );
+    // The live view showed the edge off ireland while the ranking led
+    // with it.
+    assert!(stdout.contains("left out here: ireland)"), "{stdout}");
     // The edge ejects the origin answering 503 by itself, and the next
     // decision line names the ejection.
     let ejected = stdout
