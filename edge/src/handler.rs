@@ -137,7 +137,6 @@ pub struct Observed {
     pub dropped: Option<crate::traffic::Dropped>,
 }
 
-
 impl Observed {
     /// The ejections this answer caused, for their log lines.
     pub fn ejections(&self) -> impl Iterator<Item = crate::emf::Ejection<'_>> {
@@ -301,6 +300,9 @@ pub fn observe(edge: &Edge, event: cloudfront::Event, now: UnixMillis, at: Insta
                     }
                 }
             }
+            // A missing stamp is a request this edge did not route (a
+            // passthrough): nothing to count. The others are counted.
+            Err(crate::traffic::Dropped::Missing) => {}
             Err(why) => {
                 tracing::debug!(reason = why.as_str(), "no latency measured for this miss");
                 dropped = Some(why);

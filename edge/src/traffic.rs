@@ -46,6 +46,19 @@
 //! it decays as the slots age out, so an origin that recovers is judged on
 //! its new answers. An exponentially decayed mean is kept beside it for the
 //! reports.
+//!
+//! **What the bar compares, and where `demote` misleads.** The bar is a
+//! *page's* latency against another origin's *health path* latency, as the
+//! design asks. That suits pools whose pages answer about as fast as their
+//! health path (static content, caches in front of the origin, thin APIs).
+//! Where pages carry application work of their own (100 ms of rendering
+//! on every origin), every miss is above the bar: the origin chosen is
+//! demoted, the next one has no bar while it stands in, and the two swap
+//! at each demotion's end. Such pools belong on `observe` (the default),
+//! where the same numbers reach the dashboard and the gray-latency alarm
+//! without moving traffic; a bar that compares like with like (each
+//! origin's misses against its own probes, or against other origins'
+//! misses where a band spreads traffic) is the open follow-up.
 
 use std::time::Duration;
 

@@ -97,8 +97,8 @@ impl Publisher {
     }
 
     /// How long every write has been failing or rejected by the store (a
-    /// stale refusal does not count: another leader wrote, and the lease
-    /// tells this worker so); `None` while writes succeed.
+    /// stale refusal ends the run: another leader wrote, and the lease
+    /// tells this worker so); `None` while the store answers.
     pub fn failing_for(&self) -> Option<Duration> {
         self.shared
             .failing_since
@@ -197,8 +197,10 @@ async fn write_loop(store: Arc<dyn RankingStore>, region: String, shared: Arc<Sh
                 .failing_since
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // Any answer from the store ends a run of failures: a stale
+            // refusal too (another leader wrote, which the lease says).
             match result {
-                Ok(Ok(WriteOutcome::Written)) => *since = None,
+                Ok(Ok(_)) => *since = None,
                 _ if failed => {
                     since.get_or_insert(started);
                 }

@@ -321,6 +321,9 @@ impl Worker {
                 };
                 self.set_leader(true).await;
                 self.degraded.led(at);
+                if let Err(e) = self.coord.prune(at).await {
+                    coordination_error(&e);
+                }
                 self.publish(seq, &samples, at, |_| true).await;
             }
             Ok(Role::Follower { leader }) => {
@@ -387,6 +390,17 @@ impl Worker {
         else {
             return false;
         };
+        // Only when another worker is there to take over (it shared
+        // samples within the window): a lone worker standing aside would
+        // only add a lease lifetime of silence.
+        let now = self.clock.region_time(unix_millis_now());
+        let others = match self.coord.samples(now, self.settings.window).await {
+            Ok(samples) => samples.iter().any(|s| s.worker != self.id.worker),
+            Err(_) => false,
+        };
+        if !others {
+            return false;
+        }
         metrics::counter!(
             "origin_router_leader_step_downs_total",
             "region" => self.id.region.clone(),
@@ -571,6 +585,11 @@ impl Worker {
             .set(if leader { 1.0 } else { 0.0 });
         if leader == was {
             return;
+        }
+        if leader {
+            // A new term is judged on its own writes, not on a run of
+            // failures left over from before.
+            self.publisher.forget_failures();
         }
         tracing::info!(region = %self.id.region, worker = %self.id.worker, leader, "leadership changed");
         if leader {

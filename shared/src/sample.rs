@@ -33,10 +33,8 @@ pub fn unix_millis_now() -> UnixMillis {
 /// (milliseconds) and far below a ranking's useful life.
 pub const MAX_CLOCK_SKEW_MS: u64 = 10_000;
 
-// `prober.max_clock_skew` may not exceed the readers' tolerance.
-const _: () = assert!(
-    crate::config::MAX_CLOCK_SKEW_MAX.as_millis() == MAX_CLOCK_SKEW_MS as u128
-);
+// The config's idea of the readers' tolerance is this one.
+const _: () = assert!(crate::config::READERS_SKEW.as_millis() == MAX_CLOCK_SKEW_MS as u128);
 
 /// Longest phase or failure time a sample may report: no probe budget
 /// reaches it, so more is corrupt.

@@ -78,6 +78,12 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Gives the lease up (shutdown), so another worker takes over at once.
     async fn release(&self) -> Result<(), CoordError>;
 
+    /// Forgets what workers gone for good left behind (the leader, once a
+    /// round). Best effort.
+    async fn prune(&self, _now: UnixMillis) -> Result<(), CoordError> {
+        Ok(())
+    }
+
     /// Keeps the latest published ranking where `prober rankings` can read
     /// it. Best effort.
     async fn record_ranking(&self, _doc: &RankingDocument) -> Result<(), CoordError> {

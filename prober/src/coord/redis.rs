@@ -342,6 +342,33 @@ impl Coordinator for RedisCoordinator {
             .map_err(err("release"))
     }
 
+    async fn prune(&self, now: UnixMillis) -> Result<(), CoordError> {
+        // Workers that have not shared for the samples' lifetime are gone
+        // (a restart gets a new id): their clock entries go too, so the
+        // hash `prober status` lists stays the size of the region.
+        let keep_ms = (self.lease_ttl.as_millis() as u64).max(60_000) * 2;
+        let mut conn = self.conn.clone();
+        let clocks: HashMap<String, String> = conn
+            .hgetall(key(&self.region, "clocks"))
+            .await
+            .map_err(err("prune"))?;
+        let gone: Vec<&String> = clocks
+            .iter()
+            .filter(|(_, v)| {
+                v.split_once(' ')
+                    .and_then(|(_, at)| at.parse::<u64>().ok())
+                    .is_none_or(|at| now.saturating_sub(at) > keep_ms)
+            })
+            .map(|(w, _)| w)
+            .collect();
+        if !gone.is_empty() {
+            conn.hdel::<_, _, ()>(key(&self.region, "clocks"), gone)
+                .await
+                .map_err(err("prune"))?;
+        }
+        Ok(())
+    }
+
     async fn record_ranking(&self, doc: &RankingDocument) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         conn.set_ex::<_, _, ()>(

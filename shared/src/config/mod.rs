@@ -53,7 +53,7 @@ pub use pool::{
     MAX_WEIGHT, MIN_WEIGHT,
 };
 pub use prober::ProberConfig;
-pub(crate) use prober::MAX_CLOCK_SKEW_MAX;
+pub(crate) use prober::READERS_SKEW;
 pub use ranking::RankingConfig;
 pub use routing::RoutingConfig;
 pub use steering::{

@@ -18,11 +18,15 @@ pub(crate) const INTERVAL_MAX: Duration = Duration::from_secs(5 * 60);
 const TIMEOUT_MAX: Duration = MINUTE;
 /// `lease_ttl`: [1s, 10m].
 const LEASE_TTL_MAX: Duration = Duration::from_secs(10 * 60);
-/// `max_clock_skew`: [100ms, 10s]; 10 s is the readers' tolerance
-/// (`sample::MAX_CLOCK_SKEW_MS`, which a compile-time check holds equal:
-/// the config knows no engine, so it does not import it).
+/// `max_clock_skew`: [100ms, 8s]. The readers' tolerance is 10 s
+/// (`sample::MAX_CLOCK_SKEW_MS`, held equal to [`READERS_SKEW`] by a
+/// compile-time check: the config knows no engine, so it does not import
+/// it); a worker is barred only when its offset less the reading's
+/// uncertainty (up to about a second on DynamoDB) is past the limit, so
+/// the limit stays 2 s under the tolerance.
 const MAX_CLOCK_SKEW_MIN: Duration = Duration::from_millis(100);
-pub(crate) const MAX_CLOCK_SKEW_MAX: Duration = Duration::from_secs(10);
+const MAX_CLOCK_SKEW_MAX: Duration = Duration::from_secs(8);
+pub(crate) const READERS_SKEW: Duration = Duration::from_secs(10);
 /// `shutdown_grace`: [0s, 5m].
 const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(5 * 60);
 
@@ -115,9 +119,10 @@ pub struct ProberConfig {
     /// `TIME`; without Redis, the store's clock) for it to lead. Past it
     /// the worker neither takes nor renews the lease (it keeps probing and
     /// sharing samples, dated on the region's clock). Default: 2s; range
-    /// [100ms, 10s]. At most the readers' tolerance (10 s: an edge and a
-    /// store take a ranking dated further ahead for a runaway clock's), so
-    /// no leader's ranking is ever refused or thought stale for its date;
+    /// [100ms, 8s]: under the readers' tolerance (10 s: an edge and a
+    /// store take a ranking dated further ahead for a runaway clock's) by
+    /// more than a reading's uncertainty, so no leader's ranking is ever
+    /// refused or thought stale for its date;
     /// 2 s leaves room for the 1 s resolution of DynamoDB's `Date` header,
     /// the only clock a worker without Redis can compare with.
     #[serde(with = "humantime_serde")]

@@ -235,7 +235,8 @@ pub struct OutlierConfig {
     /// measured and reported, decisions unchanged) or `demote` (an origin
     /// whose misses are slower than the next usable origin's ranked
     /// latency by the ranking's switch margin, for most answers of
-    /// `latency_window`, is left out like an ejected one; see
+    /// `latency_window`, is left out like an ejected one; for pools whose
+    /// pages answer about as fast as their health path: see
     /// `edge::traffic`).
     #[serde(default)]
     pub latency: LatencyMode,
