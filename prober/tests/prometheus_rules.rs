@@ -85,11 +85,12 @@ fn expressions_are_read_from_expr_keys_only() {
 fn the_rules_file_has_each_alert_of_the_issue() {
     let rules = rules_text();
     let exprs = expressions(&rules);
-    assert_eq!(exprs.len(), 6, "{exprs:?}");
+    assert_eq!(exprs.len(), 7, "{exprs:?}");
     for alert in [
         "OriginRouterOriginDown",
         "OriginRouterRankingStale",
         "OriginRouterRankingFromTheFuture",
+        "OriginRouterClockOff",
         "OriginRouterLeaderNotPublishing",
         "OriginRouterLeaderFlapping",
         "OriginRouterProbeFailuresRising",
