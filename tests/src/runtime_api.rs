@@ -305,6 +305,20 @@ impl Function {
         self.child.id()
     }
 
+    /// Invokes `event` (an origin-request) and returns the decision line
+    /// the function logged for it; panics, naming what is missing, when
+    /// the function does not answer or log one in time.
+    pub async fn decision_for(&self, event: &serde_json::Value) -> serde_json::Value {
+        let answer = self
+            .api
+            .invoke(event, Duration::from_secs(10))
+            .await
+            .expect("the edge answers");
+        answer.expect("no invocation error");
+        self.next_json_with("Source", Duration::from_secs(5))
+            .expect("a decision line")
+    }
+
     /// The next stdout line that is a JSON object with `key`, waiting up to
     /// `within`; other lines are skipped.
     pub fn next_json_with(&self, key: &str, within: Duration) -> Option<serde_json::Value> {

@@ -263,17 +263,7 @@ impl Edge {
     /// One origin-request invocation: (chosen origin, source).
     async fn decide(&self) -> (String, String) {
         let event: Value = serde_json::from_str(FIXTURE).unwrap();
-        let answer = self
-            .function
-            .api
-            .invoke(&event, Duration::from_secs(10))
-            .await
-            .expect("the edge answers");
-        answer.expect("no invocation error");
-        let v = self
-            .function
-            .next_json_with("Source", Duration::from_secs(5))
-            .expect("a decision line");
+        let v = self.function.decision_for(&event).await;
         (
             v["Origin"].as_str().unwrap_or_default().to_string(),
             v["Source"].as_str().unwrap_or_default().to_string(),

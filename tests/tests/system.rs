@@ -77,17 +77,7 @@ impl Edge {
     /// One invocation: (chosen origin id, the decision line).
     async fn decide(&self) -> (String, Value) {
         let event: Value = serde_json::from_str(FIXTURE).unwrap();
-        let answer = self
-            .function
-            .api
-            .invoke(&event, Duration::from_secs(10))
-            .await
-            .expect("edge answers");
-        answer.expect("no invocation error");
-        let v = self
-            .function
-            .next_json_with("Source", Duration::from_secs(5))
-            .expect("a decision line");
+        let v = self.function.decision_for(&event).await;
         (v["Origin"].as_str().unwrap_or_default().to_string(), v)
     }
 }
