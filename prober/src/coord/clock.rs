@@ -205,7 +205,7 @@ pub async fn status(
     max_skew: Duration,
 ) -> (Vec<String>, serde_json::Value) {
     let mut lines = Vec::new();
-    let now = origin_router::sample::unix_millis_now();
+    let mut now = origin_router::sample::unix_millis_now();
     let (source, reading) = match redis_url {
         Some(url) => {
             let reading = async {
@@ -255,6 +255,9 @@ pub async fn status(
             json["offset_ms"] = r.offset_ms().into();
             json["uncertainty_ms"] = (r.uncertainty().as_millis() as u64).into();
             json["off"] = matches!(judged, Judged::Off { .. }).into();
+            // The workers' entries are dated on the region's clock: their
+            // age is read on it too.
+            now = shift(now, r.offset_ms());
         }
         None => lines.push(format!(
             "clock: not checked: {source} could not be read (the in-memory store has none)"
@@ -265,7 +268,9 @@ pub async fn status(
             Ok(workers) => {
                 let mut list = Vec::new();
                 for (worker, offset_ms, at) in workers {
-                    let off = offset_ms.unsigned_abs() > max_skew.as_millis() as u64;
+                    // Their readings are Redis' (about a millisecond of
+                    // doubt): off as the worker judged itself.
+                    let off = offset_ms.unsigned_abs() > max_skew.as_millis() as u64 + 1;
                     lines.push(format!(
                         "  worker {worker}: {:+.3} s off Redis' TIME, measured {} s ago{}",
                         offset_ms as f64 / 1000.0,
