@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use origin_router::sample::unix_millis_now;
-use origin_router::store::{EmbeddedStore, RankingStore};
+use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::Function;
 use origin_router_tests::services::{
     free_port, redis_get, workspace_root, MotoServer, RedisServer,
@@ -417,16 +417,22 @@ fn ms(d: Option<Duration>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// What cases 1 and 2 share: libfaketime present, moto with the rankings
+/// table, and the loopback origins.
+async fn table_world() -> (MotoServer, DynamoStore, Origins) {
+    libfaketime();
+    let moto = MotoServer::start().await.unwrap();
+    let table = moto.rankings_table(REGION);
+    table.create_table().await.unwrap();
+    (moto, table, Origins::start().await)
+}
+
 /// Case 1 (issue 24, item 6): Redis, one region, three workers (+1 h,
 /// −1 h, sane), each started first in its own run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_region_survives_a_worker_an_hour_off_either_way() {
     let _serial = SERIAL.lock().await;
-    libfaketime();
-    let moto = MotoServer::start().await.unwrap();
-    let table = moto.rankings_table(REGION);
-    table.create_table().await.unwrap();
-    let origins = Origins::start().await;
+    let (moto, table, origins) = table_world().await;
     let base = origins.toml();
     let table_toml =
         "[store]\ndynamodb_table = \"rankings\"\ntable_regions = [\"us-east-1\"]\n".to_string();
@@ -582,11 +588,7 @@ async fn one_region_survives_a_worker_an_hour_off_either_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_skew_limit_has_two_edges() {
     let _serial = SERIAL.lock().await;
-    libfaketime();
-    let moto = MotoServer::start().await.unwrap();
-    let table = moto.rankings_table(REGION);
-    table.create_table().await.unwrap();
-    let origins = Origins::start().await;
+    let (moto, table, origins) = table_world().await;
     let table_toml =
         "[store]\ndynamodb_table = \"rankings\"\ntable_regions = [\"us-east-1\"]\n".to_string();
     let env = moto.aws_env(REGION);
