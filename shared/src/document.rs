@@ -75,6 +75,15 @@ pub struct RankedOrigin {
     /// Smoothed latency until first byte, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// How long a TCP connection to this origin may take before it counts
+    /// as lost, ms: the probe-budget rule (`max(srtt + 4 rttvar, 2 srtt)`,
+    /// see `probe::budget`) over the connect phase of the recent successful
+    /// probes, median across the workers holding it up. The CloudFront
+    /// Function edge derives the origin's connection timeout from it.
+    /// Absent until an origin has two successful probes since it was last
+    /// up, and in documents written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_budget_ms: Option<f64>,
     /// Share of successful probes in the window (median across workers).
     pub success_ratio: f64,
     /// Class of the most recent failure in the window.
@@ -148,6 +157,7 @@ impl RankedOrigin {
             state,
             score: Some(ms),
             latency_ms: Some(ms),
+            connect_budget_ms: None,
             success_ratio: if state == OriginState::Down { 0.0 } else { 1.0 },
             last_failure: None,
             voters,
@@ -283,6 +293,7 @@ impl RankingDocument {
             for (f, v, max) in [
                 ("score", o.score, MAX_SCORE_MS),
                 ("latency_ms", o.latency_ms, MAX_LATENCY_MS),
+                ("connect_budget_ms", o.connect_budget_ms, MAX_LATENCY_MS),
             ] {
                 if let Some(v) = v {
                     if !(v.is_finite() && (0.0..=max).contains(&v)) {
@@ -360,6 +371,7 @@ pub(crate) mod tests {
                     state: OriginState::Healthy,
                     score: Some(12.5),
                     latency_ms: Some(12.5),
+                    connect_budget_ms: None,
                     success_ratio: 1.0,
                     last_failure: None,
                     voters: 3,
@@ -370,6 +382,7 @@ pub(crate) mod tests {
                     state: OriginState::Down,
                     score: None,
                     latency_ms: None,
+                    connect_budget_ms: None,
                     success_ratio: 0.25,
                     last_failure: Some(FailureClass::ConnectTimeout),
                     voters: 3,

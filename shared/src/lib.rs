@@ -17,6 +17,7 @@
 //! race) lives in the `edge` crate; what only the prober needs
 //! (scheduling, coordination, publishing) in `prober`.
 
+pub mod compact;
 pub mod config;
 pub mod control;
 pub mod document;

@@ -26,6 +26,7 @@
 //! one engine never touches the config. `examples/origin-router.toml` shows
 //! every default with comments.
 
+mod cloudfront;
 mod edge;
 mod events;
 mod operations;
@@ -44,6 +45,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use cloudfront::{
+    CloudFrontOriginConfig, CONNECTION_ATTEMPTS_RANGE, CONNECTION_TIMEOUT_RANGE,
+    FAILOVER_STATUS_ALLOWED, READ_TIMEOUT_RANGE,
+};
 pub use edge::EdgeConfig;
 pub use events::EventsConfig;
 pub use operations::OperationsConfig;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::cloudfront::CloudFrontOriginConfig;
 use super::steering::{OutlierConfig, SteeringConfig};
 use super::validate::{is_host_name, Validator};
 
@@ -63,6 +64,10 @@ pub struct PoolConfig {
     /// When the edge stops choosing an origin that answers 5xx.
     #[serde(default)]
     pub outlier: OutlierConfig,
+    /// How CloudFront reaches the chosen origin: connection timeout floor,
+    /// read timeout, origin-group failover codes.
+    #[serde(default)]
+    pub cloudfront: CloudFrontOriginConfig,
 }
 
 impl PoolConfig {
@@ -449,6 +454,7 @@ impl PoolConfig {
         }
         pool.steering.validate(v, &format!("{at}.steering"));
         pool.outlier.validate(v, &format!("{at}.outlier"));
+        pool.cloudfront.validate(v, &format!("{at}.cloudfront"));
         if let Some(d) = &pool.default_origin {
             if pool.origin(d).is_none() {
                 v.fail(

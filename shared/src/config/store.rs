@@ -42,6 +42,20 @@ pub struct StoreConfig {
     /// (a single worker is its own leader).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// ARN of a CloudFront KeyValueStore
+    /// (`arn:aws:cloudfront::ACCOUNT:key-value-store/ID`). When set, each
+    /// region's leader also writes a compact ranking per pool to it, for
+    /// the CloudFront Function edge. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kvs_arn: Option<String>,
+    /// Endpoint of a KeyValueStore API other than AWS's (a local test
+    /// server), e.g. `http://127.0.0.1:9000`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kvs_endpoint: Option<String>,
+    /// Regions whose probers publish to the KeyValueStore: the generated
+    /// CloudFront Function reads only these, nearest first. Required to
+    /// generate the function; default: empty.
+    pub kvs_regions: Vec<String>,
     /// Items expire (DynamoDB TTL) this long after they were written.
     /// Default: 1day; range [1m, 1year] (a year as humantime counts it,
     /// 365.25 days).
@@ -68,9 +82,32 @@ impl Default for StoreConfig {
             dynamodb_endpoint: None,
             table_regions: Vec::new(),
             redis_url: None,
+            kvs_arn: None,
+            kvs_endpoint: None,
+            kvs_regions: Vec::new(),
             item_ttl: Duration::from_secs(86_400),
         }
     }
+}
+
+/// Whether `arn` has the shape of a KeyValueStore ARN: partition `aws`
+/// (or another partition name), service `cloudfront`, no region, a
+/// 12-digit account and `key-value-store/ID`.
+pub fn is_kvs_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    let id_ok = |id: &str| {
+        (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    scheme == "arn"
+        && !partition.is_empty()
+        && service == "cloudfront"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("key-value-store/").is_some_and(id_ok)
 }
 
 impl StoreConfig {
@@ -109,11 +146,84 @@ impl StoreConfig {
         for (i, r) in self.table_regions.iter().enumerate() {
             v.name(&format!("store.table_regions[{i}]"), r);
         }
+        if let Some(arn) = &self.kvs_arn {
+            if !is_kvs_arn(arn) {
+                v.fail(
+                    "store.kvs_arn",
+                    format!("`{arn}` is not a KeyValueStore ARN (arn:aws:cloudfront::ACCOUNT:key-value-store/ID)"),
+                );
+            }
+        }
+        if let Some(url) = &self.kvs_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                v.fail(
+                    "store.kvs_endpoint",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+            }
+            if self.kvs_arn.is_none() {
+                v.fail("store.kvs_endpoint", "needs store.kvs_arn");
+            }
+        }
+        for (i, r) in self.kvs_regions.iter().enumerate() {
+            v.name(&format!("store.kvs_regions[{i}]"), r);
+            if self.kvs_regions[..i].contains(r) {
+                v.fail(
+                    format!("store.kvs_regions[{i}]"),
+                    format!("`{r}` is listed twice"),
+                );
+            }
+        }
         v.duration(
             "store.item_ttl",
             self.item_ttl,
             Duration::from_secs(60),
             ITEM_TTL_MAX,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvs_arns() {
+        assert!(is_kvs_arn(
+            "arn:aws:cloudfront::123456789012:key-value-store/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111"
+        ));
+        for bad in [
+            "",
+            "arn:aws:cloudfront::123456789012:key-value-store/",
+            "arn:aws:cloudfront:us-east-1:123456789012:key-value-store/abc",
+            "arn:aws:s3::123456789012:key-value-store/abc",
+            "arn:aws:cloudfront::12345:key-value-store/abc",
+            "arn:aws:cloudfront::123456789012:function/abc",
+            "arn:aws:cloudfront::123456789012:key-value-store/a/b",
+        ] {
+            assert!(!is_kvs_arn(bad), "{bad}");
+        }
+        let mut v = Validator::default();
+        StoreConfig {
+            kvs_arn: Some("nope".into()),
+            kvs_regions: vec!["us-east-1".into(), "us-east-1".into()],
+            ..StoreConfig::default()
+        }
+        .validate(&mut v);
+        let p: Vec<String> = v
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("store.kvs_arn: `nope` is not")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p == "store.kvs_regions[1]: `us-east-1` is listed twice"),
+            "{p:?}"
         );
     }
 }

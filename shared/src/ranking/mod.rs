@@ -90,6 +90,9 @@ pub struct WorkerView {
     pub up: bool,
     /// Time-decayed mean latency until first byte of successful samples, ms.
     pub latency_ms: Option<f64>,
+    /// The connect budget of the successful samples since the origin was
+    /// last up, ms ([`connect_budget`]).
+    pub connect_budget_ms: Option<f64>,
     /// Time-decayed share of successful samples.
     pub success_ratio: f64,
     pub last_failure: Option<FailureClass>,
@@ -134,6 +137,7 @@ pub fn worker_view(
     // brought it back: its latency before it went down says nothing now.
     let since_recovery = if came_back { since_up } else { 0 };
     let latency_ms = latency_estimate(&in_window[since_recovery..], settings, now);
+    let connect_budget_ms = connect_budget(&in_window[since_recovery..]);
     let (ok_w, all_w) = in_window[since_up..]
         .iter()
         .fold((0.0, 0.0), |(ok, all), s| {
@@ -143,10 +147,33 @@ pub fn worker_view(
     Some(WorkerView {
         up: health.is_up(),
         latency_ms,
+        connect_budget_ms,
         success_ratio: if all_w > 0.0 { ok_w / all_w } else { 0.0 },
         last_failure,
         newest,
     })
+}
+
+/// How long a connection to one origin may take, from one worker's
+/// samples in time order, ms: the probe-budget rule of
+/// [`crate::probe::budget`] (`max(srtt + 4 rttvar, 2 srtt)`, RFC 6298's
+/// estimator) over the connect phase of the successful samples, without
+/// floor or ceiling (the edge applies CloudFront's). `None` before
+/// [`crate::probe::budget::MIN_SAMPLES`] successes. Failed samples do not
+/// feed it (Karn's rule, as for probe budgets).
+pub fn connect_budget(samples: &[&Sample]) -> Option<f64> {
+    let mut estimate = crate::probe::budget::BudgetEstimator::default();
+    for s in samples {
+        if let crate::sample::Outcome::Ok(t) = &s.outcome {
+            estimate.observe(t.connect);
+        }
+    }
+    estimate.smoothed()?;
+    let budget = estimate.budget(
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+    );
+    Some(round3(budget.as_secs_f64() * 1000.0))
 }
 
 /// The latency of one origin from one worker's samples in time order, ms:
@@ -326,6 +353,7 @@ fn combine(id: &str, weight: f64, views: &[WorkerView], settings: &Settings) -> 
             state: OriginState::Down,
             score: None,
             latency_ms: median(views.iter().filter_map(|v| v.latency_ms)).map(round3),
+            connect_budget_ms: None,
             success_ratio: median(views.iter().map(|v| v.success_ratio)).unwrap_or(0.0),
             last_failure,
             voters,
@@ -336,6 +364,8 @@ fn combine(id: &str, weight: f64, views: &[WorkerView], settings: &Settings) -> 
     // broken would otherwise drag the median.
     let up_views = views.iter().filter(|v| v.up);
     let latency_ms = median(up_views.clone().filter_map(|v| v.latency_ms)).map(round3);
+    let connect_budget_ms =
+        median(up_views.clone().filter_map(|v| v.connect_budget_ms)).map(round3);
     let success_ratio = median(views.iter().map(|v| v.success_ratio)).unwrap_or(0.0);
     let state = if success_ratio >= settings.degraded_below {
         OriginState::Healthy
@@ -347,6 +377,7 @@ fn combine(id: &str, weight: f64, views: &[WorkerView], settings: &Settings) -> 
         state,
         score: latency_ms.map(|l| round3(l / weight)),
         latency_ms,
+        connect_budget_ms,
         success_ratio: round3(success_ratio).clamp(0.0, 1.0),
         last_failure,
         voters,

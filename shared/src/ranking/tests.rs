@@ -531,3 +531,43 @@ fn a_recovered_origin_is_measured_afresh() {
     assert!(view.up);
     assert!((view.latency_ms.unwrap() - 500.0).abs() < 1e-9, "{view:?}");
 }
+
+fn with_connect(mut s: Sample, connect_ms: f64) -> Sample {
+    if let Outcome::Ok(t) = &mut s.outcome {
+        t.connect = Duration::from_secs_f64(connect_ms / 1000.0);
+    }
+    s
+}
+
+#[test]
+fn the_connect_budget_follows_the_probe_budget_rule_and_needs_two_successes() {
+    let samples = [
+        with_connect(ok("a", "w1", T0, 20.0), 10.0),
+        with_connect(ok("a", "w1", T0 + 1000, 20.0), 10.0),
+    ];
+    let refs: Vec<&Sample> = samples.iter().collect();
+    // srtt 10, rttvar 0.75 * 5 = 3.75: max(10 + 15, 20) = 25.
+    assert_eq!(connect_budget(&refs), Some(25.0));
+    assert_eq!(connect_budget(&refs[..1]), None);
+    // Failures do not feed it (Karn's rule).
+    let failure = failed("a", "w1", T0 + 2000, FailureClass::ConnectTimeout);
+    let mut with_failure = refs.clone();
+    with_failure.push(&failure);
+    assert_eq!(connect_budget(&with_failure), Some(25.0));
+}
+
+#[test]
+fn rankings_carry_the_median_connect_budget_of_the_workers_holding_an_origin_up() {
+    let p = pool(&["a"]);
+    let settings = Settings::default();
+    let docs = simulate(&p, &settings, 4, |_, now| {
+        vec![
+            with_connect(ok("a", "w1", now, 30.0), 10.0),
+            with_connect(ok("a", "w2", now, 30.0), 40.0),
+            with_connect(ok("a", "w3", now, 30.0), 1000.0),
+        ]
+    });
+    let last = &docs.last().unwrap().origins[0];
+    // Steady connects: the budget is 2 srtt per worker; the median worker's.
+    assert_eq!(last.connect_budget_ms, Some(80.0), "{last:?}");
+}
