@@ -2,7 +2,13 @@
 deploy/README.md: each role must hold exactly the actions the guide lists
 for it, no wildcard actions, and "*" as a resource only for actions that
 name no resource. Uses cfn-lint's template loader (it knows
-the CloudFormation short-form tags). Run by tests/tests/deploy.rs."""
+the CloudFormation short-form tags). Run by tests/tests/deploy.rs.
+
+Two grants are checked statement by statement as well: the prober's
+KeyValueStore statement holds exactly cloudfront-keyvaluestore:DescribeKeyValueStore
+and cloudfront-keyvaluestore:UpdateKeys, on the store the KeyValueStoreArn
+parameter names and nothing else; and the CloudFront Function template
+defines no IAM resource at all (a CloudFront Function has no role)."""
 
 import pathlib
 import re
@@ -79,6 +85,54 @@ for template in sorted(root.glob("*.yaml")):
             if "*" in a:
                 failures.append(f"{template.name} {name}: wildcard action {a}")
 
+def statements_of(role):
+    """Every statement a role may hold (both branches of each Fn::If)."""
+    for entry in role.get("Properties", {}).get("Policies", []):
+        for policy in branches(entry):
+            statements = policy["PolicyDocument"]["Statement"]
+            for item in statements if isinstance(statements, list) else [statements]:
+                yield from branches(item)
+
+KVS_ACTIONS = ["cloudfront-keyvaluestore:DescribeKeyValueStore", "cloudfront-keyvaluestore:UpdateKeys"]
+kvs_checked = False
+prober, matches = decode(str(root / "prober.yaml"))
+if not matches:
+    kvs = [
+        st
+        for st in statements_of(prober["Resources"]["TaskRole"])
+        if any(str(a).startswith("cloudfront-keyvaluestore:") for a in (st.get("Action") if isinstance(st.get("Action"), list) else [st.get("Action")]))
+    ]
+    if len(kvs) != 1:
+        failures.append(f"prober.yaml TaskRole: {len(kvs)} KeyValueStore statements, expected exactly 1")
+    else:
+        st = kvs[0]
+        acts = st.get("Action") if isinstance(st.get("Action"), list) else [st.get("Action")]
+        if sorted(acts) != KVS_ACTIONS:
+            failures.append(f"prober.yaml TaskRole: KeyValueStore actions {sorted(acts)} != {KVS_ACTIONS}")
+        if st.get("Effect") != "Allow" or st.get("Resource") != {"Ref": "KeyValueStoreArn"}:
+            failures.append(f"prober.yaml TaskRole: KeyValueStore statement must allow on the KeyValueStoreArn parameter only, not {st.get('Resource')!r}")
+        if set(st) - {"Effect", "Action", "Resource"}:
+            failures.append(f"prober.yaml TaskRole: KeyValueStore statement has extra keys {sorted(set(st) - {'Effect', 'Action', 'Resource'})}")
+        kvs_checked = True
+    if "KeyValueStoreArn" not in prober.get("Parameters", {}):
+        failures.append("prober.yaml: no KeyValueStoreArn parameter")
+
+function_checked = False
+function, matches = decode(str(root / "function.yaml"))
+if not matches:
+    for name, res in function.get("Resources", {}).items():
+        if str(res.get("Type", "")).startswith("AWS::IAM::"):
+            failures.append(f"function.yaml {name}: {res['Type']}: a CloudFront Function has no IAM role")
+        if res.get("Type") == "AWS::CloudFront::Function":
+            props = res.get("Properties", {})
+            if props.get("FunctionConfig", {}).get("Runtime") != "cloudfront-js-2.0":
+                failures.append(f"function.yaml {name}: runtime must be cloudfront-js-2.0 (KeyValueStore)")
+            if any("role" in key.lower() for key in props):
+                failures.append(f"function.yaml {name}: a CloudFront Function takes no role")
+            function_checked = True
+    if not function_checked:
+        failures.append("function.yaml: no AWS::CloudFront::Function")
+
 for a in sorted(star_actions - RESOURCELESS):
     failures.append(f"{a} is granted on every resource (\"*\")")
 
@@ -90,3 +144,7 @@ if failures:
     print("\n".join(failures))
     sys.exit(1)
 print(f"ok: {len(seen)} roles match the guide")
+if kvs_checked:
+    print("ok: the probers' KeyValueStore grant is DescribeKeyValueStore and UpdateKeys on KeyValueStoreArn only")
+if function_checked:
+    print("ok: the CloudFront Function template defines no IAM role")

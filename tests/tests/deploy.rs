@@ -31,10 +31,16 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn templates_are_lint_clean() {
-    let templates: Vec<PathBuf> = ["table.yaml", "prober.yaml", "edge.yaml", "edge-alarms.yaml"]
-        .iter()
-        .map(|t| workspace_root().join("deploy").join(t))
-        .collect();
+    let templates: Vec<PathBuf> = [
+        "table.yaml",
+        "prober.yaml",
+        "edge.yaml",
+        "edge-alarms.yaml",
+        "function.yaml",
+    ]
+    .iter()
+    .map(|t| workspace_root().join("deploy").join(t))
+    .collect();
     run(Command::new(venv_tool("cfn-lint")).args(&templates));
 }
 
@@ -43,6 +49,133 @@ fn roles_hold_only_the_actions_the_guide_lists() {
     let out = run(Command::new(venv_tool("python"))
         .arg(workspace_root().join("deploy/tests/check_templates.py")));
     assert!(out.contains("ok: 3 roles match the guide"), "{out}");
+    // The probers' KeyValueStore grant: exactly DescribeKeyValueStore and
+    // UpdateKeys, on the KeyValueStoreArn parameter only.
+    assert!(
+        out.contains("ok: the probers' KeyValueStore grant is DescribeKeyValueStore and UpdateKeys on KeyValueStoreArn only"),
+        "{out}"
+    );
+    // A CloudFront Function has no role: its template defines none.
+    assert!(
+        out.contains("ok: the CloudFront Function template defines no IAM role"),
+        "{out}"
+    );
+}
+
+/// A stand-in for `edge cloudfront-function --config FILE`: prints `code`
+/// (the packaging script's contract with the generator, not the generator
+/// itself, which has its own tests).
+fn stub_generator(dir: &Path, name: &str, code: &str) -> PathBuf {
+    let js = dir.join(format!("{name}.js"));
+    std::fs::write(&js, code).unwrap();
+    let script = dir.join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = cloudfront-function ] && [ \"$2\" = --config ] || exit 64\ncat '{}'\n",
+            js.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn function_package_inlines_the_code_and_the_origins_and_lints_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("origin-router.toml");
+    std::fs::write(
+        &config,
+        "[pools.web]\ndefault_origin = \"eu\"\norigins = [{ id = \"us\", host = \"origin-us.example.net\" }, { id = \"eu\", host = \"origin-eu.example.net\", port = 8443 }]\n",
+    )
+    .unwrap();
+    // Indented lines, quotes, colons and hashes: a block scalar keeps them.
+    let code = "import cf from 'cloudfront';\nconst kvs = cf.kvs();\nasync function handler(event) {\n  // \"a\": b # c\n    return event.request;\n}\n";
+    let generator = stub_generator(dir.path(), "gen", code);
+    let out_dir = dir.path().join("out");
+    let out = run(
+        Command::new(workspace_root().join("deploy/package-function.sh"))
+            .arg(&config)
+            .arg(&out_dir)
+            .env("EDGE_BINARY", &generator),
+    );
+    assert!(out.contains("limit 10240"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("origin-router.js")).unwrap(),
+        code
+    );
+    let packaged = out_dir.join("function.yaml");
+    run(Command::new(venv_tool("cfn-lint")).arg(&packaged));
+    // Parsed back, the template holds the code byte for byte, and the
+    // example distribution one origin per configured origin, by id.
+    let parsed = run(Command::new(venv_tool("python")).arg("-c").arg(
+        "import json, sys\nfrom cfnlint.decode import decode\nd, m = decode(sys.argv[1])\nassert not m, m\nr = d['Resources']\nprint(json.dumps({'code': r['EdgeFunction']['Properties']['FunctionCode'], 'origins': [o['Id'] for o in r['ExampleDistribution']['Properties']['DistributionConfig']['Origins']], 'target': r['ExampleDistribution']['Properties']['DistributionConfig']['DefaultCacheBehavior']['TargetOriginId']}))",
+    ).arg(&packaged));
+    let parsed: serde_json::Value = serde_json::from_str(parsed.trim()).unwrap();
+    assert_eq!(parsed["code"], code);
+    assert_eq!(parsed["origins"], serde_json::json!(["us", "eu"]));
+    assert_eq!(parsed["target"], "eu");
+    let origins: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("distribution-origins.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(origins["Quantity"], 2);
+    assert_eq!(origins["Items"][1]["CustomOriginConfig"]["HTTPSPort"], 8443);
+    assert_eq!(origins["Items"][0]["ConnectionAttempts"], 1);
+}
+
+#[test]
+fn function_package_refuses_no_pools_and_code_over_10_kb() {
+    let dir = tempfile::tempdir().unwrap();
+    // Packaging `config` with `generator` fails, naming `problem`, and
+    // writes nothing.
+    let refuses = |config: &Path, generator: &Path, out: &str, problem: &str| {
+        let out = dir.path().join(out);
+        let result = Command::new(workspace_root().join("deploy/package-function.sh"))
+            .arg(config)
+            .arg(&out)
+            .env("EDGE_BINARY", generator)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+        assert!(!out.exists());
+    };
+    let small = stub_generator(
+        dir.path(),
+        "small",
+        "import cf from 'cloudfront';\nfunction handler(e) { return e.request; }\n",
+    );
+    let no_pools = dir.path().join("no-pools.toml");
+    std::fs::write(&no_pools, "[store]\ndynamodb_table = \"rankings\"\n").unwrap();
+    refuses(&no_pools, &small, "a", "no pools");
+
+    let config = dir.path().join("ok.toml");
+    std::fs::write(
+        &config,
+        "[pools.web]\norigins = [{ id = \"a\", host = \"a.example.net\" }]\n",
+    )
+    .unwrap();
+    let big = stub_generator(
+        dir.path(),
+        "big",
+        &format!("import cf from 'cloudfront';\n//{}\n", "x".repeat(10_240)),
+    );
+    refuses(&config, &big, "b", "at most 10240 (10 KB)");
+    let no_import = stub_generator(
+        dir.path(),
+        "no-import",
+        "function handler(e) { return e.request; }\n",
+    );
+    refuses(
+        &config,
+        &no_import,
+        "c",
+        "must start with: import cf from 'cloudfront';",
+    );
 }
 
 fn edge_binary() -> PathBuf {
