@@ -1,6 +1,8 @@
 //! Test parts for Origin Router, usable by every crate's tests, the demo and
 //! the benchmarks:
 //!
+//! - [`kvs`]: a local CloudFront KeyValueStore data plane for the SDK,
+//!   with SigV4A checks, a request log and switchable faults;
 //! - [`origin`]: local HTTP(S) origins with switchable misbehaviour;
 //! - [`runtime_api`]: a local Lambda Runtime API that drives the edge binary;
 //! - [`services`]: real Redis and DynamoDB API (moto) servers started as
@@ -9,6 +11,7 @@
 //!
 //! The end-to-end tests of the whole system live in `tests/tests/`.
 
+pub mod kvs;
 pub mod origin;
 pub mod runtime_api;
 pub mod services;
