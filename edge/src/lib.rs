@@ -28,6 +28,7 @@ pub mod decision;
 pub mod decision_log;
 pub mod ejection;
 pub mod emf;
+pub mod function;
 pub mod handler;
 pub mod key;
 pub mod race;

@@ -27,10 +27,36 @@ struct Args {
     /// environment variables, so the config is bundled in the zip).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the CloudFront Function (viewer-request, cloudfront-js-2.0)
+    /// generated from the config: the edge without Lambda, reading the
+    /// rankings the probers write to the KeyValueStore (`store.kvs_arn`,
+    /// `store.kvs_regions`).
+    CloudfrontFunction {
+        /// The bundled config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Accept IP-address origins (local runs under Node only:
+        /// CloudFront sends requests to DNS names alone).
+        #[arg(long)]
+        allow_ip_origins: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::CloudfrontFunction {
+        config,
+        allow_ip_origins,
+    }) = &args.command
+    {
+        return cloudfront_function(config, *allow_ip_origins);
+    }
     edge::default_lambda_env();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -113,6 +139,26 @@ fn main() -> ExitCode {
 /// `LAMBDA_TASK_ROOT` ("the path to your Lambda function code"), set in
 /// every runtime, says so. Neither is set outside Lambda (the local
 /// Runtime API of the tests sets only `AWS_LAMBDA_RUNTIME_API`).
+fn cloudfront_function(path: &std::path::Path, allow_ip_origins: bool) -> ExitCode {
+    let config = match origin_router::Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match edge::function::generate(&config, edge::function::Options { allow_ip_origins }) {
+        Ok(code) => {
+            print!("{code}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn lambda_marker() -> Option<(&'static str, String)> {
     ["AWS_EXECUTION_ENV", "LAMBDA_TASK_ROOT"]
         .into_iter()

@@ -245,6 +245,7 @@ impl Router {
                 ranking,
                 band,
                 read,
+                ..
             } => {
                 if read == ReadNext::Background {
                     self.refresh_in_background(pool_name);

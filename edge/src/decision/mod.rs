@@ -41,6 +41,7 @@
 //! included, runs over those sets.
 
 pub mod ranked;
+pub mod timeouts;
 pub mod usable;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ use origin_router::document::RankingDocument;
 use origin_router::sample::UnixMillis;
 
 pub use ranked::{choose, Choice, Freshness};
+pub use timeouts::OriginTimeouts;
 pub use usable::{FailOpen, Folded, OriginSet, Usable};
 
 /// Where a decision came from.
@@ -181,6 +183,13 @@ pub enum Verdict<'p> {
         /// Origins of the band (`Some(1)` under `fastest`); `None` where no
         /// ranking steered.
         band: Option<usize>,
+        /// Where a ranking steered: the best other usable origin of the
+        /// set in that ranking, for an origin group's failover (the
+        /// CloudFront Function edge builds one; the Lambda edge races
+        /// instead).
+        failover: Option<&'p OriginConfig>,
+        /// The timeouts to set on `origin` ([`timeouts`]).
+        timeouts: OriginTimeouts,
         read: ReadNext,
     },
     /// No ranking decides: read as `read` says (a foreground read is
@@ -247,6 +256,8 @@ pub fn decide<'p>(
                 source: Source::Override,
                 ranking: None,
                 band: None,
+                failover: None,
+                timeouts: timeouts::for_origin(pool, None, false),
                 read: controls_read,
             },
             fail_open: None,
@@ -298,11 +309,15 @@ pub fn decide<'p>(
                 region,
                 age_ms,
                 band,
+                failover,
+                connect_budget_ms,
             } => Some(Verdict::Chosen {
                 origin,
                 source,
                 ranking: Some((region, age_ms)),
                 band: Some(band),
+                failover,
+                timeouts: timeouts::for_origin(pool, connect_budget_ms, failover.is_some()),
                 read,
             }),
             Choice::AllDown {
@@ -314,6 +329,8 @@ pub fn decide<'p>(
                 source: Source::KnownDown,
                 ranking: Some((region, age_ms)),
                 band: None,
+                failover: None,
+                timeouts: timeouts::for_origin(pool, None, false),
                 read,
             }),
             Choice::NoFreshRanking => None,
@@ -347,6 +364,8 @@ pub fn decide<'p>(
                 source: Source::Race,
                 ranking: None,
                 band: None,
+                failover: None,
+                timeouts: timeouts::for_origin(pool, None, false),
                 read: match read {
                     ReadNext::No => ReadNext::No,
                     _ => ReadNext::Background,

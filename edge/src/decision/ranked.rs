@@ -34,6 +34,11 @@ pub enum Choice<'p> {
         age_ms: u64,
         /// Origins in the band the choice was made from (1: `fastest`).
         band: usize,
+        /// The best other usable origin of the set in this ranking: where
+        /// an origin group fails over to.
+        failover: Option<&'p OriginConfig>,
+        /// The chosen origin's measured connect budget in this ranking.
+        connect_budget_ms: Option<f64>,
     },
     /// The nearest fresh ranking holds every origin of the set it names
     /// down; `origin` is the set's default.
@@ -89,8 +94,9 @@ pub fn choose<'p>(
         if known.peek().is_none() {
             continue;
         }
-        let usable: Vec<Ranked<'p>> = known
-            .filter(|(e, _)| e.state.is_usable())
+        let usable_entries: Vec<_> = known.filter(|(e, _)| e.state.is_usable()).collect();
+        let usable: Vec<Ranked<'p>> = usable_entries
+            .iter()
             .map(|(e, origin)| Ranked {
                 origin,
                 state: e.state,
@@ -103,6 +109,14 @@ pub fn choose<'p>(
                 region: doc.region.clone(),
                 age_ms,
                 band: steered.band,
+                failover: usable_entries
+                    .iter()
+                    .map(|(_, o)| *o)
+                    .find(|o| o.id != steered.origin.id),
+                connect_budget_ms: usable_entries
+                    .iter()
+                    .find(|(_, o)| o.id == steered.origin.id)
+                    .and_then(|(e, _)| e.connect_budget_ms),
             },
             None => Choice::AllDown {
                 origin: set.default_origin(pool),
