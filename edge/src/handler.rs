@@ -365,9 +365,17 @@ pub async fn route(edge: &Edge, event: cloudfront::Event, now: UnixMillis) -> Ro
     let mut sent = None;
     if decision.source != Source::Passthrough {
         let pool = router.pools().get(&decision.pool);
-        if let Some(origin) = pool.and_then(|p| p.origin(&decision.origin)) {
+        if let Some((pool, origin)) = pool.and_then(|p| Some((p, p.origin(&decision.origin)?))) {
             rewrite(&mut request, origin);
-            if pool.is_some_and(|p| p.outlier.latency != LatencyMode::Off) {
+            // The only timeout a Lambda@Edge origin object takes
+            // (`readTimeout`, 4-60 s); never derived from probes
+            // (decision::timeouts).
+            if let Some(read) = pool.cloudfront.read_timeout_secs() {
+                if let Some(custom) = request.origin.as_mut().and_then(|o| o.custom.as_mut()) {
+                    custom.read_timeout = u32::try_from(read).ok();
+                }
+            }
+            if pool.outlier.latency != LatencyMode::Off {
                 sent = Some(now.saturating_add(decision.elapsed.as_millis() as u64));
             }
         }

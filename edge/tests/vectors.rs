@@ -123,6 +123,9 @@ struct Entry {
     state: OriginState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     score: Option<f64>,
+    /// The measured connect budget, ms (the connection timeout's source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connect_budget_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +157,35 @@ struct Expect {
     /// The decision asks for a background refresh of the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh: Option<bool>,
+    /// Where a ranking steered: the origin an origin group fails over to
+    /// (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failover: Option<String>,
+    /// The timeouts set on the chosen origin (absent fields: left as the
+    /// distribution has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeouts: Option<Timeouts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connection_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connection_attempts: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_timeout: Option<u64>,
+}
+
+impl From<decision::OriginTimeouts> for Timeouts {
+    fn from(t: decision::OriginTimeouts) -> Self {
+        Timeouts {
+            connection_timeout: t.connection_timeout,
+            connection_attempts: t.connection_attempts,
+            read_timeout: t.read_timeout,
+        }
+    }
 }
 
 impl Case {
@@ -177,6 +209,8 @@ impl Expect {
             band: None,
             race_among: None,
             refresh: None,
+            failover: None,
+            timeouts: None,
         }
     }
 
@@ -194,6 +228,7 @@ impl Ranking {
                 let mut o = RankedOrigin::measured(&e.id, e.state, e.score.unwrap_or(1.0), 1);
                 o.score = e.score;
                 o.latency_ms = e.score;
+                o.connect_budget_ms = e.connect_budget_ms;
                 o
             })
             .collect();
@@ -320,6 +355,8 @@ fn decide(config: &Config, case: &Case) -> Expect {
             source,
             ranking,
             band,
+            failover,
+            timeouts,
             ..
         } => Expect {
             source: source.as_str().into(),
@@ -328,6 +365,8 @@ fn decide(config: &Config, case: &Case) -> Expect {
             band,
             race_among: None,
             refresh: Some(refresh),
+            failover: Some(failover.map(|o| o.id.clone()).unwrap_or_default()),
+            timeouts: Some(timeouts.into()),
         },
         Verdict::Unranked { among, default, .. } => {
             let winner = case
@@ -341,6 +380,8 @@ fn decide(config: &Config, case: &Case) -> Expect {
                 band: None,
                 race_among: Some(among.iter().map(|o| o.id.clone()).collect()),
                 refresh: Some(refresh),
+                failover: None,
+                timeouts: None,
             }
         }
     }
@@ -354,6 +395,8 @@ fn meets(got: &Expect, want: &Expect) -> bool {
         && (want.band.is_none() || got.band == want.band)
         && (want.race_among.is_none() || got.race_among == want.race_among)
         && (want.refresh.is_none() || got.refresh == want.refresh)
+        && (want.failover.is_none() || got.failover == want.failover)
+        && (want.timeouts.is_none() || got.timeouts == want.timeouts)
 }
 
 #[test]
@@ -509,6 +552,8 @@ async fn through_router(config: &Config, case: &Case) -> Option<Expect> {
         band: d.band,
         race_among: raced,
         refresh: None,
+        failover: None,
+        timeouts: None,
     })
 }
 
@@ -533,9 +578,14 @@ async fn every_vector_the_router_can_be_put_in_holds_for_the_router() {
             };
             ran += 1;
             // Whether a refresh was asked for is the pure decision's
-            // output; the router's own limits decide whether it runs.
+            // output; the router's own limits decide whether it runs. The
+            // failover and the timeouts are the pure decision's too: the
+            // Lambda edge races instead of failing over, and sets only the
+            // read timeout (edge/tests/handler.rs).
             let want = Expect {
                 refresh: None,
+                failover: None,
+                timeouts: None,
                 ..case.expect.clone()
             };
             if !meets(&got, &want) {
@@ -687,6 +737,8 @@ mod model {
                 band,
                 race_among: None,
                 refresh: Some(refresh),
+                failover: None,
+                timeouts: None,
             })
         };
         let no_controls = Vec::new();
@@ -863,6 +915,8 @@ mod model {
                     band: None,
                     race_among: Some(among),
                     refresh: Some(refresh),
+                    failover: None,
+                    timeouts: None,
                 }
             }
         }
@@ -1044,6 +1098,7 @@ proximity = { "eu-west-1" = ["sa-east-1", "us-east-1"] }
                     id: id.clone(),
                     state,
                     score: if rng.chance(5) { None } else { Some(score) },
+                    connect_budget_ms: None,
                 }
             })
             .collect();
