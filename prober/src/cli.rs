@@ -60,9 +60,10 @@ pub enum Command {
     ///
     /// Without --config the configuration is read from the environment
     /// variable ORIGIN_ROUTER_CONFIG_TOML (how the ECS template passes it).
-    /// ORIGIN_ROUTER_REDIS_URL, ORIGIN_ROUTER_DYNAMODB_TABLE and
-    /// ORIGIN_ROUTER_EVENT_BUS, when set, override store.redis_url,
-    /// store.dynamodb_table and events.event_bus.
+    /// ORIGIN_ROUTER_REDIS_URL, ORIGIN_ROUTER_DYNAMODB_TABLE,
+    /// ORIGIN_ROUTER_EVENT_BUS and ORIGIN_ROUTER_KVS_ARN, when set, override
+    /// store.redis_url, store.dynamodb_table, events.event_bus and
+    /// store.kvs_arn.
     Run {
         /// Configuration file.
         #[arg(long, short)]
@@ -428,9 +429,10 @@ pub fn load(path: &Path) -> Result<Config, CliError> {
     Ok(config)
 }
 
-/// Applies `ORIGIN_ROUTER_REDIS_URL`, `ORIGIN_ROUTER_DYNAMODB_TABLE` and
-/// `ORIGIN_ROUTER_EVENT_BUS` (set by the deploy templates, which create the
-/// Redis and the bus and know the table name), then validates again.
+/// Applies `ORIGIN_ROUTER_REDIS_URL`, `ORIGIN_ROUTER_DYNAMODB_TABLE`,
+/// `ORIGIN_ROUTER_EVENT_BUS` and `ORIGIN_ROUTER_KVS_ARN` (set by the deploy
+/// templates, which create the Redis, the bus and the KeyValueStore and
+/// know the table name), then validates again.
 pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
     if let Ok(url) = std::env::var("ORIGIN_ROUTER_REDIS_URL") {
         config.store.redis_url = Some(url).filter(|u| !u.is_empty());
@@ -448,6 +450,10 @@ pub fn with_env_overrides(mut config: Config) -> Result<Config, CliError> {
     // The bus the deploy template creates or names (`events.event_bus`).
     if let Ok(bus) = std::env::var("ORIGIN_ROUTER_EVENT_BUS") {
         config.events.event_bus = Some(bus).filter(|b| !b.is_empty());
+    }
+    // The KeyValueStore of the CloudFront Function edge (empty: none).
+    if let Ok(arn) = std::env::var("ORIGIN_ROUTER_KVS_ARN") {
+        config.store.kvs_arn = Some(arn).filter(|a| !a.is_empty());
     }
     config.validate().map_err(|problems| {
         let text: Vec<String> = problems

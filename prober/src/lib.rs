@@ -6,6 +6,8 @@
 //! - [`coord`]: coordination of a region's workers (Redis, or solo), and
 //!   who publishes what while Redis is down;
 //! - [`publish`]: background publishing with backoff, newest wins;
+//! - [`kvs`]: compact rankings to a CloudFront KeyValueStore, on their own
+//!   task (`store.kvs_arn`);
 //! - [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`;
 //! - [`serve`]: the one HTTP serving loop of `/metrics` and the dashboard;
 //! - [`cli`] and [`report`]: the operator commands and their output;
@@ -19,6 +21,7 @@ pub mod coord;
 pub mod dashboard;
 pub mod events;
 pub mod identity;
+pub mod kvs;
 pub mod metrics;
 pub mod operate;
 pub mod pacing;

@@ -22,6 +22,16 @@
 //! - `round_lag_seconds{region}`: how late a round started after its
 //!   scheduled time; `round_seconds{region}`: how long rounds take;
 //! - `probes_skipped_in_flight_total`, `coordination_errors_total{op}`.
+//! - with `store.kvs_arn`: `kvs_writes_total{region}` (successful
+//!   `UpdateKeys` calls), `kvs_keys_written_total{region,reason}` (values
+//!   written, by why: `first`, `order`, `controls`, `connect_timeout`,
+//!   `score`, `heartbeat`), `kvs_conflicts_total{region}` (another writer
+//!   moved the store's ETag), `kvs_failures_total{region,op}` (rounds whose
+//!   batch stayed unwritten), `kvs_write_seconds{region}` (one batch,
+//!   retries included), `kvs_last_write_age_seconds{region}` (set each
+//!   round: time since the last successful write),
+//!   `kvs_dropped_origins_total{region,pool}`,
+//!   `kvs_encode_errors_total{region,pool}`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -34,6 +34,7 @@ use crate::coord::{
 use crate::events::bridge::{Bridge, EventBridge};
 use crate::events::Events;
 use crate::identity::Identity;
+use crate::kvs::KvsPublisher;
 use crate::metrics::Health;
 use crate::publish::Publisher;
 use crate::round::{self, Rounds};
@@ -67,6 +68,9 @@ struct Worker {
     degraded: Degraded,
     store: Arc<dyn RankingStore>,
     publisher: Publisher,
+    /// The KeyValueStore writer (`store.kvs_arn`), beside the publisher,
+    /// on its own task.
+    kvs: Option<KvsPublisher>,
     health: Arc<Health>,
     /// Last ranking this worker computed per pool (hysteresis input).
     previous: Mutex<HashMap<String, RankingDocument>>,
@@ -157,8 +161,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &id.region,
         config.pools.keys().cloned(),
     );
+    let kvs = KvsPublisher::connect(&config, &id.region).await;
     let worker = Arc::new(Worker {
         publisher: Publisher::spawn(store.clone(), id.region.clone(), events.clone()),
+        kvs,
         controls: Mutex::new(HashMap::new()),
         overrides: Mutex::new(HashMap::new()),
         events,
@@ -495,6 +501,9 @@ impl Worker {
             if let Err(e) = self.coord.record_ranking(&doc).await {
                 tracing::debug!(error = %e, "could not record the ranking in Redis");
             }
+            if let Some(kvs) = &self.kvs {
+                kvs.submit(doc.clone(), self.controls_in_force(name, now));
+            }
             self.publisher.submit(doc);
         }
     }
@@ -533,6 +542,30 @@ impl Worker {
             now,
         );
         doc
+    }
+
+    /// The pool's stored controls that are in force at `now` for the
+    /// region each names (as [`control::active`] judges them): what the
+    /// KeyValueStore value carries, for the function to apply in its own
+    /// region.
+    fn controls_in_force(&self, pool: &str, now: UnixMillis) -> Vec<Control> {
+        let stored = self
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool)
+            .cloned()
+            .unwrap_or_default();
+        stored
+            .iter()
+            .filter(|c| {
+                let one = std::slice::from_ref(*c);
+                !control::active(one, &self.config, pool, &c.region, now)
+                    .0
+                    .is_empty()
+            })
+            .cloned()
+            .collect()
     }
 
     /// Reads every pool's drains and overrides once per `prober.interval`

@@ -205,6 +205,11 @@ impl Config {
         self.store.validate(&mut v);
         self.operations.validate(&mut v);
         self.events.validate(&mut v);
+        self.prober.validate_kvs_heartbeat(
+            &mut v,
+            self.store.kvs_arn.as_deref(),
+            self.edge.ranking_max_age,
+        );
         self.validate_across_sections(&mut v);
         for name in self.resolve.keys() {
             if !is_host_name(name) {
@@ -623,6 +628,14 @@ mod tests {
                 &["ranking.half_life: 2m is above ranking.window (1m)"],
             ),
             (
+                section("[prober]\nkvs_heartbeat = \"500ms\""),
+                &["prober.kvs_heartbeat: 500ms is not within [1s, 5m]"],
+            ),
+            (
+                section("[prober]\nkvs_heartbeat = \"15s\"\n[store]\nkvs_arn = \"arn:aws:cloudfront::123456789012:key-value-store/abc\""),
+                &["prober.kvs_heartbeat: 15s is not below half of edge.ranking_max_age (30s)"],
+            ),
+            (
                 section("[prober]\ninterval = \"1500ms\""),
                 &["prober.interval: 1s 500ms is not a whole number of seconds"],
             ),
@@ -664,6 +677,10 @@ mod tests {
             section("[routing]\nhosts = { \"www.example.com\" = \"web\" }\ndistributions = { \"E2QWRUHAPOMQZL\" = \"web\" }"),
             section("[edge]\nrace_watchdog = \"800ms\"\ntable_timeout = \"799ms\""),
             section("[edge]\ncache_ttl = \"30s\""),
+            // The heartbeat is judged against the readers only when the
+            // KeyValueStore is written.
+            section("[prober]\nkvs_heartbeat = \"15s\""),
+            section("[prober]\nkvs_heartbeat = \"14s\"\n[store]\nkvs_arn = \"arn:aws:cloudfront::123456789012:key-value-store/abc\""),
             section("[ranking]\nwindow = \"4s\"\nhalf_life = \"4s\""),
         ] {
             if let Err(e) = Config::from_toml(&ok, "test.toml") {
@@ -682,6 +699,7 @@ mod tests {
             ("prober", "jitter"),
             ("prober", "lease_ttl"),
             ("prober", "shutdown_grace"),
+            ("prober", "kvs_heartbeat"),
             ("ranking", "window"),
             ("ranking", "half_life"),
             ("ranking", "switch_margin_absolute"),

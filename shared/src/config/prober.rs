@@ -29,6 +29,8 @@ const MAX_CLOCK_SKEW_MAX: Duration = Duration::from_secs(8);
 pub(crate) const READERS_SKEW: Duration = Duration::from_secs(10);
 /// `shutdown_grace`: [0s, 5m].
 const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(5 * 60);
+/// `kvs_heartbeat`: [1s, 5m].
+const KVS_HEARTBEAT_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// The regional prober worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +129,19 @@ pub struct ProberConfig {
     /// the only clock a worker without Redis can compare with.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// With `store.kvs_arn` set, the leader rewrites a pool's compact
+    /// ranking in the KeyValueStore at least this often (at its first round
+    /// this long after the last write) even when the choice it carries has
+    /// not changed, so the value's `generated_at` shows the edge that its
+    /// prober is alive; a changed choice is written at once. It must stay
+    /// well below `edge.ranking_max_age`, past which a reader takes the
+    /// value for a stopped prober's: with `store.kvs_arn` set, validation
+    /// refuses a heartbeat of half `edge.ranking_max_age` or more (one
+    /// round may pass before the write, and the write needs time to
+    /// propagate). Default: 10s; range [1s, 5m]. Each rewrite is one
+    /// `UpdateKeys` call for up to 50 pools.
+    #[serde(with = "humantime_serde")]
+    pub kvs_heartbeat: Duration,
 }
 
 impl Default for ProberConfig {
@@ -151,6 +166,7 @@ impl Default for ProberConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             shutdown_grace: Duration::from_secs(3),
             max_clock_skew: Duration::from_secs(2),
+            kvs_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -306,5 +322,36 @@ impl ProberConfig {
             MAX_CLOCK_SKEW_MIN,
             MAX_CLOCK_SKEW_MAX,
         );
+        v.duration(
+            "prober.kvs_heartbeat",
+            p.kvs_heartbeat,
+            SECOND,
+            KVS_HEARTBEAT_MAX,
+        );
+    }
+
+    /// The heartbeat against the readers' `edge.ranking_max_age` (same
+    /// config): below half of it, or a value rewritten only at the
+    /// heartbeat (plus one round) would be near the age at which readers
+    /// give it up. Checked only when the KeyValueStore is written
+    /// (`kvs_arn` set): otherwise the heartbeat is unused, and configs with
+    /// a short `ranking_max_age` (tests, the demo) stay valid.
+    pub(crate) fn validate_kvs_heartbeat(
+        &self,
+        v: &mut Validator,
+        kvs_arn: Option<&str>,
+        ranking_max_age: Duration,
+    ) {
+        let in_range = (SECOND..=KVS_HEARTBEAT_MAX).contains(&self.kvs_heartbeat);
+        if kvs_arn.is_some() && in_range && self.kvs_heartbeat >= ranking_max_age / 2 {
+            v.fail(
+                "prober.kvs_heartbeat",
+                format!(
+                    "{} is not below half of edge.ranking_max_age ({}): a KeyValueStore value rewritten this seldom would be near the age at which readers take its prober for stopped",
+                    fmt_duration(self.kvs_heartbeat),
+                    fmt_duration(ranking_max_age)
+                ),
+            );
+        }
     }
 }

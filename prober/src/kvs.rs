@@ -1,0 +1,172 @@
+//! Publishing compact rankings to a CloudFront KeyValueStore, for the
+//! CloudFront Function edge (`store.kvs_arn`).
+//!
+//! The region's leader hands each round's ranking of every pool, with the
+//! pool's controls, to [`KvsPublisher::submit`], at the point it hands the
+//! ranking to its ranking store. `submit` only replaces the pool's newest
+//! ranking under a lock held for a map insert, and wakes the writer: a
+//! failing, hanging or slow KeyValueStore never delays probing or the
+//! DynamoDB (or embedded) publish, which go on without it.
+//!
+//! - [`decide`]: whether a ranking is worth a write (its choice changed,
+//!   or the heartbeat is due), a pure function;
+//! - [`writer`]: the background task: batches of at most 50 keys per
+//!   `UpdateKeys`, the store's ETag, conflicts between regions, bounds;
+//! - [`client`]: the two calls on the SDK, and the endpoint override for a
+//!   local server.
+//!
+//! Values are [`origin_router::compact`] lines under `pool/region`; their
+//! `seq` and `generated_at` are the ranking's.
+
+pub mod client;
+pub mod decide;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use origin_router::config::{Config, PoolConfig};
+use origin_router::control::Control;
+use origin_router::document::RankingDocument;
+use origin_router::sample::unix_millis_now;
+use tokio::sync::Notify;
+
+pub use client::{EndpointOverride, KvsApi, KvsError, SdkKvs};
+pub use decide::{Choice, Why};
+
+/// What the publisher needs of the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The region whose rankings these are (the keys' second half, and
+    /// the metrics' label).
+    pub region: String,
+    /// `prober.kvs_heartbeat`.
+    pub heartbeat: Duration,
+    /// The pools as configured: a value names origins by their index here.
+    pub pools: Arc<BTreeMap<String, PoolConfig>>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config, region: &str) -> Settings {
+        Settings {
+            region: region.to_string(),
+            heartbeat: config.prober.kvs_heartbeat,
+            pools: Arc::new(
+                config
+                    .pools
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A pool's ranking and controls, as handed over.
+#[derive(Debug, Clone)]
+pub(crate) struct Submitted {
+    pub doc: RankingDocument,
+    pub controls: Vec<Control>,
+}
+
+/// Between the leader and the writer.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// The newest submitted ranking per pool, not yet taken by the writer.
+    latest: Mutex<BTreeMap<String, Submitted>>,
+    notify: Notify,
+    /// Unix ms of the last successful write; 0: none yet.
+    last_success: AtomicU64,
+}
+
+impl Shared {
+    fn latest(&self) -> MutexGuard<'_, BTreeMap<String, Submitted>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes a region's rankings to a KeyValueStore in the background.
+pub struct KvsPublisher {
+    shared: Arc<Shared>,
+    region: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KvsPublisher {
+    /// Starts the writer on `api`.
+    pub fn spawn(api: Arc<dyn KvsApi>, settings: Settings) -> KvsPublisher {
+        let shared = Arc::new(Shared::default());
+        let region = settings.region.clone();
+        let span = tracing::info_span!("kvs", region = %region);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            writer::run(api, settings, shared.clone()),
+            span,
+        ));
+        KvsPublisher {
+            shared,
+            region,
+            task,
+        }
+    }
+
+    /// The publisher of `config`'s store (`store.kvs_arn`, through
+    /// `store.kvs_endpoint` if set) for `region`; none without a store.
+    pub async fn connect(config: &Config, region: &str) -> Option<KvsPublisher> {
+        let arn = config.store.kvs_arn.as_deref()?;
+        let api = SdkKvs::connect(
+            arn,
+            config.store.kvs_endpoint.as_deref(),
+            writer::CALL_TIMEOUT,
+        )
+        .await;
+        tracing::info!(
+            %region,
+            kvs_arn = arn,
+            endpoint = config.store.kvs_endpoint.as_deref().unwrap_or("AWS"),
+            heartbeat_ms = config.prober.kvs_heartbeat.as_millis() as u64,
+            "compact rankings go to the KeyValueStore"
+        );
+        Some(KvsPublisher::spawn(
+            Arc::new(api),
+            Settings::from_config(config, region),
+        ))
+    }
+
+    /// Hands over `doc` (one pool's ranking of this region) and the pool's
+    /// `controls`, replacing any older ranking of the pool not yet taken.
+    /// Never waits on the store.
+    pub fn submit(&self, doc: RankingDocument, controls: Vec<Control>) {
+        {
+            let mut latest = self.shared.latest();
+            match latest.get(&doc.pool) {
+                Some(queued) if queued.doc.seq > doc.seq => {}
+                _ => {
+                    latest.insert(doc.pool.clone(), Submitted { doc, controls });
+                }
+            }
+        }
+        self.shared.notify.notify_one();
+        // Set here, each round, so the age grows while the writer is stuck
+        // on a store that does not answer.
+        if let Some(age) = self.last_write_age() {
+            metrics::gauge!("origin_router_kvs_last_write_age_seconds", "region" => self.region.clone())
+                .set(age.as_secs_f64());
+        }
+    }
+
+    /// Time since the last successful write; `None` before the first.
+    pub fn last_write_age(&self) -> Option<Duration> {
+        match self.shared.last_success.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(unix_millis_now().saturating_sub(at))),
+        }
+    }
+}
+
+impl Drop for KvsPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
