@@ -62,6 +62,14 @@ if [ ! -x "$services/venv/bin/cfn-lint" ]; then
   "$services/venv/bin/pip" install -q --disable-pip-version-check cfn-lint
 fi
 
+# terser minifies the CloudFront Function's runtime (a function may hold
+# 10 KB of code); a test checks the committed runtime.min.js is its output.
+if [ ! -x "$services/node/node_modules/.bin/terser" ]; then
+  step "installing terser (npm) into .test-services/node"
+  npm install --silent --no-audit --no-fund --prefix "$services/node" terser@5.51.4 >/dev/null
+fi
+export ORIGIN_ROUTER_TERSER="${ORIGIN_ROUTER_TERSER:-$services/node/node_modules/.bin/terser}"
+
 step "checking that the services start"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$ORIGIN_ROUTER_REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
@@ -75,6 +83,7 @@ echo "redis-server: $("$ORIGIN_ROUTER_REDIS_SERVER" --version | cut -d' ' -f1-3)
 echo "moto_server: $("$services/venv/bin/python" -c 'import moto; print(moto.__version__)')"
 echo "cfn-lint: $("$services/venv/bin/cfn-lint" --version)"
 echo "node: $(node --version)"
+echo "terser: $("$ORIGIN_ROUTER_TERSER" --version)"
 echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>/dev/null | head -1)"
 echo "libfaketime: $ORIGIN_ROUTER_LIBFAKETIME ($(dpkg-query -W -f='${Version}' libfaketime 2>/dev/null))"

@@ -690,3 +690,32 @@ fn the_function_and_the_rust_decision_agree_on_1200_generated_cases() {
         );
     }
 }
+
+#[test]
+fn the_minified_runtime_is_what_minify_sh_gives() {
+    let Some(terser) = std::env::var_os("ORIGIN_ROUTER_TERSER") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ORIGIN_ROUTER_TERSER is not set (scripts/test.sh installs terser and sets it)"
+        );
+        eprintln!("skipped: ORIGIN_ROUTER_TERSER is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runtime.min.js");
+    let status = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/function/minify.sh"
+        ))
+        .env("TERSER", terser)
+        .env("OUT", &out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        edge::function::RUNTIME,
+        "edge/src/function/runtime.min.js is stale: run edge/src/function/minify.sh"
+    );
+}

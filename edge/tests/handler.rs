@@ -37,6 +37,8 @@ fn config() -> Config {
         ]
         [pools.api]
         origins = [{ id = "api1", host = "api1.example.net" }]
+        [pools.api.cloudfront]
+        read_timeout = "20s"
         [edge]
         cache_ttl = "1s"
         max_stale = "60s"
@@ -388,6 +390,26 @@ async fn unknown_pool_and_non_custom_origins_pass_through_unchanged() {
     let h = handle(&r, s3.clone(), NOW).await.unwrap();
     assert_eq!(h.decision.source, Source::Passthrough);
     assert_eq!(h.request, s3["Records"][0]["cf"]["request"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pools_read_timeout_is_set_and_no_other_pools_origin_is_touched() {
+    let original = custom(&event()["Records"][0]["cf"]["request"])["readTimeout"].clone();
+    let mut e = event();
+    e["Records"][0]["cf"]["request"]["headers"]["host"][0]["value"] = "api.example.org".into();
+    let r = router(Store::new(), racer(Some("api1"), 5), "eu-west-1");
+    let h = handle(&r, e, NOW).await.unwrap();
+    assert_eq!(
+        custom(&h.request)["readTimeout"],
+        20,
+        "pools.api.cloudfront.read_timeout"
+    );
+    // Pool `web` sets none: the distribution's own stays, whatever was
+    // measured (a health path says nothing about a page's time).
+    let r = router(Store::new(), racer(Some("eu"), 5), "eu-west-1");
+    let h = handle(&r, event(), NOW).await.unwrap();
+    assert_eq!(h.decision.origin, "eu");
+    assert_eq!(custom(&h.request)["readTimeout"], original);
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 # functions become closures inside the async handler, which the runtime
 # does not support.
 #   TERSER=/path/to/terser bash edge/src/function/minify.sh
+# (OUT=FILE writes elsewhere: the test compares.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 terser="${TERSER:-terser}"
@@ -14,4 +15,4 @@ terser="${TERSER:-terser}"
   --compress passes=2,top_retain=[handler],inline=false,reduce_funcs=false \
   --mangle reserved=[handler,cf] \
   --format ascii_only=true \
-  --output "$here/runtime.min.js"
+  --output "${OUT:-$here/runtime.min.js}"
