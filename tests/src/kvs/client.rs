@@ -19,9 +19,6 @@
 //! URL. An endpoint without that auth scheme would be signed with SigV4,
 //! the first of the SDK's modeled schemes, which the service refuses.
 
-use aws_sdk_cloudfrontkeyvaluestore::config::endpoint::{
-    DefaultResolver, EndpointFuture, Params, ResolveEndpoint,
-};
 use aws_sdk_cloudfrontkeyvaluestore::config::{BehaviorVersion, Builder, Credentials, Region};
 
 use super::KvsServer;
@@ -29,31 +26,10 @@ use super::KvsServer;
 /// The access key id [`sdk_config`] signs with.
 pub const TEST_ACCESS_KEY_ID: &str = "AKIAKVSLOCALTEST0001";
 
-/// The SDK's endpoint resolution with the URL replaced by a local one.
-#[derive(Debug)]
-pub struct LoopbackEndpoint {
-    url: String,
-    rules: DefaultResolver,
-}
-
-impl LoopbackEndpoint {
-    /// Sends every request to `url` (such as [`KvsServer::endpoint`]).
-    pub fn new(url: impl Into<String>) -> LoopbackEndpoint {
-        LoopbackEndpoint {
-            url: url.into(),
-            rules: DefaultResolver::new(),
-        }
-    }
-}
-
-impl ResolveEndpoint for LoopbackEndpoint {
-    fn resolve_endpoint<'a>(&'a self, params: &'a Params) -> EndpointFuture<'a> {
-        EndpointFuture::new(async move {
-            let endpoint = ResolveEndpoint::resolve_endpoint(&self.rules, params).await?;
-            Ok(endpoint.into_builder().url(self.url.clone()).build())
-        })
-    }
-}
+/// The SDK's endpoint resolution with the URL replaced by a local one: the
+/// prober's own (`store.kvs_endpoint`), so the tests point the SDK at the
+/// local server exactly as the prober does.
+pub use prober::kvs::EndpointOverride as LoopbackEndpoint;
 
 /// A client configuration for `server`: static test credentials, region
 /// us-east-1, plain HTTP to loopback, the SDK's default retries and
