@@ -10,6 +10,8 @@
 //! - [`demo_gray`]: the demo's gray failure, left by one region's edge;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
+//! - [`function_bench`]: the CloudFront Function edge's size and its time
+//!   per call under Node;
 //! - [`eject_bench`]: how fast passive ejection takes a 5xx origin out;
 //! - [`gray`]: an origin that can go gray (health fast, pages slow);
 //! - [`gray_bench`]: how fast latency demotion takes a gray origin out of
@@ -25,6 +27,7 @@ pub mod demo_eject;
 pub mod demo_gray;
 pub mod eject_bench;
 pub mod failover;
+pub mod function_bench;
 pub mod gray;
 pub mod gray_bench;
 pub mod observe;

@@ -37,6 +37,10 @@ enum Command {
     /// region's edge container leaves an origin gone gray (health fast,
     /// pages slow), and comes back once its pages are fast again.
     BenchGray(sim::gray_bench::GrayArgs),
+    /// Measure the CloudFront Function edge: its generated size for pools
+    /// of 1, 8 and 64 origins, and its time per call under Node (needs
+    /// `node`).
+    BenchFunction(sim::function_bench::FunctionArgs),
 }
 
 #[tokio::main]
@@ -66,6 +70,7 @@ async fn main() -> ExitCode {
         Command::BenchFailover(args) => sim::failover::run(args, failures).await,
         Command::BenchEject(args) => sim::eject_bench::run(args).await,
         Command::BenchGray(args) => sim::gray_bench::run(args).await,
+        Command::BenchFunction(args) => sim::function_bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
