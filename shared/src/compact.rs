@@ -44,6 +44,11 @@ use crate::control::{Control, ControlKind};
 use crate::document::{OriginState, RankedOrigin, RankingDocument, SCHEMA_VERSION};
 use crate::sample::UnixMillis;
 
+/// Most base-36 digits of a number the reader takes (`generated_at`,
+/// `score`, `connect`, `set_at`, `until`): 36^10 - 1 is below 2^53, so the
+/// function's `parseInt` reads every one exactly, and the Rust reader
+/// refuses a longer one as the function does.
+pub const MAX_DIGITS: usize = 10;
 /// The value's format tag and version.
 pub const TAG: &str = "or1";
 /// Largest KeyValueStore value, bytes (CloudFront Developer Guide, quotas
@@ -140,7 +145,12 @@ pub fn encode(
         let Some(i) = index(&c.origin).filter(|i| *i < INDEX_ALPHABET.len()) else {
             continue;
         };
-        if now >= c.until {
+        // Ended, or times beyond what a reader takes (never in force: an
+        // until or set_at past the year 100,000).
+        if now >= c.until
+            || base36(c.until).len() > MAX_DIGITS
+            || base36(c.set_at).len() > MAX_DIGITS
+        {
             continue;
         }
         if !control_text.is_empty() {
@@ -210,15 +220,17 @@ pub fn decode(
             expected,
         });
     }
+    let digits = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    // At most MAX_DIGITS digits: what the function reads exactly.
     let number = |field: &'static str, text: &str| {
         u64::from_str_radix(text, 36)
             .ok()
-            .filter(|_| {
-                !text.is_empty()
-                    && text
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            })
+            .filter(|_| digits(text) && text.len() <= MAX_DIGITS)
             .ok_or_else(|| CompactError::Malformed {
                 field,
                 text: clip(text),
@@ -232,6 +244,7 @@ pub fn decode(
             .ok_or_else(|| CompactError::UnknownIndex((c as char).to_string()))
     };
     let mut ranked = Vec::new();
+    let mut seen = [false; INDEX_ALPHABET.len()];
     for entry in origins.split(',').filter(|e| !e.is_empty()) {
         let bytes = entry.as_bytes();
         let malformed = || CompactError::Malformed {
@@ -242,6 +255,16 @@ pub fn decode(
             return Err(malformed());
         }
         let origin = origin_at(bytes[0])?;
+        let i = INDEX_ALPHABET
+            .iter()
+            .position(|a| *a == bytes[0])
+            .unwrap_or(0);
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(CompactError::Malformed {
+                field: "origin entry (index listed twice)",
+                text: clip(entry),
+            });
+        }
         let state = match bytes[1] {
             b'h' => OriginState::Healthy,
             b'g' => OriginState::Degraded,
@@ -314,7 +337,16 @@ pub fn decode(
         schema_version: SCHEMA_VERSION,
         pool: pool_name.to_string(),
         region: region.to_string(),
-        seq: number("seq", seq)?,
+        // Not read by the function, which takes any digits: a seq beyond
+        // u64 reads as the largest.
+        seq: if digits(seq) {
+            u64::from_str_radix(seq, 36).unwrap_or(u64::MAX)
+        } else {
+            return Err(CompactError::Malformed {
+                field: "seq",
+                text: clip(seq),
+            });
+        },
         generated_at: number("generated_at", at)?,
         probe_interval_ms: 1,
         workers: 1,
@@ -487,7 +519,11 @@ mod tests {
         let mut ended = control(ControlKind::Drain, &p.origins[0].id, ALL_REGIONS);
         ended.until = NOW;
         let unknown = control(ControlKind::Drain, "elsewhere", ALL_REGIONS);
-        let e = encode(&p, &doc, &[ended, unknown], NOW).unwrap();
+        // Never in force, and more digits than the function reads: a value
+        // carrying it would be refused whole.
+        let mut forever = control(ControlKind::Drain, &p.origins[1].id, ALL_REGIONS);
+        forever.until = u64::MAX;
+        let e = encode(&p, &doc, &[ended, unknown, forever], NOW).unwrap();
         let (back, controls) = decode("web", &p, "r", &e.value).unwrap();
         assert_eq!(back.origins.len(), 3);
         assert!(controls.is_empty(), "{controls:?}");
@@ -518,12 +554,18 @@ mod tests {
             format!("or1;{fp};1;1;;dA1@2"),
             format!("or1;{fp};1;1;;dA1@2@bad region"),
             format!("or1;{fp};1;1;;dé1@2@r"),
-            format!("or1;{fp};zzzzzzzzzzzzzzzzzz;1;;"),
+            format!("or1;{fp};Z;1;;"),
+            format!("or1;{fp};1;1;Ah1,Bd2,Ah3;"),
+            format!("or1;{fp};1;00000000001;;"),
+            format!("or1;{fp};1;1;Ah00000000001;"),
             format!("or1;{fp};1;1;;;extra"),
             "x".repeat(MAX_VALUE_BYTES + 1),
         ] {
             assert!(decode("web", &p, "r", &hostile).is_err(), "{hostile}");
         }
+        // The function reads no seq: any digits do, beyond u64 the largest.
+        let (doc, _) = decode("web", &p, "r", &format!("or1;{fp};{};1;;", "z".repeat(18))).unwrap();
+        assert_eq!(doc.seq, u64::MAX);
     }
 
     #[test]

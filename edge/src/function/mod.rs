@@ -13,7 +13,9 @@
 //!
 //! - it reads every publishing region's value of the pool (nearest first,
 //!   from `cf.edgeLocation.region` over the same geography as the Rust
-//!   edge, precomputed here) and takes the controls from the newest;
+//!   edge, precomputed here) and takes the controls from the newest (a
+//!   value dated beyond the clock skew ahead counts as the oldest, so a
+//!   prober whose clock runs ahead cannot overrule fresh values' controls);
 //! - it chooses with the same rules (`table` where a ranking decided,
 //!   `known_down`, `override`, `passthrough`); where the Rust edge would
 //!   race live it takes the set's default (`default`);
@@ -95,7 +97,11 @@ pub enum FunctionError {
         origin: String,
         host: String,
     },
-    #[error("the generated function is {bytes} bytes, above CloudFront's {MAX_CODE_BYTES}-byte limit: fewer pools or origins, or shorter origin ids and host names")]
+    #[error("store.kvs_regions lists {0} regions: the function names a region by one character, so it reads at most {max}", max = origin_router::compact::INDEX_ALPHABET.len())]
+    TooManyRegions(usize),
+    #[error("{at}: `__proto__` is a name the function cannot hold (in JavaScript it is an object's prototype, not a key): rename it")]
+    ReservedName { at: String },
+    #[error("the generated function is {bytes} bytes, above CloudFront's {MAX_CODE_BYTES}-byte limit: fewer pools, origins or store.kvs_regions, or shorter origin ids and host names")]
     TooLarge { bytes: usize },
     #[error("the generated code uses `{0}`, which the cloudfront-js-2.0 runtime lacks")]
     Construct(&'static str),
@@ -117,6 +123,14 @@ pub fn generate(config: &Config, options: Options) -> Result<String, FunctionErr
     }
     if config.store.kvs_regions.is_empty() {
         return Err(FunctionError::NoRegions);
+    }
+    if config.store.kvs_regions.len() > origin_router::compact::INDEX_ALPHABET.len() {
+        return Err(FunctionError::TooManyRegions(
+            config.store.kvs_regions.len(),
+        ));
+    }
+    if let Some(at) = reserved_name(config) {
+        return Err(FunctionError::ReservedName { at });
     }
     if let Some(c) = forbidden_in(RUNTIME) {
         return Err(FunctionError::Construct(c));
@@ -169,6 +183,29 @@ pub fn generate(config: &Config, options: Options) -> Result<String, FunctionErr
         return Err(FunctionError::TooLarge { bytes: code.len() });
     }
     Ok(code)
+}
+
+/// Where the config names something `__proto__` that the function would
+/// hold as an object's key (hosts, pools, regions): in a JavaScript object
+/// literal, or assigned, that sets the prototype and the key is lost.
+fn reserved_name(config: &Config) -> Option<String> {
+    const PROTO: &str = "__proto__";
+    let routing = &config.routing;
+    if routing.hosts.contains_key(PROTO) {
+        return Some("routing.hosts".into());
+    }
+    if config.pools.contains_key(PROTO) {
+        return Some("pools".into());
+    }
+    if config.store.kvs_regions.iter().any(|r| r == PROTO) {
+        return Some("store.kvs_regions".into());
+    }
+    config
+        .edge
+        .proximity
+        .iter()
+        .any(|(k, v)| k == PROTO || v.iter().any(|r| r == PROTO))
+        .then(|| "edge.proximity".into())
 }
 
 /// The first of [`FORBIDDEN`] that `code` uses.

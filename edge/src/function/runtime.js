@@ -18,6 +18,11 @@ var N = {};
 function own(o, k) {
   return o !== null && typeof o === 'object' && {}.hasOwnProperty.call(o, k);
 }
+// Trimmed as Rust's `str::trim` does: Unicode White_Space, which is
+// JavaScript's \s without U+FEFF and with U+0085.
+function trim(s) {
+  return s.replace(/^(?:[^\S\ufeff]|\x85)+|(?:[^\S\ufeff]|\x85)+$/g, '');
+}
 function lower(s) {
   return s.replace(/[A-Z]/g, function (c) { return String.fromCharCode(c.charCodeAt(0) + 32); });
 }
@@ -25,7 +30,7 @@ function lower(s) {
 function poolOf(ev) {
   var h = ev.request.headers && ev.request.headers.host;
   if (h && typeof h.value === 'string') {
-    var s = lower(h.value.trim()), i = s.indexOf(':');
+    var s = lower(trim(h.value)), i = s.indexOf(':');
     if (s.charAt(0) === '[') {
       var e = s.indexOf(']');
       if (e >= 0) s = s.substring(1, e);
@@ -47,17 +52,21 @@ function ipKey(ev) {
   var ip = ev.viewer && ev.viewer.ip;
   return ip ? ip : uriKey(ev.request);
 }
+// A header's or cookie's value ('' when absent or not an object).
+function val(o, k) {
+  return own(o, k) && o[k] ? o[k].value : '';
+}
 function keyOf(p, ev) {
   var s = p.s, r = ev.request, v;
   if (!s) return '';
   if (s[3] === 'u') return uriKey(r);
   if (s[3] === 'i') return ipKey(ev);
   if (s[3] === 'h') {
-    v = r.headers && own(r.headers, s[4]) ? r.headers[s[4]].value : '';
+    v = val(r.headers, s[4]);
   } else {
-    v = r.cookies && own(r.cookies, s[4]) ? r.cookies[s[4]].value : '';
+    v = val(r.cookies, s[4]);
     if (typeof v === 'string') {
-      v = v.trim();
+      v = trim(v);
       if (v.length > 1 && v.charAt(0) === '"' && v.charAt(v.length - 1) === '"') v = v.substring(1, v.length - 1);
     }
   }
@@ -236,11 +245,14 @@ function timeouts(p, conn, fo) {
   }
   return t;
 }
-// The whole decision, over the rankings read (nearest first).
+// The whole decision, over the rankings read (nearest first). The controls
+// are the newest value's; a value dated beyond the clock skew ahead (a
+// prober's clock running ahead, or a value it left behind) counts as
+// older than any other, so it never overrules what fresh values carry.
 function decide(pn, docs, reg, now, key) {
-  var p = C.p[pn], i, newest = null;
+  var p = pn !== null && C.p[pn], i, newest = null;
   if (!p) return { source: 'passthrough' };
-  for (i = 0; i < docs.length; i++) if (newest === null || docs[i].t > newest.t) newest = docs[i];
+  for (i = 0; i < docs.length; i++) if (newest === null || when(docs[i], now) > when(newest, now)) newest = docs[i];
   var act = active(newest ? newest.c : [], reg, now), ov = overrideOf(p, act);
   if (ov) return { source: 'override', origin: ov[1], failover: null, timeouts: timeouts(p, null, null) };
   var all = setOf(p, true), undrained = setOf(p, true), ch, last2;
@@ -258,12 +270,17 @@ function decide(pn, docs, reg, now, key) {
   if (ch.k === 'down') return { source: 'known_down', origin: ch.o, region: ch.r, failover: null, timeouts: timeouts(p, null, null) };
   return { source: 'table', origin: ch.o, region: ch.r, band: ch.b, failover: ch.fo, timeouts: timeouts(p, ch.conn, ch.fo) };
 }
+function when(d, now) {
+  return d.t > now + C.skew ? -d.t : d.t;
+}
 // Sets the origin: a two-origin group where there is somewhere to fail
 // over to (origins by their ids in the distribution), else the origin
 // itself; the measured connection timeout on the primary either way.
 function apply(p, d) {
   var o = p.o[d.origin], t = d.timeouts, u = {}, hh = o[3] == null ? o[1] : o[3];
-  if (t.connect) { u.timeouts = { connectionTimeout: t.connect }; u.connectionAttempts = t.attempts; }
+  // One attempt only for a group's primary: alone, a lost SYN must not
+  // fail the request.
+  if (t.connect) { u.timeouts = { connectionTimeout: t.connect }; u.connectionAttempts = p.cf[3] ? t.attempts : 3; }
   if (t.read) { u.timeouts = u.timeouts || {}; u.timeouts.readTimeout = t.read; }
   if (d.failover !== null && p.cf[3]) {
     var ids = [d.origin, d.failover].map(function (x) {
