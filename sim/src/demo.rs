@@ -15,7 +15,10 @@
 //! that region's edge, timing its real misses, leaves it while the probers
 //! still rank it first ([`crate::demo_gray`]). Then one region's edge
 //! ejects an origin that answers 503 on its own, before any prober could
-//! tell ([`crate::demo_eject`]). A live status page
+//! tell ([`crate::demo_eject`]). While the origin is failed, the generated
+//! CloudFront Function decides under Node on the same rankings, encoded as
+//! KeyValueStore values, beside the Rust decision ([`crate::demo_function`]).
+//! A live status page
 //! (`prober dashboard`'s) over the same store shows it all in a browser.
 
 use std::collections::BTreeMap;
@@ -174,6 +177,17 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     );
 
     let start = Instant::now();
+    // The CloudFront Function edge on the same rankings, beside the loop,
+    // until the restore.
+    let function_part = tokio::spawn(crate::demo_function::run(
+        base.clone(),
+        Arc::new(EmbeddedStore::new(dir.path())),
+        POOL,
+        failed,
+        start,
+        fail_at,
+        restore_at,
+    ));
     let mut phase = 0; // 0 before the failure, 1 during, 2 after
     let mut next_view = start;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -230,6 +244,10 @@ pub async fn run(args: DemoArgs) -> Result<(), SimError> {
     let _ = stop_tx.send(true);
     for w in workers {
         let _ = w.await;
+    }
+    // Ended at the restore: the loop went on past it.
+    for line in function_part.await?? {
+        println!("{line}");
     }
     let lines = match gray_part {
         Some(part) => Some(part.await),

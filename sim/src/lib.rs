@@ -8,6 +8,8 @@
 //! - [`demo`]: the whole system, offline, with a failover to watch;
 //! - [`band`]: the demo's latency-band pool and where its misses go;
 //! - [`demo_gray`]: the demo's gray failure, left by one region's edge;
+//! - [`demo_function`]: the demo's failover through the CloudFront
+//!   Function, under Node, beside the Rust decision;
 //! - [`mod@bench`]: probe throughput, timing error and memory;
 //! - [`failover`]: the failover timeline, measured;
 //! - [`function_bench`]: the CloudFront Function edge's size and its time
@@ -24,6 +26,7 @@ pub mod band;
 pub mod bench;
 pub mod demo;
 pub mod demo_eject;
+pub mod demo_function;
 pub mod demo_gray;
 pub mod eject_bench;
 pub mod failover;

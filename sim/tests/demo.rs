@@ -156,6 +156,34 @@ fn the_demo_runs_to_its_end_and_shows_the_failover() {
     // The live view showed the edge off ireland while the ranking led
     // with it.
     assert!(stdout.contains("left out here: ireland)"), "{stdout}");
+    // The CloudFront Function, on the same rankings encoded for the
+    // KeyValueStore, leaves the failed origin, and decides as the Rust
+    // decision does every time (unless there is no Node to run it).
+    if !stdout.contains("CloudFront Function: skipped") {
+        let moved = stdout
+            .lines()
+            .position(|l| l.starts_with("CloudFront Function (the generated function"))
+            .and_then(|i| stdout.lines().nth(i + 1))
+            .unwrap_or_else(|| panic!("no CloudFront Function part:\n{stdout}"));
+        assert!(
+            moved.trim_start().starts_with("us-east-1")
+                && moved.contains("moved off virginia to")
+                && !moved.contains("never"),
+            "{moved}"
+        );
+        let agreed = stdout
+            .lines()
+            .find(|l| l.contains("the function and the Rust decision agreed in"))
+            .unwrap_or_else(|| panic!("no agreement line:\n{stdout}"));
+        let counts: Vec<&str> = agreed
+            .split_whitespace()
+            .filter(|w| w.parse::<u64>().is_ok())
+            .collect();
+        assert!(
+            counts.len() == 2 && counts[0] == counts[1] && !agreed.contains(':'),
+            "{agreed}"
+        );
+    }
     // The edge ejects the origin answering 503 by itself, and the next
     // decision line names the ejection.
     let ejected = stdout
@@ -177,6 +205,7 @@ fn every_subcommand_has_help() {
         "bench-failover",
         "bench-eject",
         "bench-gray",
+        "bench-function",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_sim"))
             .args([sub, "--help"])
