@@ -170,7 +170,7 @@ impl NodeFunction {
 }
 
 /// A case for the harness: the KVS, the edge location's region, the
-/// clock, and a viewer-request for `uri` on [`HOST`].
+/// clock, and a viewer-request for `uri` on `HOST`.
 pub fn case(kvs: &Value, region: &str, now: u64, uri: &str) -> Value {
     json!({
         "kvs": kvs,

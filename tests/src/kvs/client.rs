@@ -1,5 +1,5 @@
 //! Pointing the real `aws-sdk-cloudfrontkeyvaluestore` client at a
-//! [`KvsServer`](super::KvsServer).
+//! [`KvsServer`].
 //!
 //! `endpoint_url` alone does not work for this service. The SDK's endpoint
 //! rules (`config/endpoint.rs` in the SDK, rule "Custom sdk endpoint
