@@ -30,7 +30,7 @@ use std::time::Duration;
 use origin_router::config::{Config, PoolConfig};
 use origin_router::control::Control;
 use origin_router::document::RankingDocument;
-use origin_router::sample::unix_millis_now;
+use origin_router::sample::{unix_millis_now, UnixMillis};
 use tokio::sync::Notify;
 
 pub use client::{EndpointOverride, KvsApi, KvsError, SdkKvs};
@@ -79,11 +79,17 @@ pub(crate) struct Shared {
     notify: Notify,
     /// Unix ms of the last successful write; 0: none yet.
     last_success: AtomicU64,
+    /// Per pool, the `generated_at` of the value this region last wrote.
+    written: Mutex<BTreeMap<String, UnixMillis>>,
 }
 
 impl Shared {
     fn latest(&self) -> MutexGuard<'_, BTreeMap<String, Submitted>> {
         self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn written(&self) -> MutexGuard<'_, BTreeMap<String, UnixMillis>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -91,6 +97,8 @@ impl Shared {
 pub struct KvsPublisher {
     shared: Arc<Shared>,
     region: String,
+    /// Unix ms when it started.
+    started: UnixMillis,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,6 +115,7 @@ impl KvsPublisher {
         KvsPublisher {
             shared,
             region,
+            started: unix_millis_now(),
             task,
         }
     }
@@ -138,6 +147,21 @@ impl KvsPublisher {
     /// `controls`, replacing any older ranking of the pool not yet taken.
     /// Never waits on the store.
     pub fn submit(&self, doc: RankingDocument, controls: Vec<Control>) {
+        // How old the pool's value in the store is, on the ranking's clock
+        // (the one the function judges freshness by): whatever keeps it
+        // from being rewritten (a store that refuses, conflicts that never
+        // settle, a ranking that cannot be encoded) shows here, per pool.
+        // Before the first write of the pool: since the publisher started.
+        let written = self.shared.written().get(&doc.pool).copied();
+        let age_ms = doc
+            .generated_at
+            .saturating_sub(written.unwrap_or(self.started));
+        metrics::gauge!(
+            "origin_router_kvs_value_age_seconds",
+            "region" => self.region.clone(),
+            "pool" => doc.pool.clone()
+        )
+        .set(age_ms as f64 / 1000.0);
         {
             let mut latest = self.shared.latest();
             match latest.get(&doc.pool) {

@@ -28,7 +28,9 @@
 //!   `score`, `heartbeat`), `kvs_conflicts_total{region}` (another writer
 //!   moved the store's ETag), `kvs_failures_total{region,op}` (rounds whose
 //!   batch stayed unwritten), `kvs_write_seconds{region}` (one batch,
-//!   retries included), `kvs_last_write_age_seconds{region}` (set each
+//!   retries included), `kvs_value_age_seconds{region,pool}` (how old the pool's value
+//!   in the store is on the ranking's clock, set each round: it grows
+//!   whatever keeps a value from being rewritten), `kvs_last_write_age_seconds{region}` (set each
 //!   round: time since the last successful write),
 //!   `kvs_dropped_origins_total{region,pool}`,
 //!   `kvs_encode_errors_total{region,pool}`.

@@ -85,13 +85,14 @@ fn expressions_are_read_from_expr_keys_only() {
 fn the_rules_file_has_each_alert_of_the_issue() {
     let rules = rules_text();
     let exprs = expressions(&rules);
-    assert_eq!(exprs.len(), 7, "{exprs:?}");
+    assert_eq!(exprs.len(), 8, "{exprs:?}");
     for alert in [
         "OriginRouterOriginDown",
         "OriginRouterRankingStale",
         "OriginRouterRankingFromTheFuture",
         "OriginRouterClockOff",
         "OriginRouterLeaderNotPublishing",
+        "OriginRouterKeyValueStoreStale",
         "OriginRouterLeaderFlapping",
         "OriginRouterProbeFailuresRising",
     ] {
@@ -123,10 +124,24 @@ async fn every_metric_the_alerting_rules_use_is_exported_by_the_prober() {
         .local_addr()
         .unwrap();
     c.prober.metrics_listen = Some(listen);
+    // The KeyValueStore's series (OriginRouterKeyValueStoreStale) exist
+    // only with a store: a local one.
+    let kvs = origin_router_tests::kvs::KvsServer::start().await.unwrap();
+    c.store.kvs_arn = Some(kvs.arn().to_string());
+    c.store.kvs_endpoint = Some(kvs.endpoint());
     let region = c.prober.region.clone().unwrap();
     let path = write_config(&c, dir.path(), "rules");
+    let env: Vec<(String, String)> = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", region.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let _worker = Proc(
-        prober(&[])
+        prober(&env)
             .args(["run", "--config"])
             .arg(&path)
             .spawn()

@@ -165,6 +165,9 @@ async fn round(api: &dyn KvsApi, settings: &Settings, shared: &Shared, state: &m
                     );
                     state.pending.remove(&d.pool);
                     state.written.insert(d.pool.clone(), d.choice.clone());
+                    shared
+                        .written()
+                        .insert(d.pool.clone(), d.choice.generated_at);
                 }
             }
             Err(e) => {
