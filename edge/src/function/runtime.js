@@ -276,6 +276,13 @@ function when(d, now) {
 // Sets the origin: a two-origin group where there is somewhere to fail
 // over to (origins by their ids in the distribution), else the origin
 // itself; the measured connection timeout on the primary either way.
+// `originIds` takes objects, `[{originId: ...}, {originId: ...}]`: public
+// sources disagree (strings or objects); AWS's page on it, "Helper methods
+// for origin modification" (CloudFront Developer Guide,
+// helper-functions-origin-modification.html, createRequestOriginGroup()),
+// shows the object form in its example, the only form that carries
+// `originOverrides`. `updateRequestOrigin()` after it changes only the
+// group's primary (same page).
 function apply(p, d) {
   var o = p.o[d.origin], t = d.timeouts, u = {}, hh = o[3] == null ? o[1] : o[3];
   // One attempt only for a group's primary: alone, a lost SYN must not
