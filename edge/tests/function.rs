@@ -17,8 +17,10 @@
 //! and keys) compare the function with the Rust decision over the same
 //! decoded values. Node must be installed (the test command has it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use edge::decision::{self, PoolView, Read, Verdict};
@@ -29,94 +31,9 @@ use origin_router::control::{Control, ControlKind};
 use origin_router::document::{OriginState, RankedOrigin, RankingDocument};
 use serde_json::{json, Value};
 
+use common::node::{named, run_node, rust_view, workdir, write_function};
+
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
-const STAND_IN: &str = include_str!("function/cloudfront.mjs");
-const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/function/harness.mjs");
-
-/// A directory where generated functions import the stand-in module.
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let module = dir.path().join("node_modules/cloudfront");
-    std::fs::create_dir_all(&module).unwrap();
-    std::fs::write(module.join("index.mjs"), STAND_IN).unwrap();
-    std::fs::write(
-        module.join("package.json"),
-        r#"{"name":"cloudfront","type":"module","main":"index.mjs"}"#,
-    )
-    .unwrap();
-    dir
-}
-
-fn write_function(dir: &Path, name: &str, config: &Config) -> PathBuf {
-    let code = edge::function::generate(
-        config,
-        edge::function::Options {
-            allow_ip_origins: true,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let path = dir.join(format!("{name}.mjs"));
-    std::fs::write(&path, format!("{code}\nexport {{ handler }};\n")).unwrap();
-    path
-}
-
-/// Runs `cases` (JSON lines, each with `fn`: the function's path) under
-/// Node; one result per case.
-fn run_node(dir: &Path, cases: &[Value]) -> Vec<Value> {
-    let runner = dir.join("run.mjs");
-    // One process for every case: each case names its function module.
-    std::fs::write(
-        &runner,
-        format!(
-            "import {{ readFileSync }} from 'node:fs';\n\
-             import {{ pathToFileURL }} from 'node:url';\n\
-             import {{ state }} from 'cloudfront';\n\
-             state.allowIp = true;\n\
-             const mods = {{}};\n\
-             const out = [];\n\
-             for (const line of readFileSync(0, 'utf8').split('\\n').filter((l) => l.trim())) {{\n\
-               const c = JSON.parse(line);\n\
-               mods[c.fn] ||= await import(pathToFileURL(c.fn).href);\n\
-               state.kvs = c.kvs; state.edgeLocation = {{ name: 'TST', serverIp: '127.0.0.1', region: c.region }};\n\
-               state.distributionOrigins = c.distributionOrigins || null; state.calls = []; state.decision = null;\n\
-               Date.now = () => c.now;\n\
-               try {{ await mods[c.fn].handler(c.event); out.push(JSON.stringify({{ decision: state.decision, calls: state.calls }})); }}\n\
-               catch (e) {{ out.push(JSON.stringify({{ error: String(e && e.stack || e) }})); }}\n\
-             }}\n\
-             process.stdout.write(out.join('\\n') + '\\n');\n\
-             // harness.mjs is the same loop for one function: {HARNESS}\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("node")
-        .arg(&runner)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node must be installed to run the CloudFront Function");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for c in cases {
-            writeln!(stdin, "{c}").unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(results.len(), cases.len());
-    results
-}
 
 /// The rankings and controls of a vector's `cache` or `table`.
 fn stored(v: &Value, pool: &str) -> (Vec<RankingDocument>, Vec<Control>) {
@@ -206,94 +123,6 @@ fn store(
         back_controls = c;
     }
     (kvs, back_docs, back_controls)
-}
-
-/// What the function must do: the Rust decision over what it reads, every
-/// read fresh, no ejections, no race (its `default` where the Lambda edge
-/// would race).
-fn rust_function_view(
-    settings: &EdgeSettings,
-    pool_name: Option<&str>,
-    docs: &[RankingDocument],
-    controls: &[Control],
-    key: &str,
-    now: u64,
-) -> Value {
-    let Some(pool_name) = pool_name else {
-        return json!({"source": "passthrough"});
-    };
-    let pool = settings.pools.get(pool_name);
-    let view = PoolView {
-        rankings: docs,
-        read: Read::Now,
-        read_failed: false,
-        controls,
-        ejected: &[],
-        race_winner: None,
-    };
-    let timeouts = |t: decision::OriginTimeouts| {
-        let mut m = serde_json::Map::new();
-        if let Some(c) = t.connection_timeout {
-            m.insert("connect".into(), json!(c));
-            m.insert("attempts".into(), json!(t.connection_attempts));
-        }
-        if let Some(r) = t.read_timeout {
-            m.insert("read".into(), json!(r));
-        }
-        Value::Object(m)
-    };
-    match decision::decide(pool_name, pool, &view, &settings.decision, key, now).verdict {
-        Verdict::Passthrough { .. } => json!({"source": "passthrough"}),
-        Verdict::Chosen {
-            origin,
-            source,
-            ranking,
-            band,
-            failover,
-            timeouts: t,
-            ..
-        } => json!({
-            "source": source.as_str(),
-            "origin": origin.id,
-            "region": ranking.map(|(r, _)| r),
-            "band": band,
-            "failover": failover.map(|o| o.id.clone()),
-            "timeouts": timeouts(t),
-        }),
-        Verdict::Unranked { default, .. } => json!({
-            "source": "default",
-            "origin": default.id,
-            "region": null,
-            "band": null,
-            "failover": null,
-            "timeouts": timeouts(decision::timeouts::for_origin(pool.unwrap(), None, false)),
-        }),
-    }
-}
-
-/// The function's decision with origin indexes made ids.
-fn named(result: &Value, pool: Option<&PoolConfig>) -> Value {
-    let d = &result["decision"];
-    assert!(
-        result.get("error").is_none(),
-        "the function threw: {result}"
-    );
-    let id = |v: &Value| {
-        v.as_u64()
-            .and_then(|i| pool?.origins.get(i as usize))
-            .map(|o| o.id.clone())
-    };
-    if d["source"] == "passthrough" {
-        return json!({"source": "passthrough"});
-    }
-    json!({
-        "source": d["source"],
-        "origin": id(&d["origin"]),
-        "region": d["region"],
-        "band": d["band"],
-        "failover": id(&d["failover"]),
-        "timeouts": d["timeouts"],
-    })
 }
 
 /// A CloudFront Functions viewer-request event whose steering key is `key`
@@ -418,7 +247,7 @@ fn the_function_passes_every_decision_vector_under_node() {
                 }
                 _ => Default::default(),
             };
-            let rust = rust_function_view(
+            let rust = rust_view(
                 &settings,
                 pool_name.filter(|_| pool.is_some()),
                 &back_docs,
@@ -641,7 +470,7 @@ fn the_function_and_the_rust_decision_agree_on_1200_generated_cases() {
             );
             // Only what is in the store counts: the rankings of regions
             // the function reads.
-            let rust = rust_function_view(
+            let rust = rust_view(
                 &settings,
                 Some("web"),
                 &back_docs,

@@ -1,6 +1,7 @@
 //! Shared parts of the edge's tests.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod racer;
 
 use std::sync::Arc;
