@@ -15,7 +15,7 @@ use origin_router::compact;
 use origin_router::config::{Config, PoolConfig};
 use serde_json::{json, Value};
 
-use common::node::{named, read_back, run_node, rust_view, workdir, write_function};
+use common::node::{assert_agree, named, read_back, run_node, rust_view, workdir, write_function};
 
 const NOW: u64 = 1_780_000_000_000;
 
@@ -235,19 +235,11 @@ fn hostile_values_are_read_as_the_rust_decoder_reads_them() {
         }
     }
     let results = run_node(dir.path(), &cases);
-    let failures: Vec<String> = wants
-        .iter()
-        .zip(&results)
-        .filter_map(|((name, rust), result)| {
-            let got = named(result, Some(&web));
-            (got != *rust).then(|| format!("{name}:\n  rust     {rust}\n  function {got}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures.join("\n")
+    assert_agree(
+        wants
+            .iter()
+            .zip(&results)
+            .map(|((name, rust), result)| (name.as_str(), rust, named(result, Some(&web)))),
     );
 }
 
@@ -515,19 +507,13 @@ fn hostile_events_route_and_steer_as_the_rust_edge() {
         }));
     }
     let results = run_node(dir.path(), &cases);
-    let failures: Vec<String> = wants
-        .iter()
-        .zip(&results)
-        .filter_map(|((name, rust, pool), result)| {
-            let got = named(result, pool.as_ref());
-            (got != *rust).then(|| format!("{name}:\n  rust     {rust}\n  function {got}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures.join("\n")
+    assert_agree(
+        wants
+            .iter()
+            .zip(&results)
+            .map(|((name, rust, pool), result)| {
+                (name.as_str(), rust, named(result, pool.as_ref()))
+            }),
     );
 }
 
@@ -626,19 +612,11 @@ fn clocks_edge_locations_and_a_failing_store() {
         }));
     }
     let results = run_node(dir.path(), &cases);
-    let failures: Vec<String> = wants
-        .iter()
-        .zip(&results)
-        .filter_map(|((name, rust), result)| {
-            let got = named(result, Some(web));
-            (got != *rust).then(|| format!("{name}:\n  rust     {rust}\n  function {got}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures.join("\n")
+    assert_agree(
+        wants
+            .iter()
+            .zip(&results)
+            .map(|((name, rust), result)| (name.as_str(), rust, named(result, Some(web)))),
     );
 }
 
@@ -880,23 +858,10 @@ fn band_steering_at_its_extremes_matches_the_rust_decision() {
         }
     }
     let results = run_node(dir.path(), &cases);
-    let failures: Vec<String> = wants
-        .iter()
-        .zip(&results)
-        .filter_map(|((name, rust, pool), result)| {
-            let got = named(result, Some(pool));
-            (got != *rust).then(|| format!("{name}:\n  rust     {rust}\n  function {got}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} differ:\n{}",
-        failures.len(),
-        failures
+    assert_agree(
+        wants
             .iter()
-            .take(3)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+            .zip(&results)
+            .map(|((name, rust, pool), result)| (name.as_str(), rust, named(result, Some(pool)))),
     );
 }

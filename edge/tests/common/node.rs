@@ -230,3 +230,18 @@ pub fn read_back(
     let controls = newest.map(|n| controls[n].clone()).unwrap_or_default();
     (docs, controls)
 }
+
+/// Asserts the function's decision (`got`) is the Rust one (`rust`) for
+/// every named case, listing every case that differs.
+pub fn assert_agree<'a>(cases: impl Iterator<Item = (&'a str, &'a Value, Value)>) {
+    let failures: Vec<String> = cases
+        .filter(|(_, rust, got)| got != *rust)
+        .map(|(name, rust, got)| format!("{name}:\n  rust     {rust}\n  function {got}"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
