@@ -21,6 +21,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The workspace's debug binary `name`, as `cargo build --workspace --bins`
+/// leaves it: under `CARGO_TARGET_DIR` when that is set (relative to the
+/// workspace, as cargo reads it), else under `target/`.
+pub fn debug_binary(name: &str) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    };
+    target.join("debug").join(name)
+}
+
 fn find_binary(env_var: &str, candidates: &[PathBuf], name: &str) -> io::Result<PathBuf> {
     if let Ok(path) = std::env::var(env_var) {
         return Ok(PathBuf::from(path));

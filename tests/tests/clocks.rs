@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 use origin_router::sample::unix_millis_now;
 use origin_router::store::{DynamoStore, EmbeddedStore, RankingStore};
 use origin_router_tests::runtime_api::Function;
-use origin_router_tests::services::{
-    free_port, redis_get, workspace_root, MotoServer, RedisServer,
-};
+use origin_router_tests::services::{debug_binary, free_port, redis_get, MotoServer, RedisServer};
 use origin_router_tests::{Mode, TestOrigin};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -63,7 +61,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 /// other builds, which relink (remove, then write) the binaries: a missing
 /// one is waited for, up to two minutes.
 fn binary(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/debug").join(name);
+    let path = debug_binary(name);
     let started = Instant::now();
     while !path.is_file() && started.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(250));

@@ -179,7 +179,7 @@ fn function_package_refuses_no_pools_and_code_over_10_kb() {
 }
 
 fn edge_binary() -> PathBuf {
-    let path = workspace_root().join("target/debug/edge");
+    let path = origin_router_tests::services::debug_binary("edge");
     assert!(
         path.is_file(),
         "{} missing: run `cargo build --workspace --bins` first",

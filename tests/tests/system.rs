@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use origin_router::store::RankingStore;
 use origin_router_tests::runtime_api::Function;
-use origin_router_tests::services::{redis_get, workspace_root, MotoServer, RedisServer};
+use origin_router_tests::services::{debug_binary, redis_get, MotoServer, RedisServer};
 use origin_router_tests::{loopback, Mode, TestOrigin};
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ const ORIGINS: [(&str, u8, [u64; 3]); 4] = [
 const FIXTURE: &str = include_str!("../fixtures/cloudfront/origin-request.json");
 
 fn binary(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/debug").join(name);
+    let path = debug_binary(name);
     assert!(
         path.is_file(),
         "{} missing: run `cargo build --workspace --bins` first",
