@@ -23,7 +23,7 @@ pub mod decide;
 pub mod writer;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ impl Settings {
 pub(crate) struct Submitted {
     pub doc: RankingDocument,
     pub controls: Vec<Control>,
+    /// The publishing term it was submitted in ([`KvsPublisher::stand_down`]).
+    pub term: u64,
 }
 
 /// Between the leader and the writer.
@@ -81,6 +83,13 @@ pub(crate) struct Shared {
     last_success: AtomicU64,
     /// Per pool, the `generated_at` of the value this region last wrote.
     written: Mutex<BTreeMap<String, UnixMillis>>,
+    /// The publishing term: moved on by [`KvsPublisher::stand_down`]. The
+    /// writer drops whatever was submitted in an older term, and checks
+    /// before every `UpdateKeys` attempt, so a deposed leader's rankings
+    /// are not written over its successor's.
+    term: AtomicU64,
+    /// Whether the current term has ended (stood down, no submission since).
+    standing_down: AtomicBool,
 }
 
 impl Shared {
@@ -90,6 +99,10 @@ impl Shared {
 
     pub(crate) fn written(&self) -> MutexGuard<'_, BTreeMap<String, UnixMillis>> {
         self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
     }
 }
 
@@ -164,10 +177,24 @@ impl KvsPublisher {
         .set(age_ms as f64 / 1000.0);
         {
             let mut latest = self.shared.latest();
+            // The first submission after standing down starts a new term:
+            // the writer forgets what it wrote in the last one (another
+            // worker may have written the keys since).
+            if self.shared.standing_down.swap(false, Ordering::AcqRel) {
+                self.shared.term.fetch_add(1, Ordering::AcqRel);
+            }
+            let term = self.shared.term();
             match latest.get(&doc.pool) {
-                Some(queued) if queued.doc.seq > doc.seq => {}
+                Some(queued) if queued.term == term && queued.doc.seq > doc.seq => {}
                 _ => {
-                    latest.insert(doc.pool.clone(), Submitted { doc, controls });
+                    latest.insert(
+                        doc.pool.clone(),
+                        Submitted {
+                            doc,
+                            controls,
+                            term,
+                        },
+                    );
                 }
             }
         }
@@ -178,6 +205,26 @@ impl KvsPublisher {
             metrics::gauge!("origin_router_kvs_last_write_age_seconds", "region" => self.region.clone())
                 .set(age.as_secs_f64());
         }
+    }
+
+    /// This worker no longer publishes the region's rankings (it follows,
+    /// is barred, or stepped down): nothing it submitted is written from
+    /// now on, not even a batch between two attempts (an `UpdateKeys`
+    /// already sent cannot be called back). Its next submission starts a
+    /// new term, judged afresh (every pool written at once), since the
+    /// keys may hold another worker's values by then. Cheap and
+    /// idempotent: called every round the worker does not publish.
+    pub fn stand_down(&self) {
+        if self.shared.standing_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut latest = self.shared.latest();
+            self.shared.term.fetch_add(1, Ordering::AcqRel);
+            latest.clear();
+        }
+        // Wakes the writer, so it drops what it kept pending.
+        self.shared.notify.notify_one();
     }
 
     /// Time since the last successful write; `None` before the first.

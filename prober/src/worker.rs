@@ -335,6 +335,7 @@ impl Worker {
             Ok(Role::Follower { leader }) => {
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
+                self.stand_down_kvs();
                 self.degraded.followed();
                 tracing::debug!(leader = leader.as_deref().unwrap_or("?"), "following");
             }
@@ -342,6 +343,7 @@ impl Worker {
                 // Said at warn by the clock; here only the state.
                 self.set_degraded(false, None);
                 self.set_leader(false).await;
+                self.stand_down_kvs();
                 self.degraded.followed();
                 tracing::debug!(offset_ms, "not leading: clock off");
             }
@@ -431,8 +433,19 @@ impl Worker {
             coordination_error(&e);
         }
         self.set_leader(false).await;
+        self.stand_down_kvs();
         self.degraded.followed();
         true
+    }
+
+    /// This worker does not publish this round: its KeyValueStore values
+    /// must not land over the leader's (the store has no fencing of its
+    /// own, unlike the ranking store's `seq`). Not called in degraded
+    /// mode, which publishes the pools its plan gives it.
+    fn stand_down_kvs(&self) {
+        if let Some(kvs) = &self.kvs {
+            kvs.stand_down();
+        }
     }
 
     async fn publish(

@@ -532,3 +532,93 @@ async fn the_shipped_binary_in_a_new_users_config_writes_the_value() {
     assert!(value.seq <= stored.seq);
     assert_all_sigv4a(&server);
 }
+
+/// `ranking`'s value as another writer (the region's next leader) would
+/// write it.
+fn value_of(pool: &PoolConfig, doc: &RankingDocument) -> String {
+    compact::encode(pool, doc, &[], doc.generated_at)
+        .expect("encodes")
+        .value
+}
+
+fn order(doc: &RankingDocument) -> Vec<&str> {
+    doc.origins.iter().map(|o| o.id.as_str()).collect()
+}
+
+/// A leader deposed, while another worker led and wrote the key, then
+/// leading again with the ranking it last wrote: it writes at once, not a
+/// heartbeat later (its memory of what it wrote is a term old; the key
+/// holds the other worker's value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_leading_again_rewrites_its_keys_at_once() {
+    let server = KvsServer::start().await.unwrap();
+    let pool = paper_pool(&["a", "b", "c"]);
+    let pools: BTreeMap<String, PoolConfig> = [("web".to_string(), pool.clone())].into();
+    let kvs = publisher(&server, REGION, &pools).await;
+    kvs.submit(ranking("web", REGION, 1, &["a", "b", "c"]), vec![]);
+    let first = eventually(Duration::from_secs(5), || async {
+        decoded(&server, "web", &pool, REGION).filter(|d| d.seq == 1)
+    })
+    .await;
+    assert!(first.is_some(), "{:?}", server.requests());
+    // Deposed; the next leader writes its own ranking.
+    kvs.stand_down();
+    let successor = ranking("web", REGION, 2, &["b", "a", "c"]);
+    server.seed([(compact::key("web", REGION), value_of(&pool, &successor))]);
+    // Leading again, one second later: the same choice as its last write.
+    kvs.submit(ranking("web", REGION, 3, &["a", "b", "c"]), vec![]);
+    let back = eventually(Duration::from_secs(3), || async {
+        decoded(&server, "web", &pool, REGION).filter(|d| d.seq == 3)
+    })
+    .await;
+    let now = decoded(&server, "web", &pool, REGION).unwrap();
+    assert!(
+        back.is_some(),
+        "the key still holds the deposed term's successor's value: {:?}",
+        order(&now)
+    );
+    assert_eq!(order(&now), vec!["a", "b", "c"]);
+}
+
+/// A leader deposed while its write backs off after conflicts (another
+/// region writing): once it stood down, its ranking never lands over the
+/// new leader's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_pending_value_is_never_written_over_its_successors() {
+    let server = KvsServer::start().await.unwrap();
+    let pool = paper_pool(&["a", "b", "c"]);
+    let pools: BTreeMap<String, PoolConfig> = [("web".to_string(), pool.clone())].into();
+    let kvs = publisher(&server, REGION, &pools).await;
+    kvs.submit(ranking("web", REGION, 1, &["a", "b", "c"]), vec![]);
+    let first = eventually(Duration::from_secs(5), || async {
+        decoded(&server, "web", &pool, REGION).filter(|d| d.seq == 1)
+    })
+    .await;
+    assert!(first.is_some(), "{:?}", server.requests());
+    // The next write conflicts seven times: it backs off between attempts.
+    server.conflict_next_updates(7);
+    server.clear_requests();
+    kvs.submit(ranking("web", REGION, 2, &["b", "a", "c"]), vec![]);
+    let conflicted = eventually(Duration::from_secs(5), || async {
+        server
+            .requests_of(Operation::UpdateKeys)
+            .iter()
+            .any(|r| r.status == Some(409))
+            .then_some(())
+    })
+    .await;
+    assert!(conflicted.is_some(), "{:?}", server.requests());
+    // Deposed meanwhile; the successor writes.
+    kvs.stand_down();
+    let successor = ranking("web", REGION, 5, &["c", "b", "a"]);
+    server.seed([(compact::key("web", REGION), value_of(&pool, &successor))]);
+    // Longer than the seven backoffs (at most 5.15 s) and the calls.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let now = decoded(&server, "web", &pool, REGION).unwrap();
+    assert_eq!(
+        (now.seq, order(&now)),
+        (5, vec!["c", "b", "a"]),
+        "the deposed leader wrote over its successor; requests {:?}",
+        server.requests()
+    );
+}

@@ -35,6 +35,9 @@ pub enum KvsError {
     Timeout { op: &'static str, after: Duration },
     #[error("{op}: {message}")]
     Failed { op: &'static str, message: String },
+    /// Not attempted: the worker stood down (no longer publishes).
+    #[error("not written: this worker no longer publishes the region's rankings")]
+    StoodDown,
 }
 
 impl KvsError {
@@ -44,6 +47,7 @@ impl KvsError {
             KvsError::Conflict { op, .. }
             | KvsError::Timeout { op, .. }
             | KvsError::Failed { op, .. } => op,
+            KvsError::StoodDown => "UpdateKeys",
         }
     }
 }

@@ -54,6 +54,8 @@ struct State {
     /// The ETag the last `UpdateKeys` returned: the next write tries it
     /// before describing the store again.
     etag: Option<String>,
+    /// The publishing term of `written` and `pending`.
+    term: u64,
 }
 
 pub(super) async fn run(api: Arc<dyn KvsApi>, settings: Settings, shared: Arc<Shared>) {
@@ -62,7 +64,18 @@ pub(super) async fn run(api: Arc<dyn KvsApi>, settings: Settings, shared: Arc<Sh
         // A submission during the last round left a permit: no wake-up is
         // lost.
         shared.notify.notified().await;
+        let term = shared.term();
+        if term != state.term {
+            // Stood down (and maybe leading again): nothing of the last
+            // term is written, and the keys are judged afresh.
+            state.term = term;
+            state.pending.clear();
+            state.written.clear();
+        }
         for (pool, sub) in std::mem::take(&mut *shared.latest()) {
+            if sub.term != term {
+                continue;
+            }
             match state.pending.get(&pool) {
                 Some(queued) if queued.doc.seq > sub.doc.seq => {}
                 _ => {
@@ -137,7 +150,9 @@ async fn round(api: &dyn KvsApi, settings: &Settings, shared: &Shared, state: &m
             .map(|d| (d.key.clone(), d.value.clone()))
             .collect();
         let started = Instant::now();
-        match write_batch(api, region, &mut state.etag, &puts).await {
+        let term = state.term;
+        let current = || shared.term() == term;
+        match write_batch(api, region, &mut state.etag, &puts, &current).await {
             Ok(attempts) => {
                 let elapsed = started.elapsed();
                 shared
@@ -170,6 +185,11 @@ async fn round(api: &dyn KvsApi, settings: &Settings, shared: &Shared, state: &m
                         .insert(d.pool.clone(), d.choice.generated_at);
                 }
             }
+            Err(KvsError::StoodDown) => {
+                tracing::info!(%region, keys = batch.len(), "not written to the KeyValueStore: this worker stood down");
+                state.pending.clear();
+                return;
+            }
             Err(e) => {
                 metrics::counter!("origin_router_kvs_failures_total", "region" => region.to_string(), "op" => e.op())
                     .increment(1);
@@ -189,12 +209,14 @@ async fn round(api: &dyn KvsApi, settings: &Settings, shared: &Shared, state: &m
 /// the last write returned, else a fresh `DescribeKeyValueStore`),
 /// re-reading it and backing off after each conflict, at most
 /// [`MAX_ATTEMPTS`] calls; every call bounded by the call timeout. Returns
-/// the attempts it took.
+/// the attempts it took. Gives up as [`KvsError::StoodDown`] before any
+/// attempt once `current` says the term is over.
 async fn write_batch(
     api: &dyn KvsApi,
     region: &str,
     etag: &mut Option<String>,
     puts: &[(String, String)],
+    current: &(dyn Fn() -> bool + Sync),
 ) -> Result<u32, KvsError> {
     let mut attempt = 0;
     loop {
@@ -203,6 +225,10 @@ async fn write_batch(
             Some(tag) => tag,
             None => bounded("DescribeKeyValueStore", api.etag()).await?,
         };
+        if !current() {
+            *etag = Some(tag);
+            return Err(KvsError::StoodDown);
+        }
         match bounded("UpdateKeys", api.update(&tag, puts)).await {
             Ok(new) => {
                 *etag = Some(new);
@@ -343,6 +369,7 @@ mod tests {
                 Submitted {
                     doc: doc(pool, seq),
                     controls: Vec::new(),
+                    term: 0,
                 },
             );
         }
@@ -388,6 +415,7 @@ mod tests {
             Submitted {
                 doc: changed,
                 controls: vec![],
+                term: 0,
             },
         );
         round(&fake, &settings, &shared, &mut state).await;
