@@ -17,6 +17,19 @@
 //!
 //! Values are [`origin_router::compact`] lines under `pool/region`; their
 //! `seq` and `generated_at` are the ranking's.
+//!
+//! Keys are only ever put, never deleted: a pool removed from the config
+//! (or a region no longer probed) leaves its last value in the store for
+//! good. The CloudFront Function generated from the new config never reads
+//! it, and one generated from the old config takes it as stale once it is
+//! older than `edge.ranking_max_age`; it only takes room (up to 1 KB a key)
+//! until removed by hand (`aws cloudfront-keyvaluestore delete-key`).
+//!
+//! The store has no fencing of its own (one ETag for every key, no `seq`
+//! check), so leadership is kept by the worker: one that stops leading
+//! calls [`KvsPublisher::stand_down`], after which nothing it submitted is
+//! written (an `UpdateKeys` already sent excepted), and its next
+//! submission starts a new term in which every key is written afresh.
 
 pub mod client;
 pub mod decide;
@@ -110,8 +123,9 @@ impl Shared {
 pub struct KvsPublisher {
     shared: Arc<Shared>,
     region: String,
-    /// Unix ms when it started.
-    started: UnixMillis,
+    /// Unix ms when its current term started (it started, or published
+    /// again after standing down).
+    started: AtomicU64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -128,7 +142,7 @@ impl KvsPublisher {
         KvsPublisher {
             shared,
             region,
-            started: unix_millis_now(),
+            started: AtomicU64::new(unix_millis_now()),
             task,
         }
     }
@@ -164,11 +178,16 @@ impl KvsPublisher {
         // (the one the function judges freshness by): whatever keeps it
         // from being rewritten (a store that refuses, conflicts that never
         // settle, a ranking that cannot be encoded) shows here, per pool.
-        // Before the first write of the pool: since the publisher started.
+        // Before the first write of the pool in this term: since the term
+        // started (a leader leading again is not judged by its old writes).
+        if self.shared.standing_down.load(Ordering::Acquire) {
+            self.shared.written().clear();
+            self.started.store(unix_millis_now(), Ordering::Relaxed);
+        }
         let written = self.shared.written().get(&doc.pool).copied();
         let age_ms = doc
             .generated_at
-            .saturating_sub(written.unwrap_or(self.started));
+            .saturating_sub(written.unwrap_or(self.started.load(Ordering::Relaxed)));
         metrics::gauge!(
             "origin_router_kvs_value_age_seconds",
             "region" => self.region.clone(),
@@ -225,6 +244,18 @@ impl KvsPublisher {
         }
         // Wakes the writer, so it drops what it kept pending.
         self.shared.notify.notify_one();
+    }
+
+    /// Stops writing and ends the writer task (the worker shutting
+    /// down); an `UpdateKeys` in flight is abandoned. Idempotent.
+    pub fn close(&self) {
+        self.stand_down();
+        self.task.abort();
+    }
+
+    /// Whether the writer task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Time since the last successful write; `None` before the first.

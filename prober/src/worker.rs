@@ -224,6 +224,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     worker.health.leader.store(false, Ordering::Relaxed);
     worker.publisher.flush(Duration::from_secs(2)).await;
+    // The KeyValueStore writer ends with the worker, whoever still holds
+    // the worker (the scheduler's job does): the next leader rewrites the
+    // keys.
+    if let Some(kvs) = &worker.kvs {
+        kvs.close();
+    }
     controls_task.abort();
     if let Some(task) = metrics_task {
         task.abort();

@@ -622,3 +622,181 @@ async fn a_deposed_leaders_pending_value_is_never_written_over_its_successors() 
         server.requests()
     );
 }
+
+/// A new user's config with `kvs_arn` set, the endpoint a port that
+/// refuses connections, on a machine with AWS credentials (`credentials`)
+/// or with none, no region and no shared config: the worker starts, probes
+/// and publishes to its ranking store every round, and its log says the
+/// KeyValueStore writes fail.
+async fn a_kvs_that_cannot_be_reached_never_stops_the_worker(credentials: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, path, _metrics) = common::solo_setup(dir.path(), "").await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = refused.local_addr().unwrap().port();
+    drop(refused);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "kvs_arn = \"arn:aws:cloudfront::123456789012:key-value-store/0f0e0d0c-0b0a-0908-0706-050403020100\"\nkvs_endpoint = \"http://127.0.0.1:{port}\"\n"
+    ));
+    std::fs::write(&path, &text).unwrap();
+    let mut cmd = prober(&[]);
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(name);
+    }
+    if credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    // No shared config or credentials files either.
+    cmd.env("HOME", dir.path());
+    let _worker = Proc(
+        cmd.args(["run", "-c", &path.display().to_string()])
+            .stdout(std::fs::File::create(dir.path().join("worker.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || {
+        std::fs::read_to_string(dir.path().join("worker.err")).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
+    };
+    let store = EmbeddedStore::new(dir.path().join("store"));
+    let first = eventually(Duration::from_secs(10), || async {
+        common::ranking(&store).await
+    })
+    .await;
+    let Some(first) = first else {
+        panic!("no ranking published; log:\n{}", log());
+    };
+    // Rounds go on (every second in this config): newer rankings follow.
+    let later = eventually(Duration::from_secs(6), || async {
+        common::ranking(&store)
+            .await
+            .filter(|d| d.generated_at >= first.generated_at + 3_000)
+    })
+    .await;
+    assert!(later.is_some(), "rounds stopped; log:\n{}", log());
+    let said = eventually(Duration::from_secs(10), || async {
+        log().contains("KeyValueStore write failed").then_some(())
+    })
+    .await;
+    assert!(said.is_some(), "log:\n{}", log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvs_arn_without_credentials_never_stops_the_worker() {
+    a_kvs_that_cannot_be_reached_never_stops_the_worker(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kvs_endpoint_that_refuses_connections_never_stops_the_worker() {
+    a_kvs_that_cannot_be_reached_never_stops_the_worker(true).await;
+}
+
+/// `origin_router_kvs_value_age_seconds{pool="web"}` in a scrape.
+fn value_age(scrape: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("origin_router_kvs_value_age_seconds{") && l.contains("pool=\"web\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The shipped binary on a KeyValueStore that accepts and never answers:
+/// the pool's value age grows round after round (what the alert watches),
+/// and falls back to about a round once the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_value_age_grows_while_the_store_hangs_and_resets_after_a_write() {
+    let server = KvsServer::start().await.unwrap();
+    server.set_fault(Fault::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, path, metrics) = common::solo_setup(dir.path(), "").await;
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "kvs_arn = \"{}\"\nkvs_endpoint = \"{}\"\n",
+        server.arn(),
+        server.endpoint()
+    ));
+    std::fs::write(&path, &text).unwrap();
+    let env: Vec<(String, String)> = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let _worker = Proc(
+        prober(&env)
+            .args(["run", "-c", &path.display().to_string()])
+            .stdout(std::fs::File::create(dir.path().join("worker.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{metrics}/metrics");
+    let age = || {
+        let url = url.clone();
+        async move { value_age(&reqwest::get(&url).await.ok()?.text().await.ok()?) }
+    };
+    let grown = eventually(Duration::from_secs(20), || async {
+        age().await.filter(|a| *a >= 5.0)
+    })
+    .await;
+    assert!(grown.is_some(), "the age did not grow: {:?}", age().await);
+    assert!(server.snapshot().is_empty());
+    server.set_fault(Fault::None);
+    // The hung call gives up after 5 s; the next round writes.
+    let reset = eventually(Duration::from_secs(20), || async {
+        age().await.filter(|a| *a < 3.0)
+    })
+    .await;
+    assert!(
+        reset.is_some(),
+        "the age did not fall after the write: {:?}, store {:?}",
+        age().await,
+        server.snapshot()
+    );
+    assert_eq!(server.snapshot().len(), 1);
+}
+
+/// Closing the publisher (the worker shutting down) ends its writer even
+/// while a call hangs, and dropping it afterwards is quiet; a submission
+/// after closing writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_ends_the_writer_even_mid_call() {
+    let server = KvsServer::start().await.unwrap();
+    let pools: BTreeMap<String, PoolConfig> =
+        [("web".to_string(), paper_pool(&["a", "b", "c"]))].into();
+    let kvs = publisher(&server, REGION, &pools).await;
+    server.set_fault(Fault::Hang);
+    kvs.submit(ranking("web", REGION, 1, &["a", "b", "c"]), vec![]);
+    let hung = eventually(Duration::from_secs(5), || async {
+        (!server.requests().is_empty()).then_some(())
+    })
+    .await;
+    assert!(hung.is_some());
+    kvs.close();
+    let ended = eventually(Duration::from_secs(2), || async {
+        kvs.is_closed().then_some(())
+    })
+    .await;
+    assert!(ended.is_some(), "the writer still runs");
+    server.set_fault(Fault::None);
+    kvs.submit(ranking("web", REGION, 2, &["b", "a", "c"]), vec![]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.snapshot().is_empty());
+    drop(kvs);
+}
