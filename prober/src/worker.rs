@@ -536,13 +536,7 @@ impl Worker {
         mut doc: RankingDocument,
         now: UnixMillis,
     ) -> RankingDocument {
-        let stored = self
-            .controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pool)
-            .cloned()
-            .unwrap_or_default();
+        let stored = self.stored_controls(pool);
         let (active, _) = control::active(&stored, &self.config, pool, &self.id.region, now);
         let drained = control::drained(&active);
         if !drained.is_empty() {
@@ -563,18 +557,22 @@ impl Worker {
         doc
     }
 
+    /// The pool's controls as last read from the store.
+    fn stored_controls(&self, pool: &str) -> Arc<Vec<Control>> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The pool's stored controls that are in force at `now` for the
     /// region each names (as [`control::active`] judges them): what the
     /// KeyValueStore value carries, for the function to apply in its own
     /// region.
     fn controls_in_force(&self, pool: &str, now: UnixMillis) -> Vec<Control> {
-        let stored = self
-            .controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pool)
-            .cloned()
-            .unwrap_or_default();
+        let stored = self.stored_controls(pool);
         stored
             .iter()
             .filter(|c| {

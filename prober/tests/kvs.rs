@@ -474,6 +474,37 @@ async fn a_hung_or_failing_kvs_never_delays_rounds_or_the_ranking_store_and_reco
     stop_tx.send_replace(true);
 }
 
+/// A new user's config (one origin, the embedded store, no Redis) with
+/// `store.kvs_arn` and `store.kvs_endpoint` of `server`.
+async fn solo_with_kvs(
+    dir: &Path,
+    server: &KvsServer,
+) -> (TestOrigin, std::path::PathBuf, std::net::SocketAddr) {
+    let (origin, path, metrics) = common::solo_setup(dir, "").await;
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    // `[store]` is the config's last table.
+    text.push_str(&format!(
+        "kvs_arn = \"{}\"\nkvs_endpoint = \"{}\"\n",
+        server.arn(),
+        server.endpoint()
+    ));
+    std::fs::write(&path, &text).unwrap();
+    (origin, path, metrics)
+}
+
+/// The shipped binary running `path`, with the test credentials, its log
+/// in `dir`.
+fn run_binary(path: &Path, dir: &Path) -> Proc {
+    Proc(
+        prober(&common::aws_test_vars(REGION))
+            .args(["run", "-c", &path.display().to_string()])
+            .stdout(std::fs::File::create(dir.join("worker.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("worker.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The shipped `prober` binary in the configuration a new user starts
 /// with (one origin, the embedded store, no Redis), plus `store.kvs_arn`
 /// and `store.kvs_endpoint`: the value appears, decodes to the ranking,
@@ -483,33 +514,9 @@ async fn a_hung_or_failing_kvs_never_delays_rounds_or_the_ranking_store_and_reco
 async fn the_shipped_binary_in_a_new_users_config_writes_the_value() {
     let server = KvsServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_origin, path, _metrics) = common::solo_setup(dir.path(), "").await;
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    // `[store]` is the config's last table.
-    text.push_str(&format!(
-        "kvs_arn = \"{}\"\nkvs_endpoint = \"{}\"\n",
-        server.arn(),
-        server.endpoint()
-    ));
-    std::fs::write(&path, &text).unwrap();
+    let (_origin, path, _metrics) = solo_with_kvs(dir.path(), &server).await;
     let config = Config::load(&path).expect("the config is valid");
-    let env: Vec<(String, String)> = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", REGION),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let _worker = Proc(
-        prober(&env)
-            .args(["run", "-c", &path.display().to_string()])
-            .stdout(std::fs::File::create(dir.path().join("worker.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = run_binary(&path, dir.path());
     let found = eventually(Duration::from_secs(30), || async {
         decoded(&server, "web", &config.pools["web"], REGION)
     })
@@ -721,31 +728,8 @@ async fn the_value_age_grows_while_the_store_hangs_and_resets_after_a_write() {
     let server = KvsServer::start().await.unwrap();
     server.set_fault(Fault::Hang);
     let dir = tempfile::tempdir().unwrap();
-    let (_origin, path, metrics) = common::solo_setup(dir.path(), "").await;
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "kvs_arn = \"{}\"\nkvs_endpoint = \"{}\"\n",
-        server.arn(),
-        server.endpoint()
-    ));
-    std::fs::write(&path, &text).unwrap();
-    let env: Vec<(String, String)> = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", REGION),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let _worker = Proc(
-        prober(&env)
-            .args(["run", "-c", &path.display().to_string()])
-            .stdout(std::fs::File::create(dir.path().join("worker.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (_origin, path, metrics) = solo_with_kvs(dir.path(), &server).await;
+    let _worker = run_binary(&path, dir.path());
     let url = format!("http://{metrics}/metrics");
     let age = || {
         let url = url.clone();

@@ -131,17 +131,8 @@ async fn every_metric_the_alerting_rules_use_is_exported_by_the_prober() {
     c.store.kvs_endpoint = Some(kvs.endpoint());
     let region = c.prober.region.clone().unwrap();
     let path = write_config(&c, dir.path(), "rules");
-    let env: Vec<(String, String)> = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", region.as_str()),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
     let _worker = Proc(
-        prober(&env)
+        prober(&common::aws_test_vars(&region))
             .args(["run", "--config"])
             .arg(&path)
             .spawn()

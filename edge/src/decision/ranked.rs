@@ -94,9 +94,8 @@ pub fn choose<'p>(
         if known.peek().is_none() {
             continue;
         }
-        let usable_entries: Vec<_> = known.filter(|(e, _)| e.state.is_usable()).collect();
-        let usable: Vec<Ranked<'p>> = usable_entries
-            .iter()
+        let usable: Vec<Ranked<'p>> = known
+            .filter(|(e, _)| e.state.is_usable())
             .map(|(e, origin)| Ranked {
                 origin,
                 state: e.state,
@@ -109,14 +108,16 @@ pub fn choose<'p>(
                 region: doc.region.clone(),
                 age_ms,
                 band: steered.band,
-                failover: usable_entries
+                failover: usable
                     .iter()
-                    .map(|(_, o)| *o)
+                    .map(|r| r.origin)
                     .find(|o| o.id != steered.origin.id),
-                connect_budget_ms: usable_entries
+                // The chosen origin's first entry (the one steering saw).
+                connect_budget_ms: doc
+                    .origins
                     .iter()
-                    .find(|(_, o)| o.id == steered.origin.id)
-                    .and_then(|(e, _)| e.connect_budget_ms),
+                    .find(|e| e.id == steered.origin.id)
+                    .and_then(|e| e.connect_budget_ms),
             },
             None => Choice::AllDown {
                 origin: set.default_origin(pool),

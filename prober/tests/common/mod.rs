@@ -46,15 +46,24 @@ pub async fn leader_worker(url: &str) -> Option<String> {
 pub fn aws_test_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        for (name, value) in [
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", REGION),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ] {
+        for (name, value) in aws_test_vars(REGION) {
             std::env::set_var(name, value);
         }
     });
+}
+
+/// The test credentials and `region`, as a child process's environment
+/// (what [`aws_test_env`] sets in this one).
+pub fn aws_test_vars(region: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", region),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 pub async fn dynamo(moto: &MotoServer) -> Arc<DynamoStore> {
